@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both set everything up on a fresh Debian machine (run as root, or with sudo).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+WORKDIR ?= runs/fashion_mnist
+
+.PHONY: demo test setup sysdeps bench clean-venv
+
+sysdeps:
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
+	  echo "Installing Debian packages: dataset-fashion-mnist python3-venv"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist python3-venv python3-pip >/dev/null; \
+	fi
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: sysdeps $(VENV)/.installed
+
+demo: setup
+	$(PY) -m maskgit_jax.demo --workdir=$(WORKDIR)
+
+test: setup
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)
