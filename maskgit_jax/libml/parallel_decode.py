@@ -1,0 +1,211 @@
+"""Parallel iterative decoding (MaskGIT's sampler), as one jit-compiled program.
+
+`decode` has the released signature and semantics: starting from a sequence in
+which some tokens equal `mask_token_id`, each iteration predicts every masked
+token in parallel, samples them, keeps the most confident ones and re-masks
+the rest, following the mask schedule. With its defaults it returns exactly
+the tokens of the released `maskgit.libml.parallel_decode.decode` for the same
+`rng` and `tokens_to_logits` (same key splitting, same sort-based cut-off and
+the same tie rule: a token is re-masked if its confidence is *strictly* below
+the cut-off).
+
+The loop is a `jax.lax.fori_loop` over static shapes; the whole of `decode` is
+`jax.jit`-compiled with `tokens_to_logits` and the options static, so repeated
+calls with the same shapes and the same function object compile once. A
+`tokens_to_logits` that closes over large parameters bakes them into the
+program as constants; to pass parameters as arguments, call `decode` inside
+your own `jax.jit` (see `maskgit_jax.libml.sampling`).
+
+Extensions, all off by default:
+- classifier-free guidance: `guidance_scale` s > 0 evaluates the model on the
+  conditional input and on `null_inputs_fn(input)` (default: the class token
+  at position 0 replaced by the mask token) and samples from
+  `cond + s_t * (cond - uncond)`, with `s_t = s * w(t)` where `w` is
+  `guidance_schedule`: "constant" (1), "linear" ((t+1)/T) or "cosine"
+  (1 - cosine mask ratio at t).
+- `sampling_temperature` divides the logits before sampling; `top_k` > 0 keeps
+  only the k best logits per position. The confidence is the probability of
+  the sampled token under the distribution it was drawn from.
+- fast precision: pass a bfloat16 model (see `Transformer.dtype`); here the
+  logits are cast to float32, so softmax, confidence and sampling always run
+  in float32.
+"""
+
+import functools
+import math
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from maskgit_jax.libml import mask_schedule
+
+_CONFIDENCE_OF_KNOWN_TOKENS = jnp.inf
+GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def mask_by_random_topk(rng: jax.Array, mask_len: jax.Array, probs: jax.Array,
+                        temperature: float = 1.0) -> jax.Array:
+  """Marks the `mask_len` least confident tokens, with Gumbel noise.
+
+  confidence = log(probs) + temperature * Gumbel noise; the cut-off is the
+  `mask_len`-th smallest confidence, and tokens strictly below it are masked
+  (so ties at the cut-off mask fewer than `mask_len`, as in the release).
+
+  Args:
+    rng: PRNG key.
+    mask_len: `[batch, 1]` number of tokens to mask.
+    probs: `[batch, seq_len]` probability of each sampled token (inf for
+      tokens that are given).
+    temperature: scale of the noise.
+
+  Returns:
+    bool `[batch, seq_len]`, True where the token is masked again.
+  """
+  confidence = jnp.log(probs) + temperature * jax.random.gumbel(
+      rng, probs.shape)
+  sorted_confidence = jnp.sort(confidence, axis=-1)
+  cut_off = jnp.take_along_axis(
+      sorted_confidence, mask_len.astype(jnp.int32), axis=-1)
+  return confidence < cut_off
+
+
+def drop_class_token(ids: jax.Array, mask_token_id: int = -1) -> jax.Array:
+  """The unconditional input for guidance: position 0 set to the mask token."""
+  return ids.at[:, 0].set(mask_token_id)
+
+
+def num_masked_after(step, num_iter, unknown_at_start, unknown_now,
+                     method="cosine"):
+  """The release's count of tokens left masked after iteration `step`.
+
+  `max(1, min(unknown_now - 1, floor(unknown_at_start * schedule((step+1)/T))))`.
+  """
+  ratio = 1. * (step + 1) / num_iter
+  mask_ratio = mask_schedule.schedule(ratio, unknown_at_start, method)
+  mask_len = jnp.floor(unknown_at_start * mask_ratio)
+  return jnp.maximum(1, jnp.minimum(unknown_now - 1, mask_len))
+
+
+def _guidance_weight(schedule: str, ratio):
+  if schedule == "constant":
+    return 1.0
+  if schedule == "linear":
+    return ratio
+  return 1.0 - jax.lax.cos(math.pi / 2. * ratio)  # cosine
+
+
+def _filter_top_k(logits: jax.Array, k: int) -> jax.Array:
+  kth = jax.lax.top_k(logits, k)[0][..., -1:]
+  return jnp.where(logits < kth, -jnp.inf, logits)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("tokens_to_logits", "mask_token_id", "num_iter",
+                     "start_iter", "mask_scheduling_method", "guidance_schedule",
+                     "null_inputs_fn", "top_k", "return_masks",
+                     "guidance_scale"))
+def decode(inputs: jax.Array,
+           rng: jax.Array,
+           tokens_to_logits: Callable[[jax.Array], jax.Array],
+           mask_token_id: int = -1,
+           num_iter: int = 12,
+           start_iter: int = 0,
+           choice_temperature: float = 1.0,
+           mask_scheduling_method: str = "cosine",
+           *,
+           guidance_scale: float = 0.0,
+           guidance_schedule: str = "constant",
+           null_inputs_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
+           sampling_temperature: float = 1.0,
+           top_k: int = 0,
+           return_masks: bool = False):
+  """Iterative parallel decoding.
+
+  Args:
+    inputs: int32 `[batch, seq_len]`; tokens equal to `mask_token_id` are
+      generated, all others are kept.
+    rng: PRNG key (a raw `uint32[2]` key as in the release, or a typed key).
+    tokens_to_logits: `[batch, seq_len]` ids -> `[batch, seq_len, vocab]`
+      logits. Must be hashable (it is a static argument of the jit).
+    mask_token_id: the mask token id.
+    num_iter: number of iterations T.
+    start_iter: first iteration to run (editing starts later in the schedule).
+    choice_temperature: scale of the Gumbel noise in the choice of tokens to
+      keep, annealed as `choice_temperature * (1 - (t+1)/T)`.
+    mask_scheduling_method: see `mask_schedule.schedule`.
+    guidance_scale: classifier-free guidance scale (0 = off); static, so each
+      distinct value compiles once.
+    guidance_schedule: "constant", "linear" or "cosine".
+    null_inputs_fn: maps inputs to unconditional inputs (default
+      `drop_class_token`).
+    sampling_temperature: temperature of token sampling.
+    top_k: sample among the k most likely tokens only (0 = all).
+    return_masks: also return the masks after each iteration.
+
+  Returns:
+    int32 `[batch, num_iter, seq_len]`: the sampled sequence of each iteration
+    (entries before `start_iter` equal `inputs`; the last one holds no mask
+    token). With `return_masks`, also bool `[batch, num_iter, seq_len]`: True
+    where a token is masked after that iteration.
+  """
+  mask_schedule.validate(mask_scheduling_method)
+  if guidance_schedule not in GUIDANCE_SCHEDULES:
+    raise ValueError(f"Unknown guidance schedule {guidance_schedule!r}; "
+                     f"expected one of {GUIDANCE_SCHEDULES}.")
+  if not 0 <= start_iter <= num_iter:
+    raise ValueError(f"start_iter={start_iter} must be in [0, num_iter={num_iter}].")
+  if top_k < 0:
+    raise ValueError(f"top_k must be >= 0, got {top_k}.")
+  use_guidance = guidance_scale != 0
+  null_inputs_fn = null_inputs_fn or functools.partial(
+      drop_class_token, mask_token_id=mask_token_id)
+
+  inputs = inputs.astype(jnp.int32)
+  unknown_at_start = jnp.sum(inputs == mask_token_id, axis=-1)
+  final_seqs = jnp.tile(inputs[:, None, :], (1, num_iter, 1))
+  masks = jnp.zeros(final_seqs.shape, bool)
+
+  def body(step, state):
+    cur_ids, rng, final_seqs, masks = state
+    ratio = 1. * (step + 1) / num_iter
+    if use_guidance:
+      both = tokens_to_logits(
+          jnp.concatenate([cur_ids, null_inputs_fn(cur_ids)], axis=0))
+      cond, uncond = jnp.split(both.astype(jnp.float32), 2, axis=0)
+      scale = guidance_scale * _guidance_weight(guidance_schedule, ratio)
+      logits = cond + scale * (cond - uncond)
+    else:
+      logits = tokens_to_logits(cur_ids).astype(jnp.float32)
+    if top_k:
+      logits = _filter_top_k(logits, top_k)
+    logits = logits / sampling_temperature  # Exact for the default 1.0.
+
+    rng, sample_rng = jax.random.split(rng, 2)
+    sampled_ids = jax.random.categorical(sample_rng, logits)
+    unknown_map = cur_ids == mask_token_id
+    sampled_ids = jnp.where(unknown_map, sampled_ids, cur_ids)
+    final_seqs = jax.lax.dynamic_update_slice(
+        final_seqs, sampled_ids[:, None, :], (0, step, 0))
+
+    probs = jax.nn.softmax(logits, axis=-1)
+    selected_probs = jnp.take_along_axis(
+        probs, sampled_ids[..., None].astype(jnp.int32), -1)[..., 0]
+    selected_probs = jnp.where(unknown_map, selected_probs,
+                               _CONFIDENCE_OF_KNOWN_TOKENS)
+    mask_len = num_masked_after(
+        step, num_iter, unknown_at_start,
+        jnp.sum(unknown_map, axis=-1), mask_scheduling_method)[:, None]
+    rng, choice_rng = jax.random.split(rng)
+    masking = mask_by_random_topk(choice_rng, mask_len, selected_probs,
+                                  choice_temperature * (1. - ratio))
+    masks = jax.lax.dynamic_update_slice(masks, masking[:, None, :], (0, step, 0))
+    cur_ids = jnp.where(masking, mask_token_id, sampled_ids)
+    return cur_ids, rng, final_seqs, masks
+
+  _, _, final_seqs, masks = jax.lax.fori_loop(
+      start_iter, num_iter, body, (inputs, rng, final_seqs, masks))
+  if return_masks:
+    return final_seqs, masks
+  return final_seqs

@@ -1,0 +1,129 @@
+"""Batched, jitted FID Inception-v3 feature extraction.
+
+`InceptionFeatureExtractor` loads the params once and runs two jitted
+functions: the preprocessing (`inception.preprocess_images`: quantise,
+nv_bilinear resize to 299, scale; compiled once per input shape) and the
+network on a fixed `[batch_size, 299, 299, 3]` shape (compiled once). The
+last, partial batch is zero-padded to `batch_size` and the padding rows are
+dropped from the output, so every call reuses the same compiled network.
+
+Accepted images (numpy or jax arrays):
+  * uint8 in [0, 255], or float in [0, 1] (values outside are clipped);
+  * `[N, H, W, 3]`, `[N, H, W, 1]` or `[N, H, W]` (grayscale is repeated to
+    3 channels, as for Fashion-MNIST).
+"""
+import functools
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskgit_jax.nets import inception
+
+
+def to_rgb_float01(images) -> np.ndarray | jax.Array:
+  """Images -> `[N, H, W, 3]` float32 in [0, 1] (see module docstring)."""
+  dtype = images.dtype
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError("images must be [N, H, W, 3], [N, H, W, 1] or [N, H, W]"
+                     f", got shape {images.shape}")
+  if dtype == np.uint8:
+    images = images.astype(np.float32) / 255.0
+  elif jnp.issubdtype(dtype, jnp.floating):
+    images = images.astype(np.float32)
+  else:
+    raise ValueError(f"images must be uint8 in [0, 255] or float in [0, 1], "
+                     f"got dtype {dtype}")
+  if images.shape[-1] == 1:
+    xp = jnp if isinstance(images, jax.Array) else np
+    images = xp.repeat(images, 3, axis=-1)
+  return images
+
+
+class InceptionFeatureExtractor:
+  """Images -> `[N, 2048]` FID Inception-v3 pool features.
+
+  Args:
+    batch_size: fixed batch of the compiled network.
+    params: a params tree from `inception.load_params`; loaded if None.
+    weights_path, cache_dir: passed to `inception.load_params`.
+    quantize: round to 8-bit levels first (the FID convention; see
+      `inception.preprocess_images`).
+    progress: show a tqdm bar over batches.
+  """
+
+  def __init__(self, batch_size: int = 32, params=None, weights_path=None,
+               cache_dir=None, quantize: bool = True,
+               progress: bool = False):
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if params is None:
+      params = inception.load_params(weights_path, cache_dir)
+    self.batch_size = batch_size
+    self.quantize = quantize
+    self.progress = progress
+    self.params = jax.device_put(params)
+    net = inception.FIDInceptionV3(preprocess=False)
+    self._network = jax.jit(lambda p, x: net.apply({"params": p}, x))
+    self._preprocess = jax.jit(
+        functools.partial(inception.preprocess_images, quantize=quantize))
+
+  @property
+  def feature_dim(self) -> int:
+    return inception.FEATURE_DIM
+
+  def _run_batch(self, batch) -> np.ndarray:
+    n = batch.shape[0]
+    if n < self.batch_size:
+      pad = [(0, self.batch_size - n)] + [(0, 0)] * (batch.ndim - 1)
+      xp = jnp if isinstance(batch, jax.Array) else np
+      batch = xp.pad(batch, pad)
+    feats = self._network(self.params, self._preprocess(batch))
+    return np.asarray(feats)[:n]
+
+  def __call__(self, images) -> np.ndarray:
+    """`[N, ...]` images -> `[N, 2048]` float32 features."""
+    return self._extract(images, self.progress)
+
+  def _extract(self, images, progress: bool) -> np.ndarray:
+    images = to_rgb_float01(images)
+    starts = range(0, images.shape[0], self.batch_size)
+    if progress:
+      import tqdm  # pylint: disable=g-import-not-at-top
+      starts = tqdm.tqdm(starts, desc="inception features", unit="batch")
+    out = [self._run_batch(images[s:s + self.batch_size]) for s in starts]
+    if not out:
+      return np.zeros((0, self.feature_dim), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+  def from_batches(self, batches: Iterable, limit: int | None = None
+                   ) -> np.ndarray:
+    """Features of a stream of image batches (e.g. a data set iterator).
+
+    Args:
+      batches: iterable of `[n_i, ...]` image arrays (any n_i; each is
+        processed in chunks of `batch_size`).
+      limit: stop after this many images (the last batch is truncated).
+
+    Returns:
+      `[min(total, limit), 2048]` float32.
+    """
+    if self.progress:
+      import tqdm  # pylint: disable=g-import-not-at-top
+      batches = tqdm.tqdm(batches, desc="inception features", unit="batch")
+    out, seen = [], 0
+    for batch in batches:
+      if limit is not None:
+        batch = batch[:limit - seen]
+      if batch.shape[0] == 0:
+        break
+      out.append(self._extract(batch, progress=False))
+      seen += batch.shape[0]
+      if limit is not None and seen >= limit:
+        break
+    if not out:
+      return np.zeros((0, self.feature_dim), np.float32)
+    return np.concatenate(out)

@@ -1,0 +1,43 @@
+"""Small shared layers: activations, resampling, l2 normalisation."""
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu, "gelu": nn.gelu}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """Returns the activation function called `name` (swish, relu, gelu)."""
+  try:
+    return _ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(f"Unknown activation {name!r}; expected one of "
+                     f"{sorted(_ACTIVATIONS)}.") from None
+
+
+def avg_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 average pooling, stride 2, 'SAME' padding, padding cells excluded.
+
+  This is TensorFlow's average pooling (the release's `dsample`): at an odd
+  border the mean is over the cells that exist. `[b, h, w, c]` ->
+  `[b, ceil(h/2), ceil(w/2), c]`.
+  """
+  window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "SAME")
+  count = jax.lax.reduce_window(
+      jnp.ones_like(x), 0.0, jax.lax.add, window, strides, "SAME")
+  return total / count
+
+
+def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
+  """Nearest-neighbour upsampling. `[b, h, w, c]` -> `[b, h*f, w*f, c]`."""
+  b, h, w, c = x.shape
+  return jax.image.resize(x, (b, h * factor, w * factor, c), method="nearest")
+
+
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+  """Scales `x` to unit L2 norm along `axis`."""
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)

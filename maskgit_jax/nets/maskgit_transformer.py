@@ -1,0 +1,301 @@
+"""The MaskGIT bidirectional transformer (BERT-style, as released).
+
+Input: token ids int32 `[batch, seq_len]` where position 0 holds the class
+token `codebook_size + label` and positions 1.. hold image tokens in
+`[0, codebook_size)` or the mask token id -1. Output: logits
+`[batch, seq_len, vocab_size]` with `vocab_size = codebook_size + num_classes
++ 1`. The id -1 resolves to the last embedding row (`vocab_size - 1`), as in
+the release.
+
+Post-LayerNorm blocks, learned position embeddings, embedding LayerNorm and
+dropout, GELU MLPs, and an MLM head (dense, GELU, LayerNorm, product with the
+tied word-embedding matrix, its own bias). Module names equal the release's,
+so `Transformer.from_preset(256)` has the variable tree of the released
+`maskgit_imagenet256_checkpoint`.
+
+Parameters carry logical axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`,
+`norm`) for named sharding; activations are constrained to
+(`batch`, `length`, `embed`). Without axis rules in scope both are no-ops.
+
+Fast precision mode (`dtype=jnp.bfloat16`): every matmul takes bfloat16
+inputs and accumulates in float32 (`preferred_element_type`); LayerNorm,
+softmax and the logits stay float32. Parameters are always float32.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LAYERNORM_EPSILON = 1e-12  # BERT's.
+Dtype = Any
+
+# Released ImageNet models (maskgit/configs/maskgit_class_cond_config.py):
+# 24 layers, hidden 768, 16 heads, MLP 3072, 1024 codes, 1000 classes.
+IMAGENET = dict(
+    codebook_size=1024, num_classes=1000, hidden_size=768,
+    num_hidden_layers=24, num_attention_heads=16, intermediate_size=3072,
+    hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+PRESETS = {
+    "imagenet256": dict(IMAGENET, latent_size=16),
+    "imagenet512": dict(IMAGENET, latent_size=32),
+    # CPU-sized, for 8x8 token grids.
+    "small": dict(codebook_size=512, num_classes=10, latent_size=8,
+                  hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=512, hidden_dropout_prob=0.1,
+                  attention_probs_dropout_prob=0.1),
+    "tiny": dict(codebook_size=16, num_classes=3, latent_size=4, hidden_size=16,
+                 num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=32, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0),
+}
+
+
+def truncated_normal(stddev: float) -> Callable[..., jax.Array]:
+  """BERT's initializer: normal truncated at two standard deviations."""
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.truncated_normal(key, -2, 2, shape, dtype) * stddev
+  return init
+
+
+def _f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                                  preferred_element_type=None, **kwargs):
+  del preferred_element_type
+  return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                             preferred_element_type=jnp.float32, **kwargs)
+
+
+def _dot_general(dtype) -> Optional[Callable[..., jax.Array]]:
+  """Float32 accumulation for low-precision matmuls; the default otherwise."""
+  return None if dtype == jnp.float32 else _f32_accumulating_dot_general
+
+
+def _partitioned(init, names):
+  return nn.with_logical_partitioning(init, names)
+
+
+class Attention(nn.Module):
+  """Self-attention, dropout, residual, post-LayerNorm. `[b, l, d]` -> same."""
+  hidden_size: int
+  num_attention_heads: int
+  attention_probs_dropout_prob: float
+  hidden_dropout_prob: float
+  initializer_range: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    init = truncated_normal(self.initializer_range)
+    zeros = nn.initializers.zeros
+    attention_fn = nn.dot_product_attention
+    if self.dtype != jnp.float32:
+      attention_fn = functools.partial(
+          nn.dot_product_attention, force_fp32_for_softmax=True,
+          einsum_dot_general=_f32_accumulating_dot_general)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_attention_heads,
+        qkv_features=self.hidden_size,
+        dropout_rate=self.attention_probs_dropout_prob,
+        deterministic=deterministic,
+        kernel_init=_partitioned(init, ("embed", "heads", "kv")),
+        out_kernel_init=_partitioned(init, ("heads", "kv", "embed")),
+        bias_init=_partitioned(zeros, ("heads", "kv")),
+        out_bias_init=_partitioned(zeros, ("embed",)),
+        dtype=self.dtype,
+        attention_fn=attention_fn,
+        qkv_dot_general=_dot_general(self.dtype),
+        out_dot_general=_dot_general(self.dtype),
+        name="self_attention")(x)
+    y = nn.Dropout(rate=self.hidden_dropout_prob)(y, deterministic=deterministic)
+    return _layer_norm("attention_output_ln")(y.astype(jnp.float32) + x)
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=LAYERNORM_EPSILON, dtype=jnp.float32,
+      scale_init=_partitioned(nn.initializers.ones, ("norm",)),
+      bias_init=_partitioned(nn.initializers.zeros, ("norm",)), name=name)
+
+
+def _dense(features, names, initializer_range, dtype, name) -> nn.Dense:
+  return nn.Dense(
+      features=features,
+      kernel_init=_partitioned(truncated_normal(initializer_range), names),
+      bias_init=_partitioned(nn.initializers.zeros, names[-1:]),
+      dtype=dtype, dot_general=_dot_general(dtype), name=name)
+
+
+class Mlp(nn.Module):
+  """Dense, GELU, dense, dropout, residual, post-LayerNorm. `[b, l, d]` -> same."""
+  hidden_size: int
+  intermediate_size: int
+  hidden_dropout_prob: float
+  initializer_range: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    h = _dense(self.intermediate_size, ("embed", "mlp"), self.initializer_range,
+               self.dtype, "intermediate_output")(x)
+    h = jax.nn.gelu(h)
+    h = _dense(self.hidden_size, ("mlp", "embed"), self.initializer_range,
+               self.dtype, "layer_output")(h)
+    h = nn.Dropout(rate=self.hidden_dropout_prob)(h, deterministic=deterministic)
+    return _layer_norm("layer_output_ln")(h.astype(jnp.float32) + x)
+
+
+class TransformerLayer(nn.Module):
+  """One post-LN block: Attention then Mlp. `[b, l, d]` -> same."""
+  hidden_size: int
+  num_attention_heads: int
+  intermediate_size: int
+  hidden_dropout_prob: float
+  attention_probs_dropout_prob: float
+  initializer_range: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    x = Attention(
+        hidden_size=self.hidden_size,
+        num_attention_heads=self.num_attention_heads,
+        attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+        hidden_dropout_prob=self.hidden_dropout_prob,
+        initializer_range=self.initializer_range, dtype=self.dtype)(
+            x, deterministic)
+    x = Mlp(hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            initializer_range=self.initializer_range, dtype=self.dtype)(
+                x, deterministic)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Embed(nn.Module):
+  """Word plus position embeddings, LayerNorm, dropout.
+
+  `[b, l]` int32 ids (negative ids count from the end of the vocabulary, so
+  -1 is the last row) -> `[b, l, hidden_size]`.
+  """
+  vocab_size: int
+  hidden_size: int
+  max_position_embeddings: int
+  hidden_dropout_prob: float
+  initializer_range: float = 0.02
+
+  @nn.compact
+  def __call__(self, ids: jax.Array, deterministic: bool) -> jax.Array:
+    init = truncated_normal(self.initializer_range)
+    ids = jnp.where(ids < 0, ids + self.vocab_size, ids)
+    words = nn.Embed(self.vocab_size, self.hidden_size,
+                     embedding_init=_partitioned(init, ("vocab", "embed")),
+                     name="word_embeddings")(ids)
+    positions = nn.Embed(self.max_position_embeddings, self.hidden_size,
+                         embedding_init=_partitioned(init, (None, "embed")),
+                         name="position_embeddings")(
+                             jnp.arange(ids.shape[-1])[None, :])
+    x = _layer_norm("embeddings_ln")(words + positions)
+    return nn.Dropout(rate=self.hidden_dropout_prob)(
+        x, deterministic=deterministic)
+
+
+class MlmLayer(nn.Module):
+  """Dense, GELU, LayerNorm, tied output embedding, bias.
+
+  `[b, l, d]` and embeddings `[vocab, d]` -> logits `[b, l, vocab]` (float32).
+  """
+  hidden_size: int
+  initializer_range: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, embeddings: jax.Array) -> jax.Array:
+    h = _dense(self.hidden_size, ("embed", "mlp"), self.initializer_range,
+               self.dtype, "mlm_dense")(x)
+    h = _layer_norm("mlm_ln")(jax.nn.gelu(h))
+    if self.dtype == jnp.float32:
+      logits = jnp.matmul(h, embeddings.T)
+    else:
+      logits = jnp.einsum("bld,vd->blv", h.astype(self.dtype),
+                          embeddings.astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+    return Bias(name="mlm_bias")(logits)
+
+
+class Bias(nn.Module):
+  """Adds a learned bias over the last axis (the release's `mlm_bias/bias`)."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    bias = self.param("bias", _partitioned(nn.initializers.zeros, ("vocab",)),
+                      (x.shape[-1],))
+    return x + bias
+
+
+class Transformer(nn.Module):
+  """BERT-style bidirectional transformer for masked visual token modelling.
+
+  Attributes (the release's names where it has them):
+    vocab_size: codebook_size + num_classes + 1.
+    hidden_size, num_hidden_layers, num_attention_heads, intermediate_size.
+    hidden_dropout_prob, attention_probs_dropout_prob.
+    max_position_embeddings: sequence length (latent_size**2 + 1).
+    initializer_range: stddev of the truncated-normal initializer.
+    dtype: computation dtype; float32 (default, matches the release) or
+      bfloat16 (fast precision mode, float32 accumulation).
+  """
+  vocab_size: int
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 256
+  initializer_range: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @classmethod
+  def from_preset(cls, name, **overrides) -> "Transformer":
+    """A transformer of a named size (`imagenet256`, `imagenet512`, `small`,
+    `tiny`; the ints 256 and 512 mean the ImageNet ones)."""
+    if isinstance(name, int):
+      name = f"imagenet{name}"
+    if name not in PRESETS:
+      raise ValueError(f"Unknown transformer preset {name!r}; expected one of "
+                       f"{sorted(PRESETS)}.")
+    return cls.create(**{**PRESETS[name], **overrides})
+
+  @classmethod
+  def create(cls, *, codebook_size: int, num_classes: int, latent_size: int,
+             **fields) -> "Transformer":
+    """Derives vocab and sequence sizes from the MaskGIT layout."""
+    return cls(vocab_size=codebook_size + num_classes + 1,
+               max_position_embeddings=latent_size**2 + 1, **fields)
+
+  @nn.compact
+  def __call__(self, ids: jax.Array, deterministic: bool = True) -> jax.Array:
+    """`[batch, seq_len]` int ids -> float32 logits `[batch, seq_len, vocab]`."""
+    ids = ids.astype(jnp.int32)
+    embed = Embed(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                  max_position_embeddings=self.max_position_embeddings,
+                  hidden_dropout_prob=self.hidden_dropout_prob,
+                  initializer_range=self.initializer_range)
+    x = embed(ids, deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    for _ in range(self.num_hidden_layers):
+      x = TransformerLayer(
+          hidden_size=self.hidden_size,
+          num_attention_heads=self.num_attention_heads,
+          intermediate_size=self.intermediate_size,
+          hidden_dropout_prob=self.hidden_dropout_prob,
+          attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+          initializer_range=self.initializer_range, dtype=self.dtype)(
+              x, deterministic)
+    embeddings = embed.variables["params"]["word_embeddings"]["embedding"]
+    embeddings = nn.meta.unbox(embeddings)
+    return MlmLayer(hidden_size=self.hidden_size,
+                    initializer_range=self.initializer_range,
+                    dtype=self.dtype)(x, embeddings)

@@ -1,0 +1,129 @@
+"""The bidirectional transformer: release parity, mask token, presets' trees."""
+import json
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from maskgit_jax.nets import maskgit_transformer
+from maskgit_jax.nets import vqgan_tokenizer
+import release_params
+
+
+def flat_shapes(tree):
+  return {"/".join(k): list(v.shape)
+          for k, v in flax.traverse_util.flatten_dict(tree).items()}
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_imagenet_presets_equal_released_trees(size, data_dir):
+  ref = json.loads((data_dir / "maskgit_official_param_shapes.json").read_text())
+  tok = vqgan_tokenizer.VQVAE.from_preset("imagenet")
+  images = jnp.zeros((1, size, size, 3))
+  tok_tree = flat_shapes(release_params.shapes_of(
+      tok, images,
+      method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x))))
+  assert tok_tree == ref[f"tokenizer{size}"]
+  assert sum(np.prod(s) for s in tok_tree.values()) == ref["param_counts"][
+      f"tokenizer{size}"] == 54_515_587
+
+  tr = maskgit_transformer.Transformer.from_preset(size)
+  ids = jnp.zeros((1, (size // 16) ** 2 + 1), jnp.int32)
+  tr_tree = flat_shapes(release_params.shapes_of(tr, ids))
+  assert tr_tree == ref[f"transformer{size}"]
+  assert sum(np.prod(s) for s in tr_tree.values()) == ref["param_counts"][
+      f"transformer{size}"]
+
+
+def tiny():
+  model = maskgit_transformer.Transformer.from_preset("tiny")
+  ids = jnp.zeros((2, 17), jnp.int32)
+  return model, nn.meta.unbox(model.init(jax.random.key(0), ids))
+
+
+def test_vocab_layout_and_output_shape():
+  model, variables = tiny()
+  assert model.vocab_size == 16 + 3 + 1
+  assert model.max_position_embeddings == 17
+  logits = jax.jit(model.apply)(variables, jnp.zeros((2, 17), jnp.int32))
+  assert logits.shape == (2, 17, 20) and logits.dtype == jnp.float32
+
+
+def test_mask_token_minus_one_is_the_last_embedding_row():
+  model, variables = tiny()
+  apply = jax.jit(model.apply)
+  rs = np.random.RandomState(0)
+  ids = rs.randint(0, 16, (2, 17)).astype(np.int32)
+  ids[:, 0] = 16 + 1
+  with_minus_one = ids.copy()
+  with_minus_one[:, 3:9] = -1
+  with_last_row = ids.copy()
+  with_last_row[:, 3:9] = model.vocab_size - 1
+  np.testing.assert_array_equal(apply(variables, with_minus_one),
+                                apply(variables, with_last_row))
+  assert not np.allclose(apply(variables, with_minus_one), apply(variables, ids))
+
+
+def test_matches_release_logits(data_dir):
+  ref = np.load(data_dir / "release_model_parity.npz")
+  model = maskgit_transformer.Transformer(**release_params.TRANSFORMER)
+  tokens = ref["tokens"]
+  assert (tokens == -1).any()  # the file exercises the mask token
+  variables = release_params.fill(
+      release_params.shapes_of(model, tokens), seed=2000)
+  logits = jax.jit(model.apply)(variables, tokens)
+  np.testing.assert_allclose(np.asarray(logits), ref["logits"], rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_dropout_is_active_only_in_training():
+  model = maskgit_transformer.Transformer.from_preset(
+      "tiny", hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+  ids = jnp.zeros((2, 17), jnp.int32)
+  variables = nn.meta.unbox(model.init(jax.random.key(0), ids))
+  eval1 = model.apply(variables, ids)
+  eval2 = model.apply(variables, ids, deterministic=True)
+  np.testing.assert_array_equal(eval1, eval2)
+  train = model.apply(variables, ids, deterministic=False,
+                      rngs={"dropout": jax.random.key(1)})
+  assert not np.allclose(train, eval1)
+
+
+def test_bfloat16_mode_is_close_to_float32():
+  model32 = maskgit_transformer.Transformer.from_preset(
+      "small", num_hidden_layers=2)
+  model16 = model32.clone(dtype=jnp.bfloat16)
+  ids = np.random.RandomState(0).randint(0, 512, (2, 65)).astype(np.int32)
+  variables = nn.meta.unbox(model32.init(jax.random.key(0), ids))
+  l32 = jax.jit(model32.apply)(variables, ids)
+  l16 = jax.jit(model16.apply)(variables, ids)
+  assert l16.dtype == jnp.float32  # logits come back in float32
+  assert not np.array_equal(l16, l32)  # it really ran in lower precision
+  p32, p16 = jax.nn.softmax(l32), jax.nn.softmax(l16)
+  assert float(jnp.max(jnp.abs(p32 - p16))) < 0.02
+  assert float(jnp.mean(jnp.argmax(l16, -1) == jnp.argmax(l32, -1))) > 0.9
+  # Parameters stay float32 in both modes.
+  v16 = nn.meta.unbox(model16.init(jax.random.key(0), ids))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v16))
+
+
+def test_parameters_carry_logical_axes():
+  model = maskgit_transformer.Transformer.from_preset("tiny")
+  boxed = jax.eval_shape(model.init, jax.random.key(0),
+                         jnp.zeros((1, 17), jnp.int32))
+  specs = nn.get_partition_spec(boxed)["params"]
+  layer = specs["TransformerLayer_0"]
+  assert tuple(layer["Mlp_0"]["intermediate_output"]["kernel"]) == (
+      "embed", "mlp")
+  assert tuple(layer["Attention_0"]["self_attention"]["query"]["kernel"]) == (
+      "embed", "heads", "kv")
+  assert tuple(specs["Embed_0"]["word_embeddings"]["embedding"]) == (
+      "vocab", "embed")
+
+
+def test_unknown_preset():
+  with pytest.raises(ValueError, match="preset"):
+    maskgit_transformer.Transformer.from_preset(384)

@@ -1,0 +1,152 @@
+"""The VQGAN tokenizer: quantizer, straight-through estimator, release parity."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from maskgit_jax.nets import vqgan_tokenizer
+import release_params
+
+
+def roundtrip(m, x):
+  return m.decode_from_indices(m.encode_to_indices(x))
+
+
+def init(model, images):
+  return nn.meta.unbox(model.init(jax.random.key(0), images, method=roundtrip))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_quantizer_is_brute_force_nearest_neighbour(seed):
+  rs = np.random.RandomState(seed)
+  vq = vqgan_tokenizer.VectorQuantizer(codebook_size=37, embedding_dim=5)
+  x = rs.randn(4, 6, 6, 5).astype(np.float32)
+  variables = vq.init(jax.random.key(seed), x)
+  codebook = np.asarray(variables["params"]["codebook"])
+  quantized, result = vq.apply(variables, x)
+  d = ((x[..., None, :] - codebook) ** 2).sum(-1)  # [4, 6, 6, 37]
+  want = d.argmin(-1)
+  np.testing.assert_array_equal(np.asarray(result["encoding_indices"]), want)
+  np.testing.assert_array_equal(np.asarray(quantized), codebook[want])
+  assert result["encoding_indices"].dtype == jnp.int32
+
+
+def test_straight_through_gradient_is_identity():
+  vq = vqgan_tokenizer.VectorQuantizer(codebook_size=8, embedding_dim=3)
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 3, 3, 3), jnp.float32)
+  variables = vq.init(jax.random.key(0), x)
+  weights = jnp.asarray(np.random.RandomState(1).randn(*x.shape), jnp.float32)
+
+  def f(x):
+    q, _ = vq.apply(variables, x, train=True)
+    return jnp.sum(q * weights)
+
+  np.testing.assert_allclose(np.asarray(jax.grad(f)(x)), np.asarray(weights),
+                             rtol=1e-6)
+  # In train mode the value is still the code vector (to rounding).
+  q_train, _ = vq.apply(variables, x, train=True)
+  q_eval, _ = vq.apply(variables, x, train=False)
+  np.testing.assert_allclose(q_train, q_eval, atol=1e-6)
+
+
+def test_vq_losses_follow_the_release_weights():
+  vq = vqgan_tokenizer.VectorQuantizer(codebook_size=8, embedding_dim=3,
+                                       entropy_loss_ratio=0.0)
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 3, 3, 3), jnp.float32)
+  variables = vq.init(jax.random.key(0), x)
+  q, r = vq.apply(variables, x)
+  mse = float(jnp.mean((q - x) ** 2))
+  assert float(r["q_latent_loss"]) == pytest.approx(mse, rel=1e-5)
+  assert float(r["e_latent_loss"]) == pytest.approx(0.25 * mse, rel=1e-5)
+  assert float(r["entropy_loss"]) == 0.0
+  assert float(r["quantizer_loss"]) == pytest.approx(1.25 * mse, rel=1e-5)
+
+
+def test_entropy_loss_is_weighted_and_finite():
+  vq = vqgan_tokenizer.VectorQuantizer(codebook_size=8, embedding_dim=3)
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 3, 3, 3), jnp.float32)
+  variables = vq.init(jax.random.key(0), x)
+  _, r = vq.apply(variables, x)
+  assert np.isfinite(float(r["entropy_loss"])) and float(r["entropy_loss"]) != 0
+
+
+def test_codebook_stats():
+  ids = jnp.asarray([[0, 0, 1, 1], [2, 2, 3, 3]])
+  stats = vqgan_tokenizer.codebook_stats(ids, 8)
+  assert float(stats["codebook_usage"]) == pytest.approx(0.5)
+  assert float(stats["perplexity"]) == pytest.approx(4.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_encode_decode_shapes(preset):
+  model = vqgan_tokenizer.VQVAE.from_preset(preset)
+  images = jnp.zeros((2, 32, 32, 3))
+  variables = init(model, images)
+  ids = model.apply(variables, images, method=model.encode_to_indices)
+  f = model.downsample_factor
+  assert ids.shape == (2, 32 // f, 32 // f) and ids.dtype == jnp.int32
+  out = model.apply(variables, ids, method=model.decode_from_indices)
+  assert out.shape == (2, 32, 32, 3)
+  recon, result = model.apply(variables, images, train=True)
+  assert recon.shape == images.shape
+  assert set(result) >= {"quantizer_loss", "e_latent_loss", "q_latent_loss",
+                         "entropy_loss", "encoding_indices"}
+
+
+def test_factorised_l2_code_and_stats():
+  model = vqgan_tokenizer.VQVAE.from_preset(
+      "tiny", code_dim=3, l2_normalized=True, compute_stats=True)
+  images = jnp.asarray(np.random.RandomState(0).rand(2, 8, 8, 3), jnp.float32)
+  variables = init(model, images)
+  params = variables["params"]["quantizer"]
+  assert params["codebook"].shape == (16, 3)
+  assert params["in_proj"]["kernel"].shape == (8, 3)
+  assert params["out_proj"]["kernel"].shape == (3, 8)
+  # Lookup is by cosine similarity in the projected space.
+  feats = model.apply(variables, images, method=lambda m, x: m.encoder(x))
+  z = np.asarray(feats) @ np.asarray(params["in_proj"]["kernel"]) + np.asarray(
+      params["in_proj"]["bias"])
+  z /= np.linalg.norm(z, axis=-1, keepdims=True)
+  c = np.array(params["codebook"])
+  c /= np.linalg.norm(c, axis=-1, keepdims=True)
+  ids = model.apply(variables, images, method=model.encode_to_indices)
+  np.testing.assert_array_equal(np.asarray(ids), (z @ c.T).argmax(-1))
+  _, result = model.apply(variables, images)
+  assert 0 < float(result["codebook_usage"]) <= 1
+  assert 1 <= float(result["perplexity"]) <= 16
+
+
+def test_release_shortcut_quirk_and_textbook_option():
+  images = jnp.zeros((1, 8, 8, 3))
+  quirk = init(vqgan_tokenizer.VQVAE.from_preset("tiny"), images)
+  plain = init(vqgan_tokenizer.VQVAE.from_preset("tiny", release_shortcut=False),
+               images)
+  # Encoder level 2 goes from 8 to 16 channels: ResBlock_1 has the shortcut.
+  assert quirk["params"]["encoder"]["ResBlock_1"]["Conv_2"]["kernel"].shape == (
+      1, 1, 16, 16)
+  assert plain["params"]["encoder"]["ResBlock_1"]["Conv_2"]["kernel"].shape == (
+      1, 1, 8, 16)
+
+
+def test_matches_release_outputs(data_dir):
+  """Same parameters, same inputs as the released code -> same outputs."""
+  ref = np.load(data_dir / "release_model_parity.npz")
+  model = vqgan_tokenizer.VQVAE(num_groups=32, **release_params.TOKENIZER)
+  images = ref["images"]
+  variables = release_params.fill(
+      release_params.shapes_of(model, images, method=roundtrip), seed=1000)
+  ids = model.apply(variables, images, method=model.encode_to_indices)
+  np.testing.assert_array_equal(np.asarray(ids), ref["ids"])
+  decoded = model.apply(variables, ref["given_ids"],
+                        method=model.decode_from_indices)
+  np.testing.assert_allclose(np.asarray(decoded), ref["decoded"], rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_unknown_preset_and_activation():
+  with pytest.raises(ValueError, match="preset"):
+    vqgan_tokenizer.VQVAE.from_preset("huge")
+  model = vqgan_tokenizer.VQVAE.from_preset("tiny", activation="tanh")
+  with pytest.raises(ValueError, match="activation"):
+    init(model, jnp.zeros((1, 8, 8, 3)))
