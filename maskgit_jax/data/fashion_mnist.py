@@ -123,8 +123,10 @@ class FashionMnistSource:
     image = self._images[index]
     if self._pad_to is not None and self._pad_to != image.shape[0]:
       before = (self._pad_to - image.shape[0]) // 2
-      after = self._pad_to - image.shape[0] - before
-      image = np.pad(image, ((before, after), (before, after)))
+      padded = np.zeros((self._pad_to, self._pad_to), np.uint8)
+      padded[before:before + image.shape[0], before:before + image.shape[1]] = (
+          image)
+      image = padded
     return image, int(self._labels[index])
 
   def describe(self, index: int) -> str:

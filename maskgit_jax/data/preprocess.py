@@ -206,15 +206,16 @@ class Preprocessor:
         box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
       if box != (0, 0, img.size[0], img.size[1]) or img.size != (size, size):
         img = img.resize((size, size), RESAMPLE[self.resize_method], box=box)
+      if rng is not None and self.random_flip and rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
       array = np.asarray(img)
-    if img.mode == 'F':
-      array = np.clip(array, 0.0, 1.0).astype(np.float32)
-    else:
-      array = array.astype(np.float32) * np.float32(1.0 / 255.0)
     if array.ndim == 2:
       array = array[:, :, None]
       if self.channels == 3:
         array = np.repeat(array, 3, axis=2)
-    if rng is not None and self.random_flip and rng.random() < 0.5:
-      array = array[:, ::-1]
-    return np.ascontiguousarray(array)
+    if img.mode == 'F':
+      return np.clip(array, 0.0, 1.0).astype(np.float32)
+    out = np.empty(array.shape, np.float32)
+    np.copyto(out, array)
+    out /= np.float32(255.0)
+    return out

@@ -87,7 +87,8 @@ def num_masked_after(step, num_iter, unknown_at_start, unknown_now,
   return jnp.maximum(1, jnp.minimum(unknown_now - 1, mask_len))
 
 
-def _guidance_weight(schedule: str, ratio):
+def guidance_weight(schedule: str, ratio):
+  """Multiplier of the guidance scale at progress `ratio = (t+1)/T`."""
   if schedule == "constant":
     return 1.0
   if schedule == "linear":
@@ -174,7 +175,7 @@ def decode(inputs: jax.Array,
       both = tokens_to_logits(
           jnp.concatenate([cur_ids, null_inputs_fn(cur_ids)], axis=0))
       cond, uncond = jnp.split(both.astype(jnp.float32), 2, axis=0)
-      scale = guidance_scale * _guidance_weight(guidance_schedule, ratio)
+      scale = guidance_scale * guidance_weight(guidance_schedule, ratio)
       logits = cond + scale * (cond - uncond)
     else:
       logits = tokens_to_logits(cur_ids).astype(jnp.float32)

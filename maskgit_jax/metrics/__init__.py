@@ -1,4 +1,4 @@
-"""Evaluation metrics: FID, precision/recall, class fidelity, PSNR/SSIM, codebook.
+"""Evaluation metrics: FID, precision/recall, class fidelity, PSNR/SSIM, codes.
 
 Modules (import them fully qualified, e.g.
 `from maskgit_jax.metrics import fid`):

@@ -8,6 +8,9 @@ SSIM is the standard single-scale SSIM of Wang et al. 2004 as in
 sum 1), "valid" filtering (no padding), K1 = 0.01, K2 = 0.03,
 C1 = (K1 L)^2, C2 = (K2 L)^2, biased local (co)variances
 E[xy] - E[x]E[y], the SSIM map averaged over positions and channels.
+The (co)variances are computed from images shifted by their per-channel
+mean (exactly the same quantities, since the window sums to 1), which avoids
+float32 cancellation in E[x^2] - E[x]^2 on flat images.
 """
 import jax
 import jax.numpy as jnp
@@ -90,9 +93,12 @@ def ssim(a, b, max_val: float = 1.0, filter_size: int = 11,
   c1 = (k1 * max_val) ** 2
   c2 = (k2 * max_val) ** 2
   mu_a, mu_b = blur(a), blur(b)
-  var_a = blur(a * a) - mu_a * mu_a
-  var_b = blur(b * b) - mu_b * mu_b
-  cov = blur(a * b) - mu_a * mu_b
+  a0 = a - jnp.mean(a, axis=(1, 2), keepdims=True)
+  b0 = b - jnp.mean(b, axis=(1, 2), keepdims=True)
+  mu_a0, mu_b0 = blur(a0), blur(b0)
+  var_a = blur(a0 * a0) - mu_a0 * mu_a0
+  var_b = blur(b0 * b0) - mu_b0 * mu_b0
+  cov = blur(a0 * b0) - mu_a0 * mu_b0
   num = (2.0 * mu_a * mu_b + c1) * (2.0 * cov + c2)
   den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
   return jnp.mean(num / den, axis=(1, 2, 3))

@@ -47,7 +47,10 @@ Public API:
   load_params(weights_path=None, cache_dir=None) -> params (cached).
   default_weights_path() / default_cache_dir().
   convert_torch_state(tensors) -> params.
+  param_shapes(), random_params(seed), flatten_params / unflatten_params.
 """
+import collections.abc
+import functools
 import hashlib
 import importlib.util
 import os
@@ -377,12 +380,36 @@ def default_weights_path() -> pathlib.Path:
       f"{WEIGHTS_FILE} in {list(spec.submodule_search_locations)}")
 
 
-def _expected_shapes() -> dict[str, tuple[int, ...]]:
+@functools.lru_cache(maxsize=1)
+def _param_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
   shapes = jax.eval_shape(
       FIDInceptionV3(preprocess=False).init, jax.random.key(0),
       jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32))
   flat = jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
-  return {"/".join(k.key for k in path): tuple(v.shape) for path, v in flat}
+  return tuple(("/".join(k.key for k in path), tuple(v.shape))
+               for path, v in flat)
+
+
+def param_shapes() -> dict[str, tuple[int, ...]]:
+  """{'mixed_4/tower_1_conv_2/kernel': (7, 1, 128, 128), ...}: all params."""
+  return dict(_param_shapes())
+
+
+def random_params(seed: int = 0) -> dict:
+  """Params of the real structure with random values (He-normal kernels,
+  BN stats near identity), for tests and benchmarks without the weights."""
+  rng = np.random.RandomState(seed)
+  flat = {}
+  for name, shape in param_shapes().items():
+    leaf = name.rsplit("/", 1)[1]
+    if leaf == "kernel":
+      fan_in = shape[0] * shape[1] * shape[2]
+      flat[name] = rng.normal(0.0, (2.0 / fan_in) ** 0.5, shape)
+    elif leaf == "var":
+      flat[name] = rng.uniform(0.5, 1.5, shape)
+    else:
+      flat[name] = rng.normal(0.0, 0.1, shape)
+  return unflatten_params({k: v.astype(np.float32) for k, v in flat.items()})
 
 
 def _torch_key_to_flax(key: str) -> tuple[str, str] | None:
@@ -430,11 +457,11 @@ def convert_torch_state(tensors: dict[str, np.ndarray],
       value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO.
     flat[f"{module}/{leaf}"] = value
   _check_flat_params(flat, source)
-  return _unflatten(flat)
+  return unflatten_params(flat)
 
 
 def _check_flat_params(flat: dict[str, np.ndarray], source: str):
-  expected = _expected_shapes()
+  expected = param_shapes()
   missing = sorted(set(expected) - set(flat))
   extra = sorted(set(flat) - set(expected))
   if missing or extra:
@@ -451,7 +478,8 @@ def _check_flat_params(flat: dict[str, np.ndarray], source: str):
       raise WeightsFileError(f"{source}: tensor {name} has non-finite values")
 
 
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
+  """{'a/b/kernel': x} -> {'a': {'b': {'kernel': x}}}."""
   tree: dict = {}
   for name, value in flat.items():
     node = tree
@@ -462,12 +490,13 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict:
   return tree
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+def flatten_params(tree, prefix: str = "") -> dict[str, np.ndarray]:
+  """Inverse of `unflatten_params` (leaves as numpy arrays)."""
   out = {}
   for k, v in tree.items():
     name = f"{prefix}/{k}" if prefix else k
-    if isinstance(v, dict):
-      out.update(_flatten(v, name))
+    if isinstance(v, collections.abc.Mapping):
+      out.update(flatten_params(v, name))
     else:
       out[name] = np.asarray(v)
   return out
@@ -518,7 +547,7 @@ def load_params(weights_path: str | os.PathLike | None = None,
         with np.load(cache_file, allow_pickle=False) as data:
           flat = {k: np.asarray(data[k]) for k in data.files}
         _check_flat_params(flat, str(cache_file))
-        return _unflatten(flat)
+        return unflatten_params(flat)
       except (OSError, ValueError, zipfile.BadZipFile, EOFError):
         pass  # Corrupt or stale cache: rebuild it below.
   tensors, _ = torch_pickle.read_archive(path)
@@ -527,7 +556,7 @@ def load_params(weights_path: str | os.PathLike | None = None,
     try:
       cache_file.parent.mkdir(parents=True, exist_ok=True)
       tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp.npz")
-      np.savez(tmp, **_flatten(params))
+      np.savez(tmp, **flatten_params(params))
       os.replace(tmp, cache_file)
     except OSError:
       pass  # A read-only cache location only costs a re-conversion.

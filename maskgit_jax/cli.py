@@ -1,0 +1,60 @@
+"""Shared command-line plumbing: config-override checks and one-line errors."""
+
+import importlib.util
+import os
+import sys
+from typing import Callable, Sequence
+
+from absl import app
+import ml_collections
+
+
+def _config_path(argv: Sequence[str], name: str):
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      return arg.split("=", 1)[1]
+    if arg == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Runs `get_config()` of a config file (a path, as `--config` takes)."""
+  path = path.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise SystemExit(f"error: config file not found: {path}")
+  spec = importlib.util.spec_from_file_location("maskgit_cli_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise SystemExit(f"error: {path} has no get_config() function")
+  return module.get_config()
+
+
+def check_config_overrides(argv: Sequence[str], name: str = "config") -> None:
+  """Exits with one line if a `--config.a.b=v` names a key the config lacks."""
+  overrides = [a[len(f"--{name}."):].split("=", 1)[0] for a in argv
+               if a.startswith(f"--{name}.")]
+  if not overrides:
+    return
+  path = _config_path(argv, name)
+  if path is None:
+    raise SystemExit(f"error: --{name}.* overrides need --{name}=FILE")
+  config = load_config_file(path)
+  for dotted in overrides:
+    node = config
+    for depth, key in enumerate(dotted.split(".")):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        where = ".".join(dotted.split(".")[:depth]) or "the top level"
+        known = sorted(node.keys()) if isinstance(
+            node, ml_collections.ConfigDict) else []
+        raise SystemExit(
+            f"error: unknown config key '{dotted}' in {path} "
+            f"(no '{key}' at {where}; known there: {', '.join(known)})")
+      node = node[key]
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """`absl.app.run(main)` after checking `--config.*` overrides."""
+  check_config_overrides(sys.argv[1:])
+  app.run(main)

@@ -1,0 +1,434 @@
+"""The input pipeline: sharding, epochs, order, batching, resumable iterators.
+
+`create_dataset(config.data, split, global_batch_size)` returns a `Dataset`;
+`Dataset.iterator()` yields per-process batches
+
+  {'image': float32 [b, H, W, C] in [0, 1],
+   'label': int32 [b],
+   'mask':  bool [b]}       (True for real records)
+
+with b = global_batch_size / process_count.
+
+Sharding. The records of the split are cut into `process_count` contiguous
+shards (`even_split`, grain's rule); process p reads only shard p.
+  train: equal shards (the last N mod process_count records are never read)
+         so that every process makes the same number of steps per epoch;
+  eval:  shards differ by at most one record; every shard is padded to the
+         same number of batches (see below).
+
+Training ('train'): epochs repeat forever (or `num_epochs`); each epoch is a
+new permutation of the shard (a function of seed and epoch; `shuffle=False`
+keeps the file order). The last partial batch of every epoch is dropped, so
+a batch never spans two epochs: `steps_per_epoch = shard_size // b`, and a
+different remainder is dropped every epoch. All masks are True.
+
+Evaluation ('eval'): one pass in order, no randomness. The last batch is
+padded to the full size b with zero images, label 0 and mask False, and
+every process yields the same number of batches (`steps_per_epoch`, computed
+from the largest shard), so that global arrays can be made on every step.
+Metrics must weight examples by 'mask'.
+
+Randomness. The crop and flip of a record use an RNG seeded with (seed,
+epoch, record index) only, so they do not depend on the process count,
+threads or workers, and survive restoring.
+
+Determinism and resuming. Batch k of a process is a pure function of (config,
+k). `iterator.get_state()` is a small JSON-serialisable dict (the next batch
+index plus a fingerprint of what fixes the order); `set_state` (or
+`dataset.iterator(state)`) continues with exactly the batches an
+uninterrupted iterator would have produced, whatever read_threads or
+worker_count.
+
+Unreadable images found only when loading (e.g. a truncated JPEG that passed
+the header check; a warning names each file once): in training the record is
+replaced by the next record of the same epoch's permutation (so the batch
+keeps its size); in evaluation it becomes a padding example (mask False).
+"""
+import dataclasses
+import math
+import threading
+from typing import Any
+
+from absl import logging
+import grain
+import ml_collections
+import numpy as np
+
+from maskgit_jax.data import config as config_lib
+from maskgit_jax.data import preprocess
+from maskgit_jax.data import sources
+
+_STATE_FORMAT = 1
+_MAX_SUBSTITUTES = 32  # Consecutive unreadable training records tolerated.
+_warned_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, error: Exception) -> None:
+  with _warned_lock:
+    if what in _warned:
+      return
+    _warned.add(what)
+  message = str(error).splitlines()[0] if str(error) else ''
+  logging.warning('Unreadable image %s (%s: %s); see maskgit_jax.data.pipeline'
+                  ' for how it is replaced.', what, type(error).__name__,
+                  message[:200])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """What the records of one process are, and in which order."""
+  train: bool
+  shard_start: int
+  shard_size: int
+  epoch_length: int  # Records per epoch (a multiple of the batch size).
+  seed: int
+  shuffle: bool
+
+
+class _LoadRecord:
+  """Stream index -> {'image', 'label', 'mask'} (picklable for workers)."""
+
+  def __init__(self, source: sources.Source,
+               preprocessor: preprocess.Preprocessor, plan: _Plan):
+    self._source = source
+    self._preprocessor = preprocessor
+    self._plan = plan
+    self._epoch_seeds: dict[int, int] = {}
+
+  def _epoch_seed(self, epoch: int) -> int:
+    seed = self._epoch_seeds.get(epoch)
+    if seed is None:
+      seed = int(np.random.SeedSequence(
+          (self._plan.seed, epoch)).generate_state(1)[0])
+      self._epoch_seeds[epoch] = seed
+    return seed
+
+  def record_index(self, epoch: int, position: int) -> int:
+    """The record (index into the source) at `position` of `epoch`."""
+    plan = self._plan
+    if plan.shuffle:
+      position = grain.experimental.index_shuffle(
+          position, max_index=plan.shard_size - 1,
+          seed=self._epoch_seed(epoch), rounds=4)
+    return plan.shard_start + position
+
+  def _example(self, record: int, rng: np.random.Generator | None,
+               ) -> dict[str, Any] | None:
+    image, label = self._source[record]
+    try:
+      array = self._preprocessor(image, rng)
+    except Exception as e:  # pylint: disable=broad-except
+      _warn_once(self._source.describe(record), e)
+      return None
+    return {'image': array, 'label': np.int32(label), 'mask': np.True_}
+
+  def _padding(self) -> dict[str, Any]:
+    return {'image': np.zeros(self._preprocessor.output_shape, np.float32),
+            'label': np.int32(0), 'mask': np.False_}
+
+  def __call__(self, index: int, unused_value: Any) -> dict[str, Any]:
+    plan = self._plan
+    if not plan.train:
+      if index >= plan.shard_size:
+        return self._padding()
+      example = self._example(plan.shard_start + index, None)
+      return self._padding() if example is None else example
+    epoch, position = divmod(index, plan.epoch_length)
+    for attempt in range(_MAX_SUBSTITUTES + 1):
+      record = self.record_index(
+          epoch, (position + attempt) % plan.shard_size)
+      rng = np.random.default_rng((plan.seed, epoch, record))
+      example = self._example(record, rng)
+      if example is not None:
+        return example
+    raise ValueError(
+        f'{_MAX_SUBSTITUTES + 1} consecutive training records are unreadable'
+        f' (last: {self._source.describe(record)}); check the data.')
+
+
+def even_split(num_examples: int,
+               options: grain.sharding.ShardOptions) -> tuple[int, int]:
+  """[start, end) of shard `options.shard_index` of `num_examples` records.
+
+  Contiguous shards of num_examples // shard_count records; the remainder
+  goes one each to the first shards, or is dropped when
+  `options.drop_remainder` (then all shards have the same size).
+  """
+  size, remainder = divmod(num_examples, options.shard_count)
+  start = size * options.shard_index
+  end = start + size
+  if not options.drop_remainder:
+    start += min(options.shard_index, remainder)
+    end += min(options.shard_index + 1, remainder)
+  return start, end
+
+
+def _fingerprint(cfg: ml_collections.FrozenConfigDict, split: str,
+                 num_examples: int, global_batch_size: int,
+                 process_index: int, process_count: int) -> dict[str, Any]:
+  """What fixes the batch sequence; checked when restoring a state."""
+  keys = ('source', 'name', 'train_split', 'eval_split', 'seed', 'shuffle', 'num_epochs', 'image_size',
+          'channels', 'random_crop', 'crop_scale', 'crop_ratio', 'random_flip',
+          'eval_crop_fraction', 'resize_method', 'pad', 'max_examples')
+  fp = {k: cfg[k] for k in keys}
+  fp['crop_scale'] = list(fp['crop_scale'])
+  fp['crop_ratio'] = list(fp['crop_ratio'])
+  fp.update(split=split, num_examples=num_examples,
+            global_batch_size=global_batch_size, process_index=process_index,
+            process_count=process_count)
+  return fp
+
+
+class Dataset:
+  """One split of the configured data, for one process (see module doc).
+
+  Attributes:
+    config: the resolved `config.data`.
+    split: 'train' or 'eval'.
+    num_examples: records in the split (all processes together).
+    num_classes, class_names, conditional: from the source.
+    global_batch_size, batch_size: global and per-process batch sizes.
+    process_index, process_count: this process and the number of processes.
+    shard_size: records read by this process per epoch (before padding).
+    steps_per_epoch: batches per epoch ('train') or per pass ('eval'); the
+      same on every process.
+    image_shape: (H, W, C) of the images.
+    source: the record source.
+  """
+
+  def __init__(self, config: Any, split: str, global_batch_size: int, *,
+               cache_dir: str | None = None, process_index: int | None = None,
+               process_count: int | None = None):
+    if split not in ('train', 'eval'):
+      raise ValueError(f"split must be 'train' or 'eval', got {split!r}.")
+    if process_index is None or process_count is None:
+      import jax  # pylint: disable=g-import-not-at-top
+      process_index = (jax.process_index() if process_index is None
+                       else process_index)
+      process_count = (jax.process_count() if process_count is None
+                       else process_count)
+    shard_options = grain.sharding.ShardOptions(
+        shard_index=process_index, shard_count=process_count,
+        drop_remainder=split == 'train')  # Checks the index and count.
+    if global_batch_size < 1 or global_batch_size % process_count:
+      raise ValueError(
+          f'global_batch_size {global_batch_size} must be a positive multiple'
+          f' of the process count {process_count}.')
+    self.config = cfg = config_lib.resolve(config)
+    self.split = split
+    self.global_batch_size = global_batch_size
+    self.batch_size = batch = global_batch_size // process_count
+    self.process_index = process_index
+    self.process_count = process_count
+    self.source = sources.make_source(cfg, split, cache_dir=cache_dir)
+    self.num_examples = len(self.source)
+    self.num_classes = self.source.num_classes
+    self.class_names = tuple(self.source.class_names)
+    self.conditional = self.source.conditional
+    start, end = even_split(self.num_examples, shard_options)
+    self.shard_size = end - start
+    train = split == 'train'
+    if train:
+      self.steps_per_epoch = self.shard_size // batch
+      if self.steps_per_epoch == 0:
+        raise ValueError(
+            f'The training data has {self.num_examples} records, '
+            f'{self.shard_size} per process: fewer than the per-process batch '
+            f'size {batch} (global batch size {global_batch_size}). Use a '
+            'smaller global_batch_size or more data.')
+    else:
+      largest_shard = math.ceil(self.num_examples / process_count)
+      self.steps_per_epoch = math.ceil(largest_shard / batch)
+    self._plan = _Plan(
+        train=train, shard_start=start, shard_size=self.shard_size,
+        epoch_length=self.steps_per_epoch * batch, seed=cfg.seed,
+        shuffle=train and cfg.shuffle)
+    self.preprocessor = preprocess.Preprocessor(
+        image_size=cfg.image_size, channels=cfg.channels,
+        random_crop=cfg.random_crop, crop_scale=cfg.crop_scale,
+        crop_ratio=cfg.crop_ratio, random_flip=cfg.random_flip,
+        eval_crop_fraction=cfg.eval_crop_fraction,
+        resize_method=cfg.resize_method)
+    self.image_shape = self.preprocessor.output_shape
+    self._load = _LoadRecord(self.source, self.preprocessor, self._plan)
+    self.fingerprint = _fingerprint(cfg, split, self.num_examples,
+                                    global_batch_size, process_index,
+                                    process_count)
+
+  @property
+  def num_batches(self) -> int | None:
+    """Batches until the iterator stops: None for endless training."""
+    if self.split == 'eval':
+      return self.steps_per_epoch
+    if self.config.num_epochs is None:
+      return None
+    return self.steps_per_epoch * self.config.num_epochs
+
+  def record_indices(self, step: int) -> np.ndarray:
+    """The source records of this process's batch `step`, before any
+    substitution of unreadable records; -1 marks evaluation padding.
+
+    Returns:
+      int64 [batch_size].
+    """
+    b = self.batch_size
+    out = np.empty(b, np.int64)
+    for j in range(b):
+      index = step * b + j
+      if self._plan.train:
+        epoch, position = divmod(index, self._plan.epoch_length)
+        out[j] = self._load.record_index(epoch, position)
+      else:
+        out[j] = (self._plan.shard_start + index
+                  if index < self.shard_size else -1)
+    return out
+
+  def grain_dataset(self, start_batch: int = 0) -> grain.IterDataset:
+    """The grain pipeline of batches start_batch, start_batch + 1, ..."""
+    cfg = self.config
+    if self._plan.train:
+      ds = grain.MapDataset.range(self._plan.epoch_length).repeat(
+          cfg.num_epochs)
+    else:
+      ds = grain.MapDataset.range(self._plan.epoch_length)
+    ds = ds.map_with_index(self._load)
+    ds = ds.batch(self.batch_size, drop_remainder=True)
+    ds = ds[start_batch:]
+    threads = cfg.read_threads
+    ds = ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=threads,
+        prefetch_buffer_size=max(cfg.prefetch_batches, threads)))
+    if cfg.worker_count > 0:
+      _ensure_absl_flags_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=cfg.worker_count,
+          per_worker_buffer_size=cfg.prefetch_batches))
+    return ds
+
+  def iterator(self, state: dict[str, Any] | None = None) -> 'DataIterator':
+    """A new iterator from the first batch, or from a saved `state`."""
+    it = DataIterator(self)
+    if state is not None:
+      it.set_state(state)
+    return it
+
+  def __repr__(self) -> str:
+    return (f'Dataset({self.config.source}, split={self.split!r}, '
+            f'num_examples={self.num_examples}, '
+            f'num_classes={self.num_classes}, batch_size={self.batch_size}, '
+            f'process={self.process_index}/{self.process_count}, '
+            f'steps_per_epoch={self.steps_per_epoch})')
+
+
+def _ensure_absl_flags_parsed() -> None:
+  """grain worker processes read absl flags; outside an absl app (tests,
+  notebooks) mark them parsed with their defaults."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+class DataIterator:
+  """Iterator over the per-process batches of a `Dataset`; resumable.
+
+  The grain pipeline (threads, worker processes) starts on the first
+  `next()`. Use `close()` (or `with`) to stop it early.
+  """
+
+  def __init__(self, dataset: Dataset):
+    self._dataset = dataset
+    self._next_batch = 0
+    self._iterator = None
+
+  def __iter__(self) -> 'DataIterator':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._iterator is None:
+      self._iterator = iter(self._dataset.grain_dataset(self._next_batch))
+    batch = next(self._iterator)
+    self._next_batch += 1
+    return batch
+
+  @property
+  def step(self) -> int:
+    """The index of the next batch."""
+    return self._next_batch
+
+  def get_state(self) -> dict[str, Any]:
+    """A JSON-serialisable state: the next batch index and a fingerprint."""
+    return {'format': _STATE_FORMAT, 'next_batch': self._next_batch,
+            'fingerprint': dict(self._dataset.fingerprint)}
+
+  def set_state(self, state: dict[str, Any] | str | bytes) -> None:
+    """Continues from a state of `get_state` (a dict, or its JSON text).
+
+    Raises:
+      ValueError: the state is malformed or comes from a pipeline with a
+        different order (fingerprint mismatch: the differing fields are
+        named).
+    """
+    if isinstance(state, (str, bytes)):
+      import json  # pylint: disable=g-import-not-at-top
+      state = json.loads(state)
+    if (not isinstance(state, dict) or state.get('format') != _STATE_FORMAT
+        or not isinstance(state.get('next_batch'), int)
+        or state['next_batch'] < 0):
+      raise ValueError(f'Not an input pipeline iterator state: {state!r}.')
+    saved = state.get('fingerprint', {})
+    current = self._dataset.fingerprint
+    differ = sorted(k for k in set(saved) | set(current)
+                    if _normalise(saved.get(k)) != _normalise(current.get(k)))
+    if differ:
+      details = ', '.join(
+          f'{k}: saved {saved.get(k)!r}, now {current.get(k)!r}'
+          for k in differ)
+      raise ValueError(
+          'The iterator state comes from a different input pipeline '
+          f'({details}); restoring it would not continue the same sequence. '
+          'Start a fresh iterator to change these settings.')
+    self.close()
+    self._next_batch = state['next_batch']
+
+  def close(self) -> None:
+    """Stops the pipeline's threads and worker processes, if started."""
+    iterator, self._iterator = self._iterator, None
+    if iterator is not None and hasattr(iterator, 'close'):
+      iterator.close()
+
+  def __enter__(self) -> 'DataIterator':
+    return self
+
+  def __exit__(self, *unused_exc) -> None:
+    self.close()
+
+
+def _normalise(value: Any) -> Any:
+  if isinstance(value, (list, tuple)):
+    return [_normalise(v) for v in value]
+  return value
+
+
+def create_dataset(config: Any, split: str, global_batch_size: int, *,
+                   cache_dir: str | None = None,
+                   process_index: int | None = None,
+                   process_count: int | None = None) -> Dataset:
+  """Creates the input pipeline of `split` from `config.data`.
+
+  Args:
+    config: `config.data` (ConfigDict or mapping; missing fields take the
+      defaults of `maskgit_jax.data.get_config()`; unknown fields are an
+      error).
+    split: 'train' or 'eval' (the source's split names are config fields).
+    global_batch_size: examples per step over all processes.
+    cache_dir: where the image folder index is cached (the run's workdir).
+    process_index, process_count: this process and the process count;
+      default jax.process_index() and jax.process_count() (pass them to
+      simulate several processes).
+
+  Returns:
+    A `Dataset`; `dataset.iterator()` yields per-process batches.
+  """
+  return Dataset(config, split, global_batch_size, cache_dir=cache_dir,
+                 process_index=process_index, process_count=process_count)

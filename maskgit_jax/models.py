@@ -1,0 +1,92 @@
+"""Building and initialising the two models from presets or configs."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from maskgit_jax.nets import maskgit_transformer
+from maskgit_jax.nets import vqgan_tokenizer
+
+
+def _roundtrip(module, images):
+  return module.decode_from_indices(module.encode_to_indices(images))
+
+
+def init_tokenizer(tokenizer: vqgan_tokenizer.VQVAE, rng: jax.Array,
+                   image_size: int) -> Any:
+  """Variables (unboxed) of `tokenizer` for `image_size` square images."""
+  images = jnp.zeros((1, image_size, image_size, tokenizer.channels))
+  init = jax.jit(lambda r: nn.meta.unbox(
+      tokenizer.init(r, images, method=_roundtrip)))
+  return init(rng)
+
+
+def init_transformer(transformer: maskgit_transformer.Transformer,
+                     rng: jax.Array) -> Any:
+  """Variables (unboxed) of `transformer`."""
+  ids = jnp.zeros((1, transformer.max_position_embeddings), jnp.int32)
+  return jax.jit(lambda r: nn.meta.unbox(transformer.init(r, ids)))(rng)
+
+
+def _fields(section: ml_collections.ConfigDict, allowed, what: str):
+  values = section.to_dict()
+  unknown = sorted(set(values) - set(allowed))
+  if unknown:
+    raise ValueError(f"Unknown {what} config key(s) {unknown}; allowed: "
+                     f"{sorted(allowed)}.")
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def tokenizer_from_config(config: ml_collections.ConfigDict
+                          ) -> vqgan_tokenizer.VQVAE:
+  """`config.tokenizer`: `preset` plus any VQVAE field overriding it."""
+  fields = _fields(config.tokenizer, {"preset", *vqgan_tokenizer.VQVAE.field_names()},
+                   "tokenizer")
+  preset = fields.pop("preset", None)
+  if preset:
+    return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)
+  return vqgan_tokenizer.VQVAE(**fields)
+
+
+TRANSFORMER_KEYS = {
+    "preset", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob",
+    "initializer_range", "dtype"}
+
+
+def transformer_from_config(config: ml_collections.ConfigDict
+                            ) -> maskgit_transformer.Transformer:
+  """`config.transformer` sizes; vocab and length follow the tokenizer/data.
+
+  vocab = `tokenizer.codebook_size + config.num_classes + 1`; sequence =
+  `(image_size // downsample_factor) ** 2 + 1`.
+  """
+  tokenizer = tokenizer_from_config(config)
+  fields = _fields(config.transformer, TRANSFORMER_KEYS, "transformer")
+  preset = fields.pop("preset", None)
+  if preset and preset not in maskgit_transformer.PRESETS:
+    raise ValueError(f"Unknown transformer preset {preset!r}; expected one of "
+                     f"{sorted(maskgit_transformer.PRESETS)}.")
+  base = dict(maskgit_transformer.PRESETS[preset]) if preset else {}
+  base.update(fields)
+  if "dtype" in base:
+    base["dtype"] = parse_dtype(base["dtype"])
+  factor = tokenizer.downsample_factor
+  if config.image_size % factor:
+    raise ValueError(f"image_size={config.image_size} is not divisible by the "
+                     f"tokenizer's downsampling factor {factor}.")
+  base.update(codebook_size=tokenizer.codebook_size,
+              num_classes=config.num_classes,
+              latent_size=config.image_size // factor)
+  return maskgit_transformer.Transformer.create(**base)
+
+
+def parse_dtype(name):
+  """'float32' or 'bfloat16' (the fast precision mode) -> a jnp dtype."""
+  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  if name not in dtypes:
+    raise ValueError(f"Unknown dtype {name!r}; expected 'float32' or 'bfloat16'.")
+  return dtypes[name]
