@@ -77,6 +77,21 @@ def test_batch_format(fmnist):
   assert one.image_shape == (16, 16, 1)
 
 
+def test_fashion_mnist_padding_option(fmnist):
+  unpadded = data.create_dataset(plain(fmnist, pad=False, image_size=28),
+                                 'eval', 4, process_index=0, process_count=1)
+  image = next(unpadded.iterator())['image'][3, :, :, 0]
+  assert image[0, 0] == np.float32(3 / 255)  # The raw 28x28 record 3.
+  assert image[5:20, 8:12].min() == 1.0
+  padded = data.create_dataset(plain(fmnist, image_size=64), 'eval', 4,
+                               process_index=0, process_count=1)
+  image = next(padded.iterator())['image'][0]
+  # Padded to 32 (2-pixel border) then upsampled 2x: a 4-pixel black border.
+  assert image[:3].max() == 0 and image[:, :3].max() == 0
+  assert image[61:].max() == 0 and image[:, 61:].max() == 0
+  assert image[14:40, 22:26].min() > 0.9
+
+
 def test_labels_match_records_and_epochs_are_permutations(fmnist):
   ds = data.create_dataset(plain(fmnist), 'train', 4, process_index=0,
                            process_count=1)
@@ -268,6 +283,23 @@ def test_folder_source_and_truncated_file_at_load_time(tmp_path, monkeypatch):
   np.testing.assert_array_equal(
       batch['mask'], [True, True, False, True, True, True, True, True])
   assert (batch['image'][2] == 0).all()
+
+
+def test_file_deleted_after_indexing(tmp_path, monkeypatch):
+  for i in range(6):
+    Image.new('L', (8, 8), 40 * i).save(tmp_path / f'{i}.png')
+  warnings = []
+  monkeypatch.setattr(logging, 'warning',
+                      lambda msg, *a: warnings.append(msg % a))
+  ds = data.create_dataset(
+      {'source': 'folder', 'path': str(tmp_path), 'image_size': 8,
+       'shuffle': False, 'random_flip': False, 'random_crop': False},
+      'train', 3, process_index=0, process_count=1)
+  os.remove(tmp_path / '1.png')
+  batch = next(ds.iterator())
+  np.testing.assert_allclose(batch['image'][:, 0, 0, 0] * 255, [0, 80, 80],
+                             atol=1e-4)
+  assert any('1.png' in w for w in warnings)
 
 
 def test_bad_arguments(fmnist, tmp_path):

@@ -30,8 +30,10 @@ Source selection
   tfds_decode ('pil'): 'pil' reads the encoded image bytes from TFDS
       (`tfds.decode.SkipDecoding`) and decodes them here with PIL (JPEG
       draft-mode decoding, all image modes); 'tfds' lets TFDS decode to numpy.
-  pad (True): Fashion-MNIST only: zero-pad the 28x28 images symmetrically to
-      `image_size` (when image_size >= 28) instead of resizing them.
+  pad (True): Fashion-MNIST only: zero-pad the 28x28 images to 32x32 (a
+      2-pixel black border) before the crop and resize to `image_size` (so
+      image_size=32 keeps the pixels as they are); False: crop and resize the
+      28x28 images directly.
 
 Preprocessing (output: float32 in [0, 1], [batch, image_size, image_size,
 channels], label int32 [batch])

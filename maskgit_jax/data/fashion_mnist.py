@@ -17,6 +17,7 @@ from maskgit_jax.data import idx
 
 DEFAULT_DIR = '/usr/share/datasets/fashion-mnist'
 SIZE = 28
+PADDED_SIZE = 32  # The usual 2-pixel border of (Fashion-)MNIST at 32x32.
 CLASS_NAMES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
                'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 _PREFIX = {'train': 'train', 'test': 't10k'}

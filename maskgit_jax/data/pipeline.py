@@ -115,8 +115,8 @@ class _LoadRecord:
 
   def _example(self, record: int, rng: np.random.Generator | None,
                ) -> dict[str, Any] | None:
-    image, label = self._source[record]
     try:
+      image, label = self._source[record]
       array = self._preprocessor(image, rng)
     except Exception as e:  # pylint: disable=broad-except
       _warn_once(self._source.describe(record), e)

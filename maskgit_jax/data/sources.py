@@ -63,11 +63,9 @@ def make_source(config: ml_collections.FrozenConfigDict, split: str, *,
     from maskgit_jax.data import fashion_mnist
     name = config.train_split if split == 'train' else (
         config.eval_split or 'test')
-    pad_to = (config.image_size
-              if config.pad and config.image_size >= fashion_mnist.SIZE
-              else None)
     source = fashion_mnist.FashionMnistSource(
-        name, path=config.path, pad_to=pad_to)
+        name, path=config.path,
+        pad_to=fashion_mnist.PADDED_SIZE if config.pad else None)
   elif config.source == 'folder':
     from maskgit_jax.data import image_folder  # pylint: disable=g-import-not-at-top
     path = config.path if split == 'train' else (
