@@ -1,6 +1,7 @@
 r"""Throughput of the input pipeline on this machine (images per second).
 
-  python benchmarks/input_pipeline.py [--output=benchmarks/results/input_pipeline.json]
+  python benchmarks/input_pipeline.py \
+      [--output=benchmarks/results/input_pipeline.json]
 
 Cases:
   * Fashion-MNIST, the demo default: batch 128, 32x32x3, training
@@ -26,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from maskgit_jax import data
+from maskgit_jax.data import config as data_config
 from maskgit_jax.data import fashion_mnist
 from maskgit_jax.data import image_folder
 
@@ -76,8 +78,14 @@ def main():
   args = parser.parse_args()
 
   rows = []
+  load_start = [round(x, 2) for x in os.getloadavg()]
 
-  def add(name, settings, result):
+  def add(name, config, result):
+    resolved = data_config.resolve(config)
+    settings = {'read_threads': data_config.read_threads(resolved),
+                'worker_count': resolved.worker_count,
+                'defaults': config.get('read_threads') is None and
+                            not config.get('worker_count')}
     rows.append(dict(case=name, **settings, **result))
     print(f'{name:40s} {settings} {result["images_per_s"]:10.0f} images/s',
           flush=True)
@@ -89,13 +97,12 @@ def main():
     print(f'Skipping Fashion-MNIST: {e}')
     have_fmnist = False
   if have_fmnist:
-    for threads in (0, 2):
+    for threads in (None, 2):
       config = {'path': args.fashion_mnist_path, 'read_threads': threads}
-      add('fashion_mnist train 32x32x3', {'read_threads': threads,
-                                          'worker_count': 0},
+      add('fashion_mnist train 32x32x3', config,
           measure(config, 'train', 128, args.batches * 4))
-    config = {'path': args.fashion_mnist_path, 'read_threads': 0}
-    add('fashion_mnist eval 32x32x3', {'read_threads': 0, 'worker_count': 0},
+    config = {'path': args.fashion_mnist_path}
+    add('fashion_mnist eval 32x32x3', config,
         measure(config, 'eval', 128, args.batches * 4))
 
   tmp = tempfile.mkdtemp(prefix='maskgit_jpegs_')
@@ -115,34 +122,35 @@ def main():
                    'images_per_s': len(source) / seconds})
       print(f'folder index ({name}): {len(source)} files in {seconds:.3f} s')
     base = {'source': 'folder', 'path': folder, 'image_size': args.jpeg_size}
-    for threads, workers in ((0, 0), (2, 0), (4, 0), (1, 2)):
+    for threads, workers in ((0, 0), (2, 0), (None, 0), (1, 2)):
       config = dict(base, read_threads=threads, worker_count=workers)
-      add(f'folder train {args.jpeg_size}x{args.jpeg_size} JPEG',
-          {'read_threads': threads, 'worker_count': workers},
+      add(f'folder train {args.jpeg_size}x{args.jpeg_size} JPEG', config,
           measure(config, 'train', 128, args.batches, cache))
-    config = dict(base, read_threads=2)
-    add(f'folder eval {args.jpeg_size}x{args.jpeg_size} JPEG',
-        {'read_threads': 2, 'worker_count': 0},
-        measure(config, 'eval', 128, args.batches, cache))
+    add(f'folder eval {args.jpeg_size}x{args.jpeg_size} JPEG', base,
+        measure(base, 'eval', 128, args.batches, cache))
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
+  load = [round(x, 2) for x in os.getloadavg()]
   print()
-  print(f'Machine: {os.cpu_count()} CPUs, {platform.processor() or "?"}, '
-        f'Python {platform.python_version()}')
+  print(f'Machine: {os.cpu_count()} CPUs, Python '
+        f'{platform.python_version()}; load average at start {load_start}, '
+        f'at end {load} (other work on the machine skews the figures)')
   print()
   print('| case | read_threads | worker_count | images/s |')
   print('|---|---|---|---|')
   for row in rows:
     if 'read_threads' in row:
-      print(f'| {row["case"]} | {row["read_threads"]} | '
+      default = ' (default)' if row['defaults'] else ''
+      print(f'| {row["case"]} | {row["read_threads"]}{default} | '
             f'{row["worker_count"]} | {row["images_per_s"]:.0f} |')
     else:
       print(f'| {row["case"]}: {row["files"]} files in '
             f'{row["seconds"]:.3f} s | | | {row["images_per_s"]:.0f} |')
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with open(args.output, 'w') as f:
-    json.dump({'cpu_count': os.cpu_count(), 'rows': rows}, f, indent=1)
+    json.dump({'cpu_count': os.cpu_count(), 'load_average_start': load_start,
+               'load_average_end': load, 'rows': rows}, f, indent=1)
   print(f'\nWrote {args.output}')
 
 

@@ -16,7 +16,8 @@ and resuming: see maskgit_jax.data.pipeline.
 from maskgit_jax.data.config import get_config
 from maskgit_jax.data.distributed import make_data_sharding
 from maskgit_jax.data.distributed import to_global_array
-from maskgit_jax.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASS_NAMES
+from maskgit_jax.data.fashion_mnist import (
+    CLASS_NAMES as FASHION_MNIST_CLASS_NAMES)
 from maskgit_jax.data.pipeline import create_dataset
 from maskgit_jax.data.pipeline import DataIterator
 from maskgit_jax.data.pipeline import Dataset

@@ -77,7 +77,8 @@ def encode(array: np.ndarray) -> bytes:
   """Encodes an array as idx bytes (the inverse of `decode`)."""
   array = np.asarray(array)
   for code, dtype in _DTYPES.items():
-    if array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize:
+    if (array.dtype.kind, array.dtype.itemsize) == (dtype.kind,
+                                                    dtype.itemsize):
       break
   else:
     raise ValueError(f'idx cannot store dtype {array.dtype}.')

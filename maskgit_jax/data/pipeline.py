@@ -9,12 +9,15 @@
 
 with b = global_batch_size / process_count.
 
-Sharding. The records of the split are cut into `process_count` contiguous
-shards (`even_split`, grain's rule); process p reads only shard p.
-  train: equal shards (the last N mod process_count records are never read)
-         so that every process makes the same number of steps per epoch;
-  eval:  shards differ by at most one record; every shard is padded to the
-         same number of batches (see below).
+Sharding. Process p reads only shard p of `process_count` shards, cut with
+grain's contiguous `even_split` rule:
+  train: equal shards so that every process makes the same number of steps
+         per epoch (N mod process_count records are never read). With
+         shuffle=True the records are first permuted once with the seed, so
+         each shard is a fixed random subset (class-sorted folders are
+         mixed over the processes); shuffle=False keeps the source order;
+  eval:  contiguous shards in source order, differing by at most one record;
+         every shard is padded to the same number of batches (see below).
 
 Training ('train'): epochs repeat forever (or `num_epochs`); each epoch is a
 new permutation of the shard (a function of seed and epoch; `shuffle=False`
@@ -64,21 +67,21 @@ _warned_lock = threading.Lock()
 _warned: set[str] = set()
 
 
-def _warn_once(what: str, error: Exception) -> None:
+def _warn_once(what: str, error: Exception, action: str) -> None:
   with _warned_lock:
     if what in _warned:
       return
     _warned.add(what)
   message = str(error).splitlines()[0] if str(error) else ''
-  logging.warning('Unreadable image %s (%s: %s); see maskgit_jax.data.pipeline'
-                  ' for how it is replaced.', what, type(error).__name__,
-                  message[:200])
+  logging.warning('Unreadable image %s (%s: %s); %s.', what,
+                  type(error).__name__, message[:200], action)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
   """What the records of one process are, and in which order."""
   train: bool
+  num_examples: int
   shard_start: int
   shard_size: int
   epoch_length: int  # Records per epoch (a multiple of the batch size).
@@ -97,21 +100,31 @@ class _LoadRecord:
     self._epoch_seeds: dict[int, int] = {}
 
   def _epoch_seed(self, epoch: int) -> int:
+    """A uint32 seed per epoch; epoch -1 seeds the split into shards."""
     seed = self._epoch_seeds.get(epoch)
     if seed is None:
       seed = int(np.random.SeedSequence(
-          (self._plan.seed, epoch)).generate_state(1)[0])
+          (self._plan.seed, epoch + 1)).generate_state(1)[0])
       self._epoch_seeds[epoch] = seed
     return seed
 
   def record_index(self, epoch: int, position: int) -> int:
-    """The record (index into the source) at `position` of `epoch`."""
+    """The record (index into the source) at `position` of `epoch`.
+
+    With shuffling, the shard is a fixed random subset of the records (a
+    seeded permutation of all records cut into contiguous parts, so that
+    class-sorted folders are mixed over the processes), visited in a new
+    order every epoch.
+    """
     plan = self._plan
-    if plan.shuffle:
-      position = grain.experimental.index_shuffle(
-          position, max_index=plan.shard_size - 1,
-          seed=self._epoch_seed(epoch), rounds=4)
-    return plan.shard_start + position
+    if not plan.shuffle:
+      return plan.shard_start + position
+    position = grain.experimental.index_shuffle(
+        position, max_index=plan.shard_size - 1,
+        seed=self._epoch_seed(epoch), rounds=4)
+    return grain.experimental.index_shuffle(
+        plan.shard_start + position, max_index=plan.num_examples - 1,
+        seed=self._epoch_seed(-1), rounds=4)
 
   def _example(self, record: int, rng: np.random.Generator | None,
                ) -> dict[str, Any] | None:
@@ -119,7 +132,9 @@ class _LoadRecord:
       image, label = self._source[record]
       array = self._preprocessor(image, rng)
     except Exception as e:  # pylint: disable=broad-except
-      _warn_once(self._source.describe(record), e)
+      _warn_once(self._source.describe(record), e,
+                 'training uses the next record of the epoch instead'
+                 if self._plan.train else 'evaluation masks it out')
       return None
     return {'image': array, 'label': np.int32(label), 'mask': np.True_}
 
@@ -168,9 +183,10 @@ def _fingerprint(cfg: ml_collections.FrozenConfigDict, split: str,
                  num_examples: int, global_batch_size: int,
                  process_index: int, process_count: int) -> dict[str, Any]:
   """What fixes the batch sequence; checked when restoring a state."""
-  keys = ('source', 'name', 'train_split', 'eval_split', 'seed', 'shuffle', 'num_epochs', 'image_size',
-          'channels', 'random_crop', 'crop_scale', 'crop_ratio', 'random_flip',
-          'eval_crop_fraction', 'resize_method', 'pad', 'max_examples')
+  keys = ('source', 'name', 'train_split', 'eval_split', 'seed', 'shuffle',
+          'num_epochs', 'image_size', 'channels', 'random_crop', 'crop_scale',
+          'crop_ratio', 'random_flip', 'eval_crop_fraction', 'resize_method',
+          'pad', 'max_examples')
   fp = {k: cfg[k] for k in keys}
   fp['crop_scale'] = list(fp['crop_scale'])
   fp['crop_ratio'] = list(fp['crop_ratio'])
@@ -241,7 +257,8 @@ class Dataset:
       largest_shard = math.ceil(self.num_examples / process_count)
       self.steps_per_epoch = math.ceil(largest_shard / batch)
     self._plan = _Plan(
-        train=train, shard_start=start, shard_size=self.shard_size,
+        train=train, num_examples=self.num_examples, shard_start=start,
+        shard_size=self.shard_size,
         epoch_length=self.steps_per_epoch * batch, seed=cfg.seed,
         shuffle=train and cfg.shuffle)
     self.preprocessor = preprocess.Preprocessor(
@@ -295,7 +312,7 @@ class Dataset:
     ds = ds.map_with_index(self._load)
     ds = ds.batch(self.batch_size, drop_remainder=True)
     ds = ds[start_batch:]
-    threads = cfg.read_threads
+    threads = config_lib.read_threads(cfg)
     ds = ds.to_iter_dataset(grain.ReadOptions(
         num_threads=threads,
         prefetch_buffer_size=max(cfg.prefetch_batches, threads)))

@@ -67,13 +67,13 @@ def make_source(config: ml_collections.FrozenConfigDict, split: str, *,
         name, path=config.path,
         pad_to=fashion_mnist.PADDED_SIZE if config.pad else None)
   elif config.source == 'folder':
-    from maskgit_jax.data import image_folder  # pylint: disable=g-import-not-at-top
+    from maskgit_jax.data import image_folder
     path = config.path if split == 'train' else (
         config.eval_path or config.path)
     source = image_folder.ImageFolderSource(
         path, cache_dir=cache_dir, validate=config.validate)
   elif config.source == 'tfds':
-    from maskgit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+    from maskgit_jax.data import tfds_source
     name = config.train_split if split == 'train' else (
         config.eval_split or 'validation')
     source = tfds_source.TfdsSource(

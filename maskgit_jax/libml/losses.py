@@ -52,3 +52,78 @@ def entropy_loss(affinity: jax.Array, loss_type: str = "softmax",
   avg_entropy = -jnp.sum(avg_probs * jnp.log(avg_probs + 1e-5))
   sample_entropy = -jnp.mean(jnp.sum(target * log_probs, axis=-1))
   return sample_entropy - avg_entropy
+
+
+def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array,
+                           weights: jax.Array,
+                           label_smoothing: float = 0.0) -> jax.Array:
+  """Weighted mean cross-entropy with label smoothing (the release's form).
+
+  Targets are `one_hot * (1 - s) + s / num_classes`.
+
+  Args:
+    logits: `[b, l, c]`; labels: int `[b, l]`; weights: `[b, l]`.
+
+  Returns:
+    The mean over examples of the weighted mean over positions.
+  """
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes)
+  targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+  loss = -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), -1)
+  per_example = jnp.sum(loss * weights, -1) / jnp.maximum(
+      jnp.sum(weights, -1), 1e-8)
+  return jnp.mean(per_example)
+
+
+def _sigmoid_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Stable `max(x, 0) - x z + log(1 + exp(-|x|))`."""
+  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(
+      jnp.exp(-jnp.abs(logits)))
+
+
+def discriminator_loss(real_logit: jax.Array, fake_logit: jax.Array,
+                       loss_type: str = "non-saturating") -> jax.Array:
+  """Hinge or non-saturating (logistic) discriminator loss."""
+  if loss_type == "hinge":
+    return jnp.mean(jax.nn.relu(1. - real_logit) + jax.nn.relu(1. + fake_logit))
+  if loss_type == "non-saturating":
+    return jnp.mean(_sigmoid_cross_entropy(real_logit, jnp.ones_like(real_logit))
+                    + _sigmoid_cross_entropy(fake_logit,
+                                             jnp.zeros_like(fake_logit)))
+  raise ValueError(f"Unknown GAN loss {loss_type!r}; expected 'hinge' or "
+                   "'non-saturating'.")
+
+
+def generator_loss(fake_logit: jax.Array,
+                   loss_type: str = "non-saturating") -> jax.Array:
+  """Hinge (`-mean(D(G))`) or non-saturating generator loss."""
+  if loss_type == "hinge":
+    return -jnp.mean(fake_logit)
+  if loss_type == "non-saturating":
+    return jnp.mean(_sigmoid_cross_entropy(fake_logit,
+                                           jnp.ones_like(fake_logit)))
+  raise ValueError(f"Unknown GAN loss {loss_type!r}; expected 'hinge' or "
+                   "'non-saturating'.")
+
+
+def r1_penalty(d_fn, images: jax.Array) -> jax.Array:
+  """Mean over examples of `|d sum(D(x)) / dx|^2` at real images."""
+  grads = jax.grad(lambda x: jnp.sum(d_fn(x)))(images)
+  return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), -1))
+
+
+def lecam_regularizer(real_logit, fake_logit, real_ema, fake_ema):
+  """LeCAM (Tseng et al. 2021): `|relu(D(x) - ema_fake)|^2 + |relu(ema_real - D(G))|^2`."""
+  return (jnp.mean(jnp.square(jax.nn.relu(real_logit - fake_ema))) +
+          jnp.mean(jnp.square(jax.nn.relu(real_ema - fake_logit))))
+
+
+def reconstruction_loss(x: jax.Array, y: jax.Array, kind: str = "l2"):
+  """Mean L1 or L2 pixel loss."""
+  diff = jnp.asarray(x - y, jnp.float32)
+  if kind == "l2":
+    return jnp.mean(jnp.square(diff))
+  if kind == "l1":
+    return jnp.mean(jnp.abs(diff))
+  raise ValueError(f"Unknown reconstruction loss {kind!r}; expected l1 or l2.")

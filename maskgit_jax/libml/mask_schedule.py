@@ -60,3 +60,23 @@ def schedule(ratio, total_unknown, method: str = "cosine"):
   else:  # exp
     mask_ratio = 1 - jnp.exp2(-jnp.log2(total_unknown) * (1 - ratio))
   return jnp.clip(mask_ratio, 1e-6, 1.)
+
+
+def random_training_mask(rng: jax.Array, batch: int, seq_len: int,
+                         method: str = "cosine", min_ratio: float = 0.0):
+  """Training masks with an exact number of masked tokens per example.
+
+  For each example a ratio r ~ U[min_ratio, 1) gives
+  `n = max(1, floor(seq_len * schedule(r)))` masked tokens, placed uniformly
+  at random (ranks of uniform noise below n).
+
+  Returns:
+    `(mask bool [batch, seq_len], n int32 [batch])`.
+  """
+  ratio_rng, position_rng = jax.random.split(rng)
+  ratio = jax.random.uniform(ratio_rng, (batch,), minval=min_ratio, maxval=1.)
+  mask_ratio = schedule(ratio, seq_len, method)
+  n = jnp.maximum(1, jnp.floor(seq_len * mask_ratio)).astype(jnp.int32)
+  noise = jax.random.uniform(position_rng, (batch, seq_len))
+  ranks = jnp.argsort(jnp.argsort(noise, axis=-1), axis=-1)
+  return ranks < n[:, None], n

@@ -234,6 +234,12 @@ class VectorQuantizer(nn.Module):
       q = z + jax.lax.stop_gradient(q - z)
     return self._from_code_space(q), result
 
+  def code_features(self, x: jax.Array) -> jax.Array:
+    """Encoder features `[..., D]` in the space of the codes (`[..., code_dim]`
+    if factorised, l2-normalised if `l2_normalized`): what codes are matched
+    against, and what dead codes are restarted from."""
+    return self._to_code_space(x)
+
   def decode_ids(self, ids: jax.Array) -> jax.Array:
     """Code ids `[...]` -> features `[..., D]`."""
     return self._from_code_space(jnp.take(self._codes(), ids, axis=0))

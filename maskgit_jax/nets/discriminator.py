@@ -1,0 +1,92 @@
+"""The StyleGAN-style discriminator of the release's VQGAN training.
+
+Images `[b, S, S, C]` (S a power of two >= 8) -> logits `[b, 1]`. Residual
+blocks halve the resolution down to 4x4 with blur pooling (or average
+pooling), leaky ReLU 0.2, Xavier-uniform kernels. Channel widths follow the
+release's table (512 up to 32x32, then 256, 128, 64, 32, 16 times
+`channel_multiplier`), capped at `max_filters` so that small models fit a CPU.
+Module names are the release's.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from maskgit_jax.nets import layers
+
+_KERNEL_INIT = nn.initializers.xavier_uniform()
+_BINOMIAL = {3: [1., 2., 1.], 4: [1., 3., 3., 1.], 5: [1., 4., 6., 4., 1.]}
+
+
+def _leaky_relu(x):
+  return jax.nn.leaky_relu(x, negative_slope=0.2)
+
+
+class BlurPool2D(nn.Module):
+  """Depthwise binomial blur then stride-2 subsampling. `[b,h,w,c]` -> half."""
+  filter_size: int = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.filter_size not in _BINOMIAL:
+      raise ValueError(f"filter_size must be one of {sorted(_BINOMIAL)}.")
+    taps = jnp.asarray(_BINOMIAL[self.filter_size], jnp.float32)
+    kernel = taps[:, None] * taps[None, :]
+    kernel = kernel / jnp.sum(kernel)
+    channels = x.shape[-1]
+    kernel = jnp.tile(kernel[:, :, None, None], (1, 1, 1, channels))
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (2, 2), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+        precision=jax.lax.Precision.HIGHEST)
+
+
+class DiscriminatorBlock(nn.Module):
+  """Conv, act, downsample; 1x1-projected downsampled shortcut; conv, act."""
+  filters: int
+  blur_resample: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    residual = x
+    x = _leaky_relu(nn.Conv(x.shape[-1], (3, 3), kernel_init=_KERNEL_INIT)(x))
+    if self.blur_resample:
+      x, residual = BlurPool2D()(x), BlurPool2D()(residual)
+    else:
+      x, residual = layers.avg_pool_2x2(x), layers.avg_pool_2x2(residual)
+    residual = nn.Conv(self.filters, (1, 1), use_bias=False,
+                       kernel_init=_KERNEL_INIT)(residual)
+    x = _leaky_relu(nn.Conv(self.filters, (3, 3), kernel_init=_KERNEL_INIT)(x))
+    return (residual + x) / math.sqrt(2)
+
+
+class Discriminator(nn.Module):
+  """StyleGAN discriminator. Attributes: widths and resampling."""
+  channel_multiplier: int = 1
+  max_filters: int = 512
+  blur_resample: bool = True
+
+  def filters(self, size: int) -> int:
+    table = {64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+    width = 512 if size <= 32 else table[size] * self.channel_multiplier
+    return min(width, self.max_filters)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    size = x.shape[1]
+    if x.shape[1] != x.shape[2] or size < 8 or size & (size - 1):
+      raise ValueError(f"Discriminator input must be square with a power-of-"
+                       f"two side >= 8, got {x.shape[1:3]}.")
+    x = _leaky_relu(nn.Conv(self.filters(size), (3, 3),
+                            kernel_init=_KERNEL_INIT)(x))
+    for i in range(int(math.log2(size)), 2, -1):
+      x = DiscriminatorBlock(self.filters(2**(i - 1)), self.blur_resample,
+                             name=f"ResBlock_{int(math.log2(size)) - i}")(x)
+    x = _leaky_relu(nn.Conv(self.filters(4), (3, 3),
+                            kernel_init=_KERNEL_INIT)(x))
+    x = x.reshape((x.shape[0], -1))
+    x = _leaky_relu(nn.Dense(self.filters(4), kernel_init=_KERNEL_INIT)(x))
+    return nn.Dense(1, kernel_init=_KERNEL_INIT)(x)

@@ -1,0 +1,35 @@
+r"""Train both stages: `python -m maskgit_jax.train --config=CONFIG --workdir=DIR`.
+
+  python -m maskgit_jax.train --config=configs/fashion_mnist.py \
+      --workdir=runs/fashion_mnist [--config.key=value ...]
+
+The run resumes from DIR's newest checkpoint; SIGTERM saves and exits.
+"""
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from maskgit_jax import cli
+from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import trainer
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (created).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise app.UsageError("--config and --workdir are required.")
+  try:
+    run.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except trainer.Preempted as e:
+    print(f"stopped: {e}; run the same command to resume.")
+  except (ValueError, FileNotFoundError, trainer.NonFiniteLossError) as e:
+    raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+  cli.run(main)

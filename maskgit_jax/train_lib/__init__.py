@@ -1,0 +1,1 @@
+"""One training library for both stages: state, sharding, steps, checkpoints, logs."""

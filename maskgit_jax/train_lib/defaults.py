@@ -1,0 +1,79 @@
+"""Default config sections for training, shared by the files in configs/.
+
+`tokenizer_training()` holds the release's VQGAN recipe
+(maskgit/configs/vqgan_config.py), `transformer_training()` the release's
+MaskGIT recipe (maskgit_class_cond_config.py); configs override what differs.
+Durations (`num_steps`, `*_every`, `disc_start_step`) are steps (int) or
+strings such as "2 epochs" / "50000 examples".
+"""
+
+import ml_collections
+
+from maskgit_jax import data as data_lib
+from maskgit_jax.train_lib import sharding
+
+
+def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the keys every training config has."""
+  config.stages = ("tokenizer", "transformer")
+  config.mesh = (-1, 1, 1)  # (data, fsdp, model); -1 = the remaining devices
+  config.logical_axis_rules = tuple(
+      (name, axes) for name, axes in sharding.DEFAULT_RULES)
+  config.tokenizer_checkpoint = ""  # stage 2 from a released tokenizer file
+  config.data = data_lib.get_config()
+  return config
+
+
+def _logging(c):
+  c.log_every = 100
+  c.checkpoint_every = 1000
+  c.image_every = 1000
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+  c.tensorboard = True
+
+
+def tokenizer_training() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.num_steps = 1_000_000
+  c.batch_size = 256
+  c.g_optimizer = ml_collections.ConfigDict(dict(
+      name="adam", lr=1e-4, b1=0.0, b2=0.99, warmup_steps=0,
+      lr_schedule="constant", grad_clip_norm=0.0))
+  c.d_optimizer = ml_collections.ConfigDict(dict(
+      name="adam", lr=1e-4, b1=0.0, b2=0.99, warmup_steps=0,
+      lr_schedule="constant", grad_clip_norm=0.0))
+  c.reconstruction_loss = "l2"
+  c.perceptual_weight = 0.1
+  c.perceptual_weights = ""  # path to FID Inception default_1.pt; "" = off
+  c.gan_loss = "non-saturating"
+  c.generator_adversarial_weight = 0.1
+  c.r1_cost = 10.0
+  c.lecam_weight = 0.0
+  c.disc_start_step = 0
+  c.ema_decay = 0.999
+  c.codebook_restart_threshold = 0.0  # expected uses per step; 0 = off
+  c.discriminator = ml_collections.ConfigDict(dict(
+      channel_multiplier=1, max_filters=512, blur_resample=True))
+  _logging(c)
+  return c
+
+
+def transformer_training() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.num_steps = 2_000_000
+  c.batch_size = 256
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-4, b1=0.9, b2=0.96, weight_decay=0.045,
+      warmup_steps=5000, lr_schedule="cosine", lr_end_factor=0.0,
+      grad_clip_norm=1.0))
+  c.label_smoothing = 0.1
+  c.mask_scheduling_method = "cosine"
+  c.min_mask_ratio = 0.0
+  c.loss_on_all_tokens = False
+  c.class_dropout = 0.0  # > 0 trains the null class for guidance
+  c.ema_decay = 0.0
+  c.samples = ml_collections.ConfigDict(dict(
+      per_class=4, num_iter=12, choice_temperature=4.5))
+  _logging(c)
+  return c

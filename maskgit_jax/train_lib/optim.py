@@ -1,0 +1,78 @@
+"""Optimizers and learning-rate schedules from config sections."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(c: ml_collections.ConfigDict, num_steps: int):
+  """Linear warm-up to `c.lr`, then `c.lr_schedule`: constant | cosine | linear.
+
+  Cosine and linear decay from the end of warm-up to `c.lr * c.lr_end_factor`
+  at `num_steps`.
+  """
+  warmup = int(c.get("warmup_steps", 0))
+  peak = float(c.lr)
+  kind = c.get("lr_schedule", "constant")
+  end = peak * float(c.get("lr_end_factor", 0.0))
+  decay_steps = max(1, num_steps - warmup)
+  if kind == "constant":
+    after = optax.constant_schedule(peak)
+  elif kind == "cosine":
+    after = optax.cosine_decay_schedule(peak, decay_steps,
+                                        alpha=end / peak if peak else 0.0)
+  elif kind == "linear":
+    after = optax.linear_schedule(peak, end, decay_steps)
+  else:
+    raise ValueError(f"Unknown lr_schedule {kind!r}; expected constant, "
+                     "cosine or linear.")
+  if warmup <= 0:
+    return after
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def decay_mask(params: Any) -> Any:
+  """True for weights that get weight decay: kernels only.
+
+  No decay on biases, norm scales/offsets, embeddings (word and position),
+  codebooks or any 1-d parameter.
+  """
+  boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+
+  def keep(path, leaf):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    value = leaf.unbox() if boxed(leaf) else leaf
+    return jnp.ndim(value) >= 2 and bool(names) and names[-1] == "kernel"
+  return jax.tree_util.tree_map_with_path(keep, params, is_leaf=boxed)
+
+
+def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
+  """An optax transformation from `c`: adam | adamw, with clipping.
+
+  Keys: `name`, `lr`, `b1`, `b2`, `weight_decay` (adamw; masked by
+  `decay_mask`), `grad_clip_norm` (0 = off), `warmup_steps`, `lr_schedule`,
+  `lr_end_factor`. Returns `(optimizer, schedule)`.
+  """
+  schedule = learning_rate_schedule(c, num_steps)
+  name = c.get("name", "adam")
+  if name == "adam":
+    tx = optax.adam(schedule, b1=c.b1, b2=c.b2, eps=c.get("eps", 1e-8))
+  elif name == "adamw":
+    tx = optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.get("eps", 1e-8),
+                     weight_decay=c.weight_decay, mask=decay_mask)
+  else:
+    raise ValueError(f"Unknown optimizer {name!r}; expected adam or adamw.")
+  clip = float(c.get("grad_clip_norm", 0.0))
+  if clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+  return tx, schedule
+
+
+def ema_update(ema: Any, params: Any, decay: float) -> Any:
+  """`ema * decay + params * (1 - decay)`, leaf by leaf."""
+  return jax.tree.map(lambda e, p: e * decay + p * (1 - decay), ema, params)

@@ -1,0 +1,208 @@
+"""`train_and_evaluate(config, workdir)`: both stages into one workdir.
+
+Workdir layout:
+  config.json                       the resolved config
+  metrics.jsonl, tensorboard/       scalars of both stages
+  images/                           reconstructions (stage 1), samples (stage 2)
+  tokenizer/checkpoints/<step>/     stage-1 checkpoints (orbax)
+  transformer/checkpoints/<step>/   stage-2 checkpoints
+  samples.png                       the final class-conditional grid
+  data_index/                       cached folder indexes
+
+Each stage resumes from its newest readable checkpoint and is skipped when it
+is complete, so re-running the same command continues an interrupted run.
+"""
+
+import json
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from maskgit_jax import data as data_lib
+from maskgit_jax import models
+from maskgit_jax import official
+from maskgit_jax import sample_lib
+from maskgit_jax.libml import sampling
+from maskgit_jax.train_lib import checkpoint as checkpoint_lib
+from maskgit_jax.train_lib import periodic
+from maskgit_jax.train_lib import sharding as sharding_lib
+from maskgit_jax.train_lib import tokenizer_task
+from maskgit_jax.train_lib import trainer
+from maskgit_jax.train_lib import transformer_task
+
+STAGES = ("tokenizer", "transformer")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  path = os.path.join(workdir, "config.json")
+  if jax.process_index() == 0:
+    sample_lib.atomic_write(path, lambda p: open(p, "w").write(
+        config.to_json_best_effort(indent=1, sort_keys=True)))
+  return path
+
+
+def data_config(config: ml_collections.ConfigDict,
+                channels: int) -> ml_collections.ConfigDict:
+  """`config.data` with image size and channels taken from the model config."""
+  d = ml_collections.ConfigDict(config.data.to_dict())
+  d.image_size = config.image_size
+  d.channels = channels
+  d.seed = config.seed if d.get("seed") is None else d.seed
+  return d
+
+
+def restore_params(checkpoint_dir: str, prefer_ema: bool = True,
+                   note=logging.warning) -> Optional[Dict[str, Any]]:
+  """`{"params": ...}` from the newest readable checkpoint (EMA if present).
+
+  Returns None when the folder holds no checkpoint.
+  """
+  if not os.path.isdir(checkpoint_dir):
+    return None
+  manager = ocp.CheckpointManager(
+      os.path.abspath(checkpoint_dir),
+      options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+      except Exception as e:  # pylint: disable=broad-except
+        note(f"Checkpoint {checkpoint_dir}/{step} is unreadable "
+             f"({type(e).__name__}); trying the previous one.")
+        continue
+      params = restored.get("ema_params") if prefer_ema else None
+      return {"params": params if params is not None else restored["params"]}
+    return None
+  finally:
+    manager.close()
+
+
+def _stage_rng(config, stage: str) -> jax.Array:
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed),
+                            STAGES.index(stage))
+
+
+DURATION_KEYS = ("num_steps", "log_every", "checkpoint_every", "image_every",
+                 "disc_start_step")
+
+
+def resolve_durations(section: ml_collections.ConfigDict, num_examples: int,
+                      name: str) -> ml_collections.ConfigDict:
+  """A copy of a stage section with every duration in steps (one place)."""
+  values = section.to_dict()
+  steps_per_epoch = num_examples / values["batch_size"]
+  for key in DURATION_KEYS:
+    if key in values:
+      values[key] = periodic.to_steps(
+          values[key], steps_per_epoch=steps_per_epoch,
+          batch_size=values["batch_size"], name=f"{name}.{key}")
+  if values["num_steps"] <= 0:
+    raise ValueError(f"{name}.num_steps={section.num_steps} must be positive.")
+  return ml_collections.ConfigDict(values)
+
+
+def _run_stage(task, config, section, stage_dir, dataset, mesh, rules):
+  batches = dataset.iterator()
+  data_sharding = data_lib.make_data_sharding(mesh)
+  try:
+    return trainer.run_task(
+        task, mesh=mesh, rules=rules, workdir=stage_dir, batches=batches,
+        to_global=lambda b: data_lib.to_global_array(b, data_sharding),
+        config=section, rng=_stage_rng(config, task.name))
+  finally:
+    batches.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains the configured stages in order, then writes `samples.png`.
+
+  Returns a dict with the final variables of each trained stage and the path
+  of the sample grid.
+  """
+  for stage in config.stages:
+    if stage not in STAGES:
+      raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
+                       f"{STAGES}.")
+  os.makedirs(workdir, exist_ok=True)
+  write_config(config, workdir)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  tokenizer = models.tokenizer_from_config(config)
+  transformer = models.transformer_from_config(config)
+  dcfg = data_config(config, tokenizer.channels)
+  out = {}
+  log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
+
+  tok_vars = None
+  if "tokenizer" in config.stages:
+    section = config.tokenizer_training
+    dataset = data_lib.create_dataset(dcfg, "train", section.batch_size,
+                                      cache_dir=os.path.join(workdir,
+                                                             "data_index"))
+    section = resolve_durations(section, dataset.num_examples,
+                                "tokenizer_training")
+    task = tokenizer_task.make_task(section, tokenizer, config.image_size,
+                                    note=log)
+    state = _run_stage(task, config, section, os.path.join(workdir, "tokenizer"),
+                       dataset, mesh, rules)
+    params = state.ema_params if state.ema_params is not None else state.params
+    tok_vars = {"params": jax.device_get(params)}
+    out["tokenizer"] = tok_vars
+
+  if "transformer" in config.stages:
+    if tok_vars is None:
+      tok_vars = load_tokenizer_variables(config, workdir, tokenizer)
+    section = config.transformer_training
+    dataset = data_lib.create_dataset(dcfg, "train", section.batch_size,
+                                      cache_dir=os.path.join(workdir,
+                                                             "data_index"))
+    section = resolve_durations(section, dataset.num_examples,
+                                "transformer_training")
+    class_names = tuple(config.get("class_names", ()) or dataset.class_names)
+    task = transformer_task.make_task(section, tokenizer, tok_vars, transformer,
+                                      config.num_classes, class_names)
+    state = _run_stage(task, config, section,
+                       os.path.join(workdir, "transformer"), dataset, mesh,
+                       rules)
+    params = state.ema_params if state.ema_params is not None else state.params
+    out["transformer"] = {"params": jax.device_get(params)}
+    sampler = sampling.MaskGitSampler(tokenizer, tok_vars, transformer,
+                                      out["transformer"],
+                                      num_classes=config.num_classes)
+    if jax.process_index() == 0:
+      path = os.path.join(workdir, "samples.png")
+      sample_lib.write_sample_grid(config, sampler, path, seed=config.seed,
+                                   scale=config.sampling.get("grid_scale", 1),
+                                   progress=False)
+      out["samples"] = path
+      log(f"wrote {path}")
+  return out
+
+
+def load_tokenizer_variables(config, workdir, tokenizer):
+  """Stage-2 tokenizer: `config.tokenizer_checkpoint` (released format) or
+  this workdir's stage-1 checkpoints."""
+  path = config.get("tokenizer_checkpoint", "")
+  images = np.zeros((1, config.image_size, config.image_size,
+                     tokenizer.channels), np.float32)
+  if path:
+    return official.load_variables(
+        path, tokenizer, images,
+        method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x)))
+  variables = restore_params(os.path.join(workdir, "tokenizer", "checkpoints"))
+  if variables is None:
+    raise ValueError(
+        f"Stage 2 needs a tokenizer: no stage-1 checkpoint in "
+        f"{os.path.join(workdir, 'tokenizer', 'checkpoints')} and "
+        "config.tokenizer_checkpoint is empty.")
+  expected = official.model_shapes(
+      tokenizer, images,
+      method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x)))
+  official.check_tree(variables, expected, f"{workdir}/tokenizer")
+  return variables

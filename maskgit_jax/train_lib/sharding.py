@@ -1,0 +1,131 @@
+"""The device mesh, logical-axis rules, and shardings of the train state.
+
+The mesh has three named axes, `("data", "fsdp", "model")`; its shape comes
+from `config.mesh` (one entry may be -1: it takes the remaining devices).
+Batches are sharded over `("data", "fsdp")`. Parameters that carry logical
+axis names (the transformer's) are mapped by `config.logical_axis_rules`;
+parameters without names (tokenizer, discriminator) are sharded by size under
+FSDP: the largest dimension that the `fsdp` axis divides, for arrays of at
+least `min_fsdp_size` elements, else replicated. Optimizer state and EMA
+follow their parameters because they have the same tree structure below
+`params`-shaped subtrees.
+"""
+
+import contextlib
+from typing import Any, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+MESH_AXES = ("data", "fsdp", "model")
+BATCH_AXES = ("data", "fsdp")
+
+# Logical axis -> mesh axis (MaxText-style). `embed` is sharded by FSDP,
+# the wide dimensions by tensor (model) parallelism.
+DEFAULT_RULES = (
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("vocab", "model"),
+    ("norm", None),
+)
+
+
+def mesh_shape(shape: Sequence[int], num_devices: int) -> Tuple[int, ...]:
+  """Resolves one -1 in a (data, fsdp, model) shape; checks the product."""
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != len(MESH_AXES):
+    raise ValueError(f"config.mesh must have {len(MESH_AXES)} entries "
+                     f"{MESH_AXES}, got {shape}.")
+  if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+    raise ValueError(f"config.mesh={shape}: use positive sizes and at most "
+                     "one -1.")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    if num_devices % known:
+      raise ValueError(f"config.mesh={shape} does not divide {num_devices} "
+                       "devices.")
+    shape = tuple(num_devices // known if s == -1 else s for s in shape)
+  if int(np.prod(shape)) != num_devices:
+    raise ValueError(f"config.mesh={shape} needs {int(np.prod(shape))} "
+                     f"devices, {num_devices} are available.")
+  return shape
+
+
+def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
+  """A (data, fsdp, model) mesh over `devices` (default: all)."""
+  devices = jax.devices() if devices is None else devices
+  resolved = mesh_shape(shape, len(devices))
+  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  if devices is None or list(devices) == jax.devices():
+    return jax.make_mesh(resolved, MESH_AXES, axis_types=auto)
+  return Mesh(np.asarray(devices).reshape(resolved), MESH_AXES,
+              axis_types=auto)
+
+
+@contextlib.contextmanager
+def mesh_context(mesh: Mesh, rules=DEFAULT_RULES):
+  """Mesh and logical-axis rules in scope (for activation constraints)."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+  """Leading axis over the data axes, the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def _fsdp_spec(shape, fsdp: int, min_size: int) -> P:
+  if fsdp <= 1 or int(np.prod(shape)) < min_size:
+    return P()
+  order = sorted(range(len(shape)), key=lambda i: -shape[i])
+  for i in order:
+    if shape[i] % fsdp == 0:
+      spec = [None] * len(shape)
+      spec[i] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh,
+                    rules: Sequence[Tuple[str, Any]] = DEFAULT_RULES,
+                    min_fsdp_size: int = 2**14) -> Any:
+  """NamedShardings for a (possibly boxed) abstract state.
+
+  Args:
+    abstract_state: output of `jax.eval_shape` of the init function, with
+      `nn.LogicallyPartitioned` boxes where parameters have logical names.
+    mesh: the mesh.
+    rules: logical-to-mesh axis rules.
+    min_fsdp_size: unnamed arrays smaller than this stay replicated.
+
+  Returns:
+    A tree of `NamedSharding` with the structure of the *unboxed* state.
+  """
+  specs = nn.get_partition_spec(abstract_state)
+  unboxed = nn.meta.unbox(abstract_state)
+  fsdp = mesh.shape["fsdp"]
+
+  def to_sharding(spec, leaf):
+    if leaf is None:
+      return None
+    if not hasattr(leaf, "shape"):
+      return replicated(mesh)
+    if spec is None or all(s is None for s in spec):
+      return NamedSharding(mesh, _fsdp_spec(leaf.shape, fsdp, min_fsdp_size))
+    mesh_spec = nn.logical_to_mesh_axes(tuple(spec), rules)
+    return NamedSharding(mesh, mesh_spec)
+
+  return jax.tree.map(to_sharding, specs, unboxed,
+                      is_leaf=lambda x: isinstance(x, P) or x is None)

@@ -1,0 +1,213 @@
+"""Stage 1: the VQGAN tokenizer, with the release's GAN recipe.
+
+Generator loss = reconstruction (L2 or L1) + VQ losses (commitment, codebook,
+entropy) + `perceptual_weight` x perceptual loss (when `perceptual_weights`
+names an FID-Inception weights file; off with a logged note otherwise: nothing
+is downloaded) + `generator_adversarial_weight` x GAN loss (from
+`disc_start_step`). Discriminator loss = non-saturating or hinge + R1 penalty
+(`r1_cost`) + optional LeCAM (`lecam_weight`). Adam for both, EMA of the
+generator, and optional dead-code restarts: codes whose usage average falls
+below `codebook_restart_threshold` (expected uses per step) are set to random
+encoder outputs of the current batch.
+"""
+
+import functools
+import logging
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from maskgit_jax.libml import losses
+from maskgit_jax.nets import discriminator as discriminator_lib
+from maskgit_jax.nets import vqgan_tokenizer
+from maskgit_jax.train_lib import optim
+from maskgit_jax.train_lib import trainer
+
+
+def perceptual_loss_fn(weights_path: Optional[str], note=logging.info):
+  """A `(x, y) -> loss` on FID-Inception pool features, or None without weights.
+
+  The features of both images (resized to 299 inside the network, no
+  quantisation so gradients flow) are l2-normalised; the loss is their mean
+  squared distance.
+  """
+  if not weights_path:
+    note("perceptual loss off: no feature-network weights given "
+         "(set perceptual_weights to the FID Inception default_1.pt).")
+    return None
+  from maskgit_jax.nets import inception  # pylint: disable=import-outside-toplevel
+  params = inception.load_params(weights_path)
+  net = inception.FIDInceptionV3(quantize=False)
+
+  def loss(x, y):
+    if x.shape[-1] == 1:
+      x, y = (jnp.repeat(v, 3, axis=-1) for v in (x, y))
+    fx = net.apply({"params": params}, x)
+    fy = net.apply({"params": params}, y)
+    fx = fx / (jnp.linalg.norm(fx, axis=-1, keepdims=True) + 1e-8)
+    fy = fy / (jnp.linalg.norm(fy, axis=-1, keepdims=True) + 1e-8)
+    return jnp.mean(jnp.sum(jnp.square(fx - fy), -1))
+  return loss
+
+
+def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
+              image_size: int, note=logging.info) -> trainer.Task:
+  """The stage-1 `Task` for config section `c` (= `config.tokenizer_training`)."""
+  g_tx, g_schedule = optim.make_optimizer(c.g_optimizer, c.num_steps)
+  use_gan = float(c.generator_adversarial_weight) > 0
+  disc = discriminator_lib.Discriminator(
+      channel_multiplier=c.discriminator.channel_multiplier,
+      max_filters=c.discriminator.max_filters,
+      blur_resample=c.discriminator.blur_resample)
+  d_tx, _ = optim.make_optimizer(c.d_optimizer, c.num_steps)
+  perceptual = perceptual_loss_fn(c.get("perceptual_weights", ""), note)
+  ema_decay = float(c.get("ema_decay", 0.0))
+  restart = float(c.get("codebook_restart_threshold", 0.0))
+  images0 = jnp.zeros((1, image_size, image_size, tokenizer.channels))
+  losses.reconstruction_loss(images0, images0, c.reconstruction_loss)
+  losses.generator_loss(jnp.zeros((1,)), c.gan_loss)  # validates the names
+
+  def init(rng):
+    g_rng, d_rng, state_rng = jax.random.split(rng, 3)
+    params = tokenizer.init(g_rng, images0, method=lambda m, x: m.decode(
+        m.encode(x)[0]))["params"]
+    aux = {"usage": jnp.full((tokenizer.codebook_size,), 1.0, jnp.float32)}
+    if use_gan:
+      d_params = disc.init(d_rng, images0)["params"]
+      aux.update(d_params=d_params, d_opt_state=d_tx.init(d_params),
+                 lecam=jnp.zeros((2,), jnp.float32))
+    return trainer.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        opt_state=g_tx.init(params), rng=state_rng,
+        ema_params=params if ema_decay else None, aux=aux)
+
+  def restart_dead_codes(params, usage, features, rng):
+    """Replaces codes with usage below the threshold by random features."""
+    flat = features.reshape(-1, features.shape[-1])
+    picks = jax.random.randint(rng, (tokenizer.codebook_size,), 0,
+                               flat.shape[0])
+    dead = usage < restart
+    codebook = params["quantizer"]["codebook"]
+    new = jnp.where(dead[:, None], flat[picks].astype(codebook.dtype), codebook)
+    params = {**params, "quantizer": {**params["quantizer"], "codebook": new}}
+    usage = jnp.where(dead, 1.0, usage)
+    return params, usage, jnp.sum(dead)
+
+  def train_step(state, batch, frozen):
+    del frozen
+    images = batch["image"]
+    rng = jax.random.fold_in(state.rng, state.step)
+    restart_rng, _ = jax.random.split(rng)
+    gan_on = (state.step >= c.disc_start_step) if use_gan else False
+    d_params = state.aux.get("d_params")
+
+    def g_loss_fn(params):
+      recon, result = tokenizer.apply({"params": params}, images, train=True)
+      rec = losses.reconstruction_loss(recon, images, c.reconstruction_loss)
+      total = rec + result["quantizer_loss"]
+      parts = dict(reconstruction_loss=rec,
+                   quantizer_loss=result["quantizer_loss"],
+                   entropy_loss=result["entropy_loss"])
+      if perceptual is not None:
+        p = perceptual(recon, images)
+        total += c.perceptual_weight * p
+        parts["perceptual_loss"] = p
+      if use_gan:
+        fake_logit = disc.apply({"params": d_params}, recon)
+        g_adv = losses.generator_loss(fake_logit, c.gan_loss)
+        total += jnp.where(gan_on, c.generator_adversarial_weight, 0.) * g_adv
+        parts["generator_adversarial_loss"] = g_adv
+      return total, (recon, result, parts)
+
+    (loss, (recon, result, parts)), grads = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(state.params)
+    updates, opt_state = g_tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ids = result["encoding_indices"]
+    counts = jnp.bincount(ids.reshape(-1), length=tokenizer.codebook_size)
+    expected = ids.size / tokenizer.codebook_size
+    usage = 0.99 * state.aux["usage"] + 0.01 * counts / expected
+    aux = dict(state.aux)
+    metrics = dict(loss=loss, g_learning_rate=g_schedule(state.step),
+                   grad_norm=optax.global_norm(grads),
+                   psnr=_psnr(recon, images), **parts,
+                   **vqgan_tokenizer.codebook_stats(ids,
+                                                    tokenizer.codebook_size))
+    if restart:
+      features = tokenizer.apply(
+          {"params": params}, images,
+          method=lambda m, x: m.quantizer.code_features(m.encoder(x)))
+      params, usage, num_dead = restart_dead_codes(params, usage, features,
+                                                   restart_rng)
+      metrics["restarted_codes"] = num_dead.astype(jnp.float32)
+    aux["usage"] = usage
+
+    if use_gan:
+      fake = jax.lax.stop_gradient(recon)
+
+      def d_loss_fn(dp):
+        d_fn = lambda x: disc.apply({"params": dp}, x)  # noqa: E731
+        real_logit, fake_logit = d_fn(images), d_fn(fake)
+        d_loss = losses.discriminator_loss(real_logit, fake_logit, c.gan_loss)
+        r1 = losses.r1_penalty(d_fn, images) if c.r1_cost else 0.0
+        total = d_loss + c.r1_cost * r1
+        lecam = 0.0
+        if c.lecam_weight:
+          lecam = losses.lecam_regularizer(real_logit, fake_logit,
+                                           state.aux["lecam"][0],
+                                           state.aux["lecam"][1])
+          total += c.lecam_weight * lecam
+        return total, (d_loss, r1, lecam, jnp.mean(real_logit),
+                       jnp.mean(fake_logit))
+
+      (d_total, (d_loss, r1, lecam, real_mean, fake_mean)), d_grads = (
+          jax.value_and_grad(d_loss_fn, has_aux=True)(d_params))
+      d_updates, d_opt_state = d_tx.update(d_grads, state.aux["d_opt_state"],
+                                           d_params)
+      new_d = optax.apply_updates(d_params, d_updates)
+      keep = functools.partial(jnp.where, gan_on)
+      aux["d_params"] = jax.tree.map(keep, new_d, d_params)
+      aux["d_opt_state"] = jax.tree.map(keep, d_opt_state,
+                                        state.aux["d_opt_state"])
+      aux["lecam"] = jnp.where(
+          gan_on, 0.99 * state.aux["lecam"] + 0.01 * jnp.stack(
+              [real_mean, fake_mean]), state.aux["lecam"])
+      metrics.update(discriminator_loss=d_loss, r1_penalty=r1,
+                     lecam_loss=lecam, d_total_loss=d_total,
+                     gan_active=jnp.asarray(gan_on, jnp.float32))
+
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, aux=aux,
+        ema_params=(optim.ema_update(state.ema_params, params, ema_decay)
+                    if ema_decay else None))
+    return new_state, metrics
+
+  def images(state, batch, frozen):
+    del frozen
+    params = state.ema_params if ema_decay else state.params
+    x = np.asarray(batch["image"])[:8]
+    recon = _reconstruct(tokenizer, params, x)
+    return {"reconstructions": (np.stack([x, np.clip(recon, 0, 1)]),
+                                ["input", "reconstruction"])}
+
+  return trainer.Task(name="tokenizer", num_steps=c.num_steps, init=init,
+                      train_step=train_step, images=images)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reconstruct_jit(tokenizer, params, x):
+  return tokenizer.apply({"params": params}, x)[0]
+
+
+def _reconstruct(tokenizer, params, x):
+  return np.asarray(_reconstruct_jit(tokenizer, params, x))
+
+
+def _psnr(x, y):
+  mse = jnp.mean(jnp.square(jnp.clip(x, 0, 1) - y))
+  return -10. * jnp.log10(jnp.maximum(mse, 1e-10))
+

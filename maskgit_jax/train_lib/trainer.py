@@ -1,0 +1,210 @@
+"""The training loop shared by both stages.
+
+A stage is a `Task`: it creates its `TrainState` and defines one jit-able
+`train_step(state, batch, frozen) -> (state, metrics)`. `run_task` does the
+rest the same way for both: sharded state creation (`jax.eval_shape` ->
+shardings -> `jax.jit(init, out_shardings=...)`), automatic resume from the
+newest readable checkpoint, a jitted step with the state donated, logging,
+image grids, periodic and final checkpoints, SIGTERM (preemption) handling and
+a stop on a non-finite loss that names the step and saves nothing broken.
+"""
+
+import dataclasses
+import os
+import signal
+import threading
+from typing import Any, Callable, Dict, Iterator, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from maskgit_jax.train_lib import checkpoint as checkpoint_lib
+from maskgit_jax.train_lib import logger as logger_lib
+from maskgit_jax.train_lib import periodic
+from maskgit_jax.train_lib import sharding as sharding_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  """The state of either stage.
+
+  step: int32 scalar. params: trainable parameters. opt_state: optimizer
+  state. rng: PRNG key (uint32[2]). ema_params: EMA of params (or None).
+  aux: stage-specific state (stage 1: discriminator params and optimizer,
+  LeCAM averages, code usage), or None.
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  ema_params: Any = None
+  aux: Any = None
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; the state was saved."""
+
+
+@dataclasses.dataclass
+class Task:
+  """One training stage.
+
+  name: stage name (subfolder of the workdir).
+  num_steps: total steps.
+  init: `rng -> TrainState` (parameters may be logically boxed).
+  train_step: `(state, batch, frozen) -> (state, metrics)`; metrics is a
+    dict of float32 scalars with a "loss".
+  frozen: extra read-only arrays passed to every step (e.g. the tokenizer's
+    variables in stage 2), replicated.
+  images: optional `(state, batch, frozen) -> {name: (grid, row_labels)}`
+    called on the host every `image_every` steps.
+  batch_keys: batch entries the step uses.
+  """
+  name: str
+  num_steps: int
+  init: Callable[[jax.Array], TrainState]
+  train_step: Callable[..., Any]
+  frozen: Any = None
+  images: Optional[Callable[..., Dict[str, Any]]] = None
+  batch_keys: tuple = ("image", "label")
+
+
+class _SigtermFlag:
+  """Sets `.raised` on SIGTERM (main thread only), restores the old handler."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(pending, logger):
+  """Fetches pending metrics; raises NonFiniteLossError at the first bad step."""
+  fetched = jax.device_get([m for _, m in pending])
+  for (step, _), values in zip(pending, fetched):
+    loss = float(values["loss"])
+    if not np.isfinite(loss):
+      logger.note(f"loss is {loss} at step {step}; stopping without saving.")
+      raise NonFiniteLossError(
+          f"Training stage '{logger.stage}' stopped: the loss is {loss} at "
+          f"step {step}. No checkpoint of this state was written; the last "
+          "good checkpoint (if any) is kept.")
+  return fetched
+
+
+def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
+             to_global: Callable[[Dict[str, np.ndarray]], Dict[str, jax.Array]],
+             config: ml_collections.ConfigDict, rng: jax.Array,
+             sigterm: Optional[_SigtermFlag] = None) -> TrainState:
+  """Trains `task` to `task.num_steps`, resuming from `workdir/checkpoints`.
+
+  Args:
+    task: the stage.
+    mesh, rules: device mesh and logical axis rules.
+    workdir: the stage's folder.
+    batches: an iterator of host batches with `get_state()`/`set_state()`.
+    to_global: host batch -> global jax.Arrays on the mesh.
+    config: the stage's config section (`log_every`, `checkpoint_every`,
+      `image_every`, `keep_checkpoints`, `async_checkpoints`).
+    rng: the stage's base PRNG key.
+    sigterm: a SIGTERM flag (default: one installed here).
+
+  Returns:
+    The final state. Raises `Preempted` after saving if SIGTERM arrived, and
+    `NonFiniteLossError` if the loss became NaN/Inf.
+  """
+  abstract = jax.eval_shape(task.init, rng)
+  shardings = sharding_lib.state_shardings(abstract, mesh, rules)
+  abstract = nn.meta.unbox(abstract)
+  logger = logger_lib.Logger(workdir, task.name, task.num_steps,
+                             tensorboard=config.get("tensorboard", True))
+  ckpt = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
+      async_save=config.async_checkpoints)
+  try:
+    restored = ckpt.restore_latest(
+        checkpoint_lib.abstract_with_shardings(abstract, shardings),
+        log=logger.note)
+    if restored is not None:
+      step, state, data_state = restored
+      if data_state is not None:
+        batches.set_state(data_state)
+      logger.note(f"resumed from step {step}")
+    else:
+      init = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
+                     out_shardings=shardings)
+      state = init(rng)
+      step = 0
+    if step >= task.num_steps:
+      logger.note(f"already trained ({step} steps)")
+      return state
+
+    train_step = jax.jit(task.train_step, donate_argnums=0,
+                         out_shardings=(shardings, None))
+    log_every = periodic.to_steps(config.log_every, name="log_every")
+    ckpt_every = periodic.to_steps(config.checkpoint_every,
+                                   name="checkpoint_every")
+    image_every = periodic.to_steps(config.get("image_every", 0),
+                                    name="image_every")
+    pending = []
+    own_flag = sigterm is None
+    flag_ctx = _SigtermFlag() if own_flag else None
+    sigterm = flag_ctx.__enter__() if own_flag else sigterm
+    logger.start(step)
+    try:
+      with sharding_lib.mesh_context(mesh, rules):
+        while step < task.num_steps:
+          host_batch = next(batches)
+          batch = to_global({k: host_batch[k] for k in task.batch_keys})
+          state, metrics = train_step(state, batch, task.frozen)
+          step += 1
+          pending.append((step, metrics))
+          save_now = periodic.is_time(step, ckpt_every, task.num_steps)
+          if (periodic.is_time(step, log_every, task.num_steps) or save_now or
+              sigterm.raised):
+            fetched = _check_finite(pending, logger)
+            mean = {k: float(np.mean([f[k] for f in fetched]))
+                    for k in fetched[-1]}
+            logger.scalars(step, mean)
+            pending = []
+          if task.images is not None and periodic.is_time(
+              step, image_every, task.num_steps):
+            for name, (grid, labels) in task.images(state, batch,
+                                                    task.frozen).items():
+              logger.images(step, name, grid, labels)
+          if save_now or sigterm.raised:
+            if pending:
+              _check_finite(pending, logger)
+              pending = []
+            ckpt.save(step, state, batches.get_state())
+          if sigterm.raised:
+            ckpt.wait()
+            logger.note(f"SIGTERM: saved step {step}, exiting.")
+            raise Preempted(f"preempted at step {step}")
+    finally:
+      if own_flag:
+        flag_ctx.__exit__(None, None, None)
+    return state
+  finally:
+    ckpt.close()
+    logger.close()
