@@ -6,6 +6,7 @@ import sys
 from typing import Callable, Sequence
 
 from absl import app
+from absl import logging
 import ml_collections
 
 
@@ -57,4 +58,11 @@ def check_config_overrides(argv: Sequence[str], name: str = "config") -> None:
 def run(main: Callable[[Sequence[str]], None]) -> None:
   """`absl.app.run(main)` after checking `--config.*` overrides."""
   check_config_overrides(sys.argv[1:])
+  app.call_after_init(_quiet_logs)
   app.run(main)
+
+
+def _quiet_logs() -> None:
+  """Library INFO logs (orbax, XLA) off unless asked for with -v/--verbosity."""
+  if not any(a.startswith(("-v", "--verbosity", "--v=")) for a in sys.argv[1:]):
+    logging.set_verbosity(logging.WARNING)

@@ -57,7 +57,8 @@ TRANSFORMER_KEYS = {
     "initializer_range", "dtype"}
 
 
-def transformer_from_config(config: ml_collections.ConfigDict
+def transformer_from_config(config: ml_collections.ConfigDict,
+                            activation_rules=None
                             ) -> maskgit_transformer.Transformer:
   """`config.transformer` sizes; vocab and length follow the tokenizer/data.
 
@@ -81,7 +82,8 @@ def transformer_from_config(config: ml_collections.ConfigDict
   base.update(codebook_size=tokenizer.codebook_size,
               num_classes=config.num_classes,
               latent_size=config.image_size // factor)
-  return maskgit_transformer.Transformer.create(**base)
+  return maskgit_transformer.Transformer.create(
+      activation_rules=activation_rules, **base)
 
 
 def parse_dtype(name):

@@ -5,6 +5,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu, "gelu": nn.gelu}
 
@@ -27,9 +28,15 @@ def avg_pool_2x2(x: jax.Array) -> jax.Array:
   """
   window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "SAME")
-  count = jax.lax.reduce_window(
-      jnp.ones_like(x), 0.0, jax.lax.add, window, strides, "SAME")
-  return total / count
+  _, h, w, _ = x.shape
+  if h % 2 == 0 and w % 2 == 0:
+    return total / 4.0
+  # Cells per window at an odd border (computed on the host: a constant).
+  ones = np.ones((h + h % 2, w + w % 2), np.float32)
+  ones[h:, :] = 0
+  ones[:, w:] = 0
+  count = ones.reshape(ones.shape[0] // 2, 2, ones.shape[1] // 2, 2).sum((1, 3))
+  return total / jnp.asarray(count, x.dtype)[None, :, :, None]
 
 
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:

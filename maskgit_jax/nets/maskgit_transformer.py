@@ -14,8 +14,10 @@ so `Transformer.from_preset(256)` has the variable tree of the released
 `maskgit_imagenet256_checkpoint`.
 
 Parameters carry logical axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`,
-`norm`) for named sharding; activations are constrained to
-(`batch`, `length`, `embed`). Without axis rules in scope both are no-ops.
+`norm`) for named sharding. With `activation_rules` (logical-to-mesh axis
+rules) and a mesh in scope, activations are constrained to
+(`activation_batch`, `activation_length`, `activation_embed`); by default
+they are not constrained.
 
 Fast precision mode (`dtype=jnp.bfloat16`): every matmul takes bfloat16
 inputs and accumulates in float32 (`preferred_element_type`); LayerNorm,
@@ -23,7 +25,7 @@ softmax and the logits stay float32. Parameters are always float32.
 """
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -112,6 +114,14 @@ class Attention(nn.Module):
     return _layer_norm("attention_output_ln")(y.astype(jnp.float32) + x)
 
 
+def _constrain(x, rules):
+  if rules is None:
+    return x
+  return nn.with_logical_constraint(
+      x, ("activation_batch", "activation_length", "activation_embed"),
+      rules=rules)
+
+
 def _layer_norm(name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=LAYERNORM_EPSILON, dtype=jnp.float32,
@@ -155,6 +165,7 @@ class TransformerLayer(nn.Module):
   attention_probs_dropout_prob: float
   initializer_range: float = 0.02
   dtype: Dtype = jnp.float32
+  activation_rules: Optional[Tuple[Tuple[str, Any], ...]] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -170,7 +181,7 @@ class TransformerLayer(nn.Module):
             hidden_dropout_prob=self.hidden_dropout_prob,
             initializer_range=self.initializer_range, dtype=self.dtype)(
                 x, deterministic)
-    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return _constrain(x, self.activation_rules)
 
 
 class Embed(nn.Module):
@@ -245,6 +256,8 @@ class Transformer(nn.Module):
     initializer_range: stddev of the truncated-normal initializer.
     dtype: computation dtype; float32 (default, matches the release) or
       bfloat16 (fast precision mode, float32 accumulation).
+    activation_rules: logical-to-mesh axis rules for activation sharding
+      constraints (None: unconstrained).
   """
   vocab_size: int
   hidden_size: int = 768
@@ -256,6 +269,7 @@ class Transformer(nn.Module):
   max_position_embeddings: int = 256
   initializer_range: float = 0.02
   dtype: Dtype = jnp.float32
+  activation_rules: Optional[Tuple[Tuple[str, Any], ...]] = None
 
   @classmethod
   def from_preset(cls, name, **overrides) -> "Transformer":
@@ -284,7 +298,7 @@ class Transformer(nn.Module):
                   hidden_dropout_prob=self.hidden_dropout_prob,
                   initializer_range=self.initializer_range)
     x = embed(ids, deterministic)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = _constrain(x, self.activation_rules)
     for _ in range(self.num_hidden_layers):
       x = TransformerLayer(
           hidden_size=self.hidden_size,
@@ -292,8 +306,8 @@ class Transformer(nn.Module):
           intermediate_size=self.intermediate_size,
           hidden_dropout_prob=self.hidden_dropout_prob,
           attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-          initializer_range=self.initializer_range, dtype=self.dtype)(
-              x, deterministic)
+          initializer_range=self.initializer_range, dtype=self.dtype,
+          activation_rules=self.activation_rules)(x, deterministic)
     embeddings = embed.variables["params"]["word_embeddings"]["embedding"]
     embeddings = nn.meta.unbox(embeddings)
     return MlmLayer(hidden_size=self.hidden_size,

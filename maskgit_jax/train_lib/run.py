@@ -109,7 +109,7 @@ def resolve_durations(section: ml_collections.ConfigDict, num_examples: int,
 
 def _run_stage(task, config, section, stage_dir, dataset, mesh, rules):
   batches = dataset.iterator()
-  data_sharding = data_lib.make_data_sharding(mesh)
+  data_sharding = data_lib.make_data_sharding(mesh, sharding_lib.BATCH_AXES)
   try:
     return trainer.run_task(
         task, mesh=mesh, rules=rules, workdir=stage_dir, batches=batches,
@@ -134,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   mesh = sharding_lib.make_mesh(config.mesh)
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   tokenizer = models.tokenizer_from_config(config)
-  transformer = models.transformer_from_config(config)
+  transformer = models.transformer_from_config(config, activation_rules=rules)
   dcfg = data_config(config, tokenizer.channels)
   out = {}
   log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731

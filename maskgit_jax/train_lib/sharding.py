@@ -27,8 +27,9 @@ BATCH_AXES = ("data", "fsdp")
 # Logical axis -> mesh axis (MaxText-style). `embed` is sharded by FSDP,
 # the wide dimensions by tensor (model) parallelism.
 DEFAULT_RULES = (
-    ("batch", BATCH_AXES),
-    ("length", None),
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", None),
     ("embed", "fsdp"),
     ("mlp", "model"),
     ("heads", "model"),
@@ -71,9 +72,16 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
 
 
 @contextlib.contextmanager
-def mesh_context(mesh: Mesh, rules=DEFAULT_RULES):
-  """Mesh and logical-axis rules in scope (for activation constraints)."""
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+def mesh_context(mesh: Mesh):
+  """The mesh in scope for jitted steps.
+
+  Logical-axis rules are deliberately *not* put in scope: flax re-runs
+  parameter initializers under `eval_shape` to check shapes, and a
+  `DenseGeneral` kernel initializer sees a flattened shape there, which
+  global rules would constrain with the wrong rank. Activation constraints
+  get their rules explicitly (`Transformer.activation_rules`).
+  """
+  with jax.set_mesh(mesh):
     yield
 
 

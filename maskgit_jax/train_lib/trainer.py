@@ -172,7 +172,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
     sigterm = flag_ctx.__enter__() if own_flag else sigterm
     logger.start(step)
     try:
-      with sharding_lib.mesh_context(mesh, rules):
+      with sharding_lib.mesh_context(mesh):
         while step < task.num_steps:
           host_batch = next(batches)
           batch = to_global({k: host_batch[k] for k in task.batch_keys})
