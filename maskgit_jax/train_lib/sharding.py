@@ -4,8 +4,9 @@ The mesh has three named axes, `("data", "fsdp", "model")`; its shape comes
 from `config.mesh` (one entry may be -1: it takes the remaining devices).
 Batches are sharded over `("data", "fsdp")`. Parameters that carry logical
 axis names (the transformer's) are mapped by `config.logical_axis_rules`;
-parameters without names (tokenizer, discriminator) are sharded by size under
-FSDP: the largest dimension that the `fsdp` axis divides, for arrays of at
+a mesh axis that does not divide its dimension (e.g. the odd vocabulary
+2025 over 2 model shards) is dropped for that dimension. Parameters without
+names (tokenizer, discriminator) are sharded by size under FSDP: the largest dimension that the `fsdp` axis divides, for arrays of at
 least `min_fsdp_size` elements, else replicated. Optimizer state and EMA
 follow their parameters because they have the same tree structure below
 `params`-shaped subtrees.
@@ -106,6 +107,16 @@ def _fsdp_spec(shape, fsdp: int, min_size: int) -> P:
   return P()
 
 
+def _divisible(spec: P, shape, mesh: Mesh) -> P:
+  """Drops mesh axes that do not divide their dimension (e.g. an odd vocab)."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    out.append(axes if dim % size == 0 else None)
+  return P(*out)
+
+
 def state_shardings(abstract_state: Any, mesh: Mesh,
                     rules: Sequence[Tuple[str, Any]] = DEFAULT_RULES,
                     min_fsdp_size: int = 2**14) -> Any:
@@ -133,7 +144,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh,
     if spec is None or all(s is None for s in spec):
       return NamedSharding(mesh, _fsdp_spec(leaf.shape, fsdp, min_fsdp_size))
     mesh_spec = nn.logical_to_mesh_axes(tuple(spec), rules)
-    return NamedSharding(mesh, mesh_spec)
+    return NamedSharding(mesh, _divisible(mesh_spec, leaf.shape, mesh))
 
   return jax.tree.map(to_sharding, specs, unboxed,
                       is_leaf=lambda x: isinstance(x, P) or x is None)

@@ -133,14 +133,12 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     usage = 0.99 * state.aux["usage"] + 0.01 * counts / expected
     aux = dict(state.aux)
     metrics = dict(loss=loss, g_learning_rate=g_schedule(state.step),
-                   grad_norm=optax.global_norm(grads),
+                   grad_norm=optax.tree.norm(grads),
                    psnr=_psnr(recon, images), **parts,
                    **vqgan_tokenizer.codebook_stats(ids,
                                                     tokenizer.codebook_size))
     if restart:
-      features = tokenizer.apply(
-          {"params": params}, images,
-          method=lambda m, x: m.quantizer.code_features(m.encoder(x)))
+      features = jax.lax.stop_gradient(result["code_features"])
       params, usage, num_dead = restart_dead_codes(params, usage, features,
                                                    restart_rng)
       metrics["restarted_codes"] = num_dead.astype(jnp.float32)

@@ -161,6 +161,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
 
     train_step = jax.jit(task.train_step, donate_argnums=0,
                          out_shardings=(shardings, None))
+    frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))
     log_every = periodic.to_steps(config.log_every, name="log_every")
     ckpt_every = periodic.to_steps(config.checkpoint_every,
                                    name="checkpoint_every")
@@ -176,7 +177,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
         while step < task.num_steps:
           host_batch = next(batches)
           batch = to_global({k: host_batch[k] for k in task.batch_keys})
-          state, metrics = train_step(state, batch, task.frozen)
+          state, metrics = train_step(state, batch, frozen)
           step += 1
           pending.append((step, metrics))
           save_now = periodic.is_time(step, ckpt_every, task.num_steps)
@@ -190,7 +191,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
           if task.images is not None and periodic.is_time(
               step, image_every, task.num_steps):
             for name, (grid, labels) in task.images(state, batch,
-                                                    task.frozen).items():
+                                                    frozen).items():
               logger.images(step, name, grid, labels)
           if save_now or sigterm.raised:
             if pending:

@@ -86,7 +86,7 @@ def make_task(c: ml_collections.ConfigDict,
     masked = mask.astype(jnp.float32)
     metrics = dict(
         loss=loss, learning_rate=schedule(state.step),
-        grad_norm=optax.global_norm(grads),
+        grad_norm=optax.tree.norm(grads),
         masked_accuracy=jnp.sum(correct * masked) / jnp.sum(masked),
         mask_ratio=jnp.mean(num_masked / n))
     new_state = state.replace(
