@@ -1,12 +1,17 @@
-"""Class-conditional sample grids from a config and checkpoints.
+"""Class-conditional sample grids and decoding strips from checkpoints.
 
 The library behind `python -m maskgit_jax.sample`; tests and the notebook call
-it too.
+it too. Models come from released-format files, from a training run's folder
+(`load_workdir`) or from a random initialisation.
+
+    config, sampler = sample_lib.load_workdir("checkpoints/fashion_mnist")
+    sample_lib.write_sample_grid(config, sampler, "samples.png")
 """
 
+import json
 import os
 import tempfile
-from typing import Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import ml_collections
@@ -19,43 +24,173 @@ from maskgit_jax import visualize
 from maskgit_jax.libml import sampling
 
 
+def _roundtrip(module, images):
+  return module.decode_from_indices(module.encode_to_indices(images))
+
+
+def config_from_json(path: str) -> ml_collections.ConfigDict:
+  """Reads a run's `config.json` (as training writes it) into a ConfigDict.
+
+  JSON lists become tuples, as the config files write sequences.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file not found: {path}")
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: not a readable JSON config ({e}).") from None
+  if not isinstance(values, dict):
+    raise ValueError(f"{path}: expected a JSON object, found "
+                     f"{type(values).__name__}.")
+  return ml_collections.ConfigDict(_lists_to_tuples(values))
+
+
+def _lists_to_tuples(value):
+  if isinstance(value, dict):
+    return {k: _lists_to_tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_lists_to_tuples(v) for v in value)
+  return value
+
+
+def workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config that training wrote to `workdir/config.json`."""
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"Training run folder not found: {workdir}")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a training run? "
+                            "(or pass --config=FILE)")
+  return config_from_json(path)
+
+
+def _restore_checked(checkpoint_dir: str, module, *example_args,
+                     **kwargs) -> Any:
+  """`{"params": ...}` of the newest checkpoint (EMA preferred), shape-checked.
+
+  Raises FileNotFoundError when the folder holds no readable checkpoint and
+  ValueError when the variables do not fit `module` (another model size).
+  """
+  # Imported here: the training library imports this module.
+  from maskgit_jax.train_lib import run as run_lib  # pylint: disable=g-import-not-at-top
+  variables = run_lib.restore_params(checkpoint_dir, prefer_ema=True)
+  if variables is None:
+    raise FileNotFoundError(f"No readable checkpoint in {checkpoint_dir}")
+  expected = official.model_shapes(module, *example_args, **kwargs)
+  official.check_tree(variables, expected, checkpoint_dir)
+  return variables
+
+
+def workdir_variables(config: ml_collections.ConfigDict, workdir: str,
+                      tokenizer, transformer):
+  """Both models' variables from a training run's newest checkpoints.
+
+  The tokenizer is `config.tokenizer_checkpoint` (released format) when the
+  run trained stage 2 on it, else `workdir/tokenizer/checkpoints`; the
+  transformer is `workdir/transformer/checkpoints`. EMA weights are preferred.
+  Returns `(tokenizer_variables, transformer_variables)`.
+  """
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"Training run folder not found: {workdir}")
+  images = np.zeros((1, config.image_size, config.image_size,
+                     tokenizer.channels), np.float32)
+  released = config.get("tokenizer_checkpoint", "")
+  if released:
+    tok_vars = official.load_variables(released, tokenizer, images,
+                                       method=_roundtrip)
+  else:
+    tok_vars = _restore_checked(
+        os.path.join(workdir, "tokenizer", "checkpoints"), tokenizer, images,
+        method=_roundtrip)
+  ids = np.zeros((1, transformer.max_position_embeddings), np.int32)
+  tr_vars = _restore_checked(
+      os.path.join(workdir, "transformer", "checkpoints"), transformer, ids)
+  return tok_vars, tr_vars
+
+
 def build_sampler(config: ml_collections.ConfigDict, *,
                   tokenizer_checkpoint: Optional[str] = None,
                   transformer_checkpoint: Optional[str] = None,
-                  random_init: bool = False) -> sampling.MaskGitSampler:
-  """A sampler for `config`'s models with weights from files or random.
+                  random_init: bool = False,
+                  workdir: Optional[str] = None) -> sampling.MaskGitSampler:
+  """A sampler for `config`'s models with weights from files, a run or random.
+
+  Exactly one source of weights:
+    tokenizer_checkpoint and transformer_checkpoint: files in the released
+      format (Flax msgpack of `{"params": ...}`), e.g. the released ImageNet
+      files;
+    workdir: a training run's folder (`workdir_variables`);
+    random_init: randomly initialised weights (seed `config.seed`); for
+      smoke tests and timing, the images are noise.
 
   Args:
     config: a config with `tokenizer`, `transformer`, `image_size`,
       `num_classes` (see configs/).
-    tokenizer_checkpoint, transformer_checkpoint: files in the released format
-      (Flax msgpack of `{"params": ...}`), e.g. the released ImageNet files.
-    random_init: use randomly initialised weights (seed `config.seed`); for
-      smoke tests and timing, the images are noise.
+    tokenizer_checkpoint, transformer_checkpoint, random_init, workdir: see
+      above.
+
+  Raises:
+    ValueError: no source or several, or weights of another model size.
+    FileNotFoundError: a missing file, folder or checkpoint.
   """
   tokenizer = models.tokenizer_from_config(config)
   transformer = models.transformer_from_config(config)
   have_files = bool(tokenizer_checkpoint or transformer_checkpoint)
-  if random_init == have_files:
-    raise ValueError("Give both --tokenizer_checkpoint and "
-                     "--transformer_checkpoint, or --random_init (not both).")
+  if sum((have_files, bool(random_init), bool(workdir))) != 1:
+    raise ValueError("Give exactly one source of weights: --workdir, or both "
+                     "--tokenizer_checkpoint and --transformer_checkpoint, or "
+                     "--random_init.")
   if random_init:
     rng_tok, rng_tr = jax.random.split(jax.random.PRNGKey(config.seed))
     tok_vars = models.init_tokenizer(tokenizer, rng_tok, config.image_size)
     tr_vars = models.init_transformer(transformer, rng_tr)
+  elif workdir:
+    tok_vars, tr_vars = workdir_variables(config, workdir, tokenizer,
+                                          transformer)
   else:
     if not (tokenizer_checkpoint and transformer_checkpoint):
       raise ValueError("Both --tokenizer_checkpoint and "
                        "--transformer_checkpoint are needed.")
     images = np.zeros((1, config.image_size, config.image_size,
                        tokenizer.channels), np.float32)
-    tok_vars = official.load_variables(
-        tokenizer_checkpoint, tokenizer, images,
-        method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x)))
+    tok_vars = official.load_variables(tokenizer_checkpoint, tokenizer, images,
+                                       method=_roundtrip)
     ids = np.zeros((1, transformer.max_position_embeddings), np.int32)
     tr_vars = official.load_variables(transformer_checkpoint, transformer, ids)
   return sampling.MaskGitSampler(tokenizer, tok_vars, transformer, tr_vars,
                                  num_classes=config.num_classes)
+
+
+class LoadedRun(NamedTuple):
+  """A training run's resolved config and a sampler with its weights."""
+  config: ml_collections.ConfigDict
+  sampler: sampling.MaskGitSampler
+
+
+def load_workdir(workdir: str,
+                 config: Optional[ml_collections.ConfigDict] = None
+                 ) -> LoadedRun:
+  """Loads a training run (or the shipped checkpoint, laid out the same way).
+
+  Args:
+    workdir: a folder with `config.json`, `tokenizer/checkpoints/<step>/` and
+      `transformer/checkpoints/<step>/` (what `maskgit_jax.train` writes).
+    config: overrides `workdir/config.json` when given.
+
+  Returns:
+    `LoadedRun(config, sampler)`; the newest checkpoints, EMA preferred.
+  """
+  if config is None:
+    config = workdir_config(workdir)
+  return LoadedRun(config, build_sampler(config, workdir=workdir))
+
+
+def check_class_ids(classes: Sequence[int], num_classes: int) -> None:
+  """Raises ValueError naming the first class id outside [0, num_classes)."""
+  for c in classes:
+    if not 0 <= int(c) < num_classes:
+      raise ValueError(f"Class id {c} is out of range [0, {num_classes}).")
 
 
 def sample_classes(sampler: sampling.MaskGitSampler, classes: Sequence[int],
@@ -122,6 +257,7 @@ def atomic_write(path: str, write_fn) -> str:
 
 
 def class_label(config, c: int) -> str:
+  """'3 Dress' when the config names its classes, else '3'."""
   names = tuple(config.get("class_names", ()) or ())
   return f"{c} {names[c]}" if c < len(names) else str(c)
 
@@ -149,3 +285,63 @@ def write_sample_grid(config: ml_collections.ConfigDict,
   if tokens_output:
     atomic_write(tokens_output, lambda p: np.save(open(p, "wb"), tokens))
   return images
+
+
+def decoding_histories(sampler: sampling.MaskGitSampler,
+                       classes: Sequence[int], samples_per_class: int,
+                       rng: jax.Array, *, batch_size: int = 64,
+                       **decode_options) -> np.ndarray:
+  """The canvas after each iteration for `samples_per_class` samples a class.
+
+  Batches like `sample_classes` (same rng per batch, so the last frames equal
+  its images). Returns `[len(classes) * samples_per_class, T, H, W, C]`,
+  masked tokens mid grey (`MaskGitSampler.decoding_history`).
+  """
+  check_class_ids(classes, sampler.num_classes)
+  labels = [c for c in classes for _ in range(samples_per_class)]
+  batch_size = max(1, min(batch_size, len(labels)))
+  frames = []
+  for i, start in enumerate(range(0, len(labels), batch_size)):
+    chunk = labels[start:start + batch_size]
+    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    history = sampler.decoding_history(padded, jax.random.fold_in(rng, i),
+                                       **decode_options)
+    frames.append(history[:len(chunk)])
+  return np.concatenate(frames)
+
+
+def write_decoding_strip(config: ml_collections.ConfigDict,
+                         sampler: sampling.MaskGitSampler, output: str,
+                         gif_output: Optional[str] = None, *,
+                         classes: Optional[Sequence[int]] = None,
+                         samples_per_class: int = 1, seed: int = 0,
+                         batch_size: int = 64, scale: int = 1,
+                         gif_duration_ms: int = 300, **overrides) -> np.ndarray:
+  """Writes the decoding as a strip PNG and, optionally, an animated GIF.
+
+  The strip has one labelled row per sample and one column per iteration
+  (masked tokens grey), as in the paper's figure. Each GIF frame is the grid
+  of all samples (a row per class) at one iteration; the final frame is held
+  three times as long. Nothing is written unless everything was computed.
+
+  Returns the frames `[rows, T, H, W, C]`.
+  """
+  if classes is None:
+    classes = list(range(min(config.num_classes, 10)))
+  history = decoding_histories(
+      sampler, classes, samples_per_class, jax.random.PRNGKey(seed),
+      batch_size=batch_size, **decode_options(config, **overrides))
+  labels = [class_label(config, c) for c in classes
+            for _ in range(samples_per_class)]
+  if gif_output:
+    per_class = history.reshape((len(classes), samples_per_class) +
+                                history.shape[1:])
+    frames = np.stack([visualize.grid(per_class[:, :, t])
+                       for t in range(history.shape[1])])
+    frames = np.concatenate([frames, np.repeat(frames[-1:], 2, axis=0)])
+  atomic_write(output, lambda p: visualize.save_grid(
+      history, p, row_labels=labels, scale=scale))
+  if gif_output:
+    atomic_write(gif_output, lambda p: visualize.save_gif(
+        frames, p, duration_ms=gif_duration_ms, scale=scale))
+  return history

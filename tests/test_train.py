@@ -3,8 +3,10 @@ import importlib.util
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -114,6 +116,9 @@ def test_data_parallel_and_fsdp_equal_one_device(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path):
   config = tiny_config(stages=("tokenizer",), steps=4)
+  # Asynchronous saves while the next steps reuse (donate) the state's
+  # buffers: the step-2 checkpoint must still hold step 2.
+  config.tokenizer_training.async_checkpoints = True
   full = run.train_and_evaluate(config, str(tmp_path / "full"))["tokenizer"]
   # Interrupted copy: keep only the checkpoint at step 2, then rerun.
   shutil.copytree(tmp_path / "full", tmp_path / "resumed")
@@ -159,3 +164,37 @@ def test_configs_load_and_build(name):
   models.tokenizer_from_config(config)
   models.transformer_from_config(config)
   assert set(config.stages) <= {"tokenizer", "transformer"}
+
+
+def test_sigterm_saves_and_the_rerun_finishes(tmp_path):
+  script = tmp_path / "job.py"
+  script.write_text(f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+import test_train
+from maskgit_jax.train_lib import run, trainer
+config = test_train.tiny_config(stages=("tokenizer",), steps=400)
+config.tokenizer_training.checkpoint_every = 1000
+try:
+  run.train_and_evaluate(config, {str(tmp_path / 'run')!r})
+  print("FINISHED")
+except trainer.Preempted as e:
+  print("PREEMPTED", e)
+""")
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  metrics = tmp_path / "run" / "tokenizer" / "metrics.jsonl"
+  deadline = time.time() + 120
+  while time.time() < deadline and not (
+      metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  output, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, output[-2000:]
+  assert "PREEMPTED preempted at step" in output, output[-2000:]
+  step = int(output.split("PREEMPTED preempted at step ")[1].split()[0])
+  assert 3 <= step < 400
+  assert os.listdir(tmp_path / "run" / "tokenizer" / "checkpoints") == [
+      str(step)]
