@@ -29,6 +29,7 @@ UNKNOWN_GREY = 0.5  # How new (unknown) canvas areas are drawn.
 
 
 def _check_file(path: str, what: str) -> str:
+  """`path` as a string; FileNotFoundError naming `what` if it is missing."""
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{what} file not found: {path}")
@@ -68,14 +69,14 @@ def load_image(source: ImageSource, image_size: int, channels: int,
     raise ValueError(f"Cannot read image {name}: {e}") from None
 
 
-def image_size_of(path: str) -> Tuple[int, int]:
+def image_size_of(path: str, what: str = "Image") -> Tuple[int, int]:
   """(width, height) of an image file, read from its header."""
-  path = _check_file(path, "Image")
+  path = _check_file(path, what)
   try:
     with Image.open(path) as img:
       return img.size
   except (OSError, ValueError, SyntaxError) as e:
-    raise ValueError(f"Cannot read image {path}: {e}") from None
+    raise ValueError(f"Cannot read {what.lower()} {path}: {e}") from None
 
 
 def load_mask(path: str, image_path: str, image_size: int) -> np.ndarray:
@@ -83,9 +84,11 @@ def load_mask(path: str, image_path: str, image_size: int) -> np.ndarray:
 
   The mask must have the input image's size; it is cropped and resized like
   the image (area averaging), and a pixel is filled when any part of it is
-  nonzero in the file. Grey or colour files work (any nonzero channel).
+  nonzero in the file. Grey or colour files work (any nonzero channel);
+  transparent pixels count as white (filled), so flatten masks drawn on a
+  transparent background onto black first.
   """
-  mask_size = image_size_of(path)
+  mask_size = image_size_of(path, "Mask")
   input_size = image_size_of(image_path)
   if mask_size != input_size:
     raise ValueError(

@@ -1,67 +1,288 @@
-r"""Generate class-conditional sample grids.
+r"""Sample, edit images and draw the decoding with a MaskGIT model.
 
-  python -m maskgit_jax.sample --config=configs/imagenet.py \
-      --tokenizer_checkpoint=PATH --transformer_checkpoint=PATH \
-      --classes=1,207 --samples_per_class=4 --output=samples.png
+Models, one of:
+  --workdir=DIR           a training run (or the shipped checkpoint): its
+                          newest checkpoints, EMA preferred; the config is
+                          DIR/config.json unless --config is given.
+  --tokenizer_checkpoint=F --transformer_checkpoint=F --config=FILE
+                          files in the released format.
+  --random_init --config=FILE
+                          random weights (noise; smoke tests and timing).
 
-`--random_init` samples from randomly initialised models (noise; for smoke
-tests and timing). Any `--config.key=value` overrides the config.
+Modes (--mode, default generate):
+  generate  a grid, one labelled row per class:
+              --classes=0,3 --samples_per_class=8 [--tokens_output=t.npy]
+  strip     the canvas after each iteration (rows = samples, columns =
+            iterations, masked tokens grey) as PNG, and an animated GIF
+            (--gif_output, default: --output with .gif):
+              --classes=0,3 --samples_per_class=1
+  inpaint   regenerate a box or the nonzero pixels of a mask image of the
+            input's size, the whole schedule from iteration 0 (class:
+            --class_id, default the null class):
+              --input=IMG --box=TOP_LEFT_HEIGHT_WIDTH | --mask=MASK.png
+  outpaint  extend the image (pixels, rounded up to whole tokens):
+              --input=IMG --extend_left=8 --extend_right=0 --extend_up=0
+              --extend_down=0
+  edit      the release demo's class-conditional box editing (start_iter 2,
+            12 iterations unless --num_iter):
+              --input=IMG --box=TOP_LEFT_HEIGHT_WIDTH --class_id=3
+
+Edit modes load any image file, convert it to the model's channels and
+center-crop and resize it to the model's image size; boxes and extents are in
+the model's pixels. They write one row: the input, then --num_variations
+results (pixels outside the edited tokens are the input's, blended over
+--blur_radius pixels; default the release's image_size // 16 - 1).
+
+Decoding: --num_iter --choice_temperature --guidance_scale --guidance_schedule
+--sampling_temperature --top_k --seed (defaults: the config's `sampling`).
+Any `--config.key=value` overrides the config file.
+
+  python -m maskgit_jax.sample --workdir=checkpoints/fashion_mnist \
+      --mode=edit --input=shirt.png --box=8_8_16_16 --class_id=2 \
+      --output=edit.png
+
+Errors are one line `error: ...` on stderr, exit code 1, and leave existing
+outputs untouched.
 """
-from absl import app
+import os
+from typing import List
+
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from maskgit_jax import cli
+from maskgit_jax import edit_lib
+from maskgit_jax import models
 from maskgit_jax import sample_lib
+from maskgit_jax.libml import editing
+
+MODES = ("generate", "strip", "inpaint", "outpaint", "edit")
+DEFAULT_OUTPUT = {"generate": "samples.png", "strip": "decoding.png",
+                  "inpaint": "inpaint.png", "outpaint": "outpaint.png",
+                  "edit": "edit.png"}
+EDIT_NUM_ITER = 12  # The release demo's editing: 12 iterations from the 3rd.
+EDIT_START_ITER = 2
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
                                           lock_config=True)
+_MODE = flags.DEFINE_enum("mode", "generate", MODES, "What to do.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "A training run: newest checkpoints, EMA preferred.")
 _TOK = flags.DEFINE_string("tokenizer_checkpoint", None,
                            "Tokenizer weights (released msgpack format).")
 _TR = flags.DEFINE_string("transformer_checkpoint", None,
                           "Transformer weights (released msgpack format).")
 _RANDOM = flags.DEFINE_bool("random_init", False,
                             "Use randomly initialised weights.")
-_OUTPUT = flags.DEFINE_string("output", "samples.png", "PNG grid to write.")
-_TOKENS = flags.DEFINE_string("tokens_output", None,
-                              "Also write the token grids as .npy here.")
+_OUTPUT = flags.DEFINE_string("output", None,
+                              "PNG to write (default: MODE-specific name).")
+_SCALE = flags.DEFINE_integer("scale", 1, "Integer upscaling of the images.")
+# generate, strip
 _CLASSES = flags.DEFINE_list("classes", None,
                              "Class ids (default: the first 10 classes).")
-_PER_CLASS = flags.DEFINE_integer("samples_per_class", None,
-                                  "Samples per class (default: config).")
+_PER_CLASS = flags.DEFINE_integer(
+    "samples_per_class", None,
+    "Samples per class (default: config; 1 for --mode=strip).")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Images per decoding batch.")
+_TOKENS = flags.DEFINE_string("tokens_output", None,
+                              "generate: also write the token grids (.npy).")
+_GIF = flags.DEFINE_string("gif_output", None,
+                           "strip: the GIF (default: --output with .gif).")
+# inpaint, outpaint, edit
+_INPUT = flags.DEFINE_string("input", None, "Image file to edit.")
+_BOX = flags.DEFINE_string("box", None,
+                           "Box TOP_LEFT_HEIGHT_WIDTH in the model's pixels.")
+_MASK = flags.DEFINE_string("mask", None,
+                            "inpaint: mask image (nonzero = fill).")
+_CLASS_ID = flags.DEFINE_integer(
+    "class_id", None, "Class of the generated content (edit: required; "
+    "inpaint/outpaint: default the null class).")
+_EXTEND = {side: flags.DEFINE_integer(f"extend_{side}", 0,
+                                      f"outpaint: pixels to add {side}.")
+           for side in ("left", "right", "up", "down")}
+_VARIATIONS = flags.DEFINE_integer("num_variations", 4,
+                                   "Edit results to draw.")
+_BLUR = flags.DEFINE_integer("blur_radius", None,
+                             "Compositing blur in pixels (default: release's).")
+# decoding
 _NUM_ITER = flags.DEFINE_integer("num_iter", None, "Decoding iterations.")
 _CHOICE_T = flags.DEFINE_float("choice_temperature", None,
                                "Temperature of the choice of tokens to keep.")
 _GUIDANCE = flags.DEFINE_float("guidance_scale", None,
                                "Classifier-free guidance scale.")
+_GUIDANCE_SCHEDULE = flags.DEFINE_enum(
+    "guidance_schedule", None, ["constant", "linear", "cosine"],
+    "How the guidance scale grows over the iterations.")
+_SAMPLING_T = flags.DEFINE_float("sampling_temperature", None,
+                                 "Temperature of token sampling.")
+_TOP_K = flags.DEFINE_integer("top_k", None,
+                              "Sample among the k likeliest tokens (0 = all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Images per decoding batch.")
-_SCALE = flags.DEFINE_integer("scale", 1, "Integer upscaling of the grid.")
+
+# The mode-specific flags and the modes that use them.
+MODE_FLAGS = {
+    "classes": ("generate", "strip"),
+    "samples_per_class": ("generate", "strip"),
+    "batch_size": ("generate", "strip"),
+    "tokens_output": ("generate",),
+    "gif_output": ("strip",),
+    "input": ("inpaint", "outpaint", "edit"),
+    "box": ("inpaint", "edit"),
+    "mask": ("inpaint",),
+    "class_id": ("inpaint", "outpaint", "edit"),
+    "extend_left": ("outpaint",), "extend_right": ("outpaint",),
+    "extend_up": ("outpaint",), "extend_down": ("outpaint",),
+    "num_variations": ("inpaint", "outpaint", "edit"),
+    "blur_radius": ("inpaint", "outpaint", "edit"),
+}
+
+
+def check_mode_flags(mode: str) -> None:
+  """Raises ValueError for a flag the mode does not use or a missing one."""
+  for name, modes in MODE_FLAGS.items():
+    if flags.FLAGS[name].present and mode not in modes:
+      raise ValueError(f"--{name} does not apply to --mode={mode} (only to "
+                       f"{', '.join(modes)}).")
+  if mode in ("inpaint", "outpaint", "edit") and not _INPUT.value:
+    raise ValueError(f"--mode={mode} needs --input=IMAGE.")
+  if mode == "inpaint" and bool(_BOX.value) == bool(_MASK.value):
+    raise ValueError("--mode=inpaint needs either --box or --mask.")
+  if mode == "edit" and (not _BOX.value or _CLASS_ID.value is None):
+    raise ValueError("--mode=edit needs --box and --class_id.")
+  if mode == "edit" and (_NUM_ITER.value or EDIT_NUM_ITER) <= EDIT_START_ITER:
+    raise ValueError(f"--mode=edit starts at iteration {EDIT_START_ITER}: "
+                     f"--num_iter must be > {EDIT_START_ITER}.")
+  if mode == "outpaint" and not any(f.value for f in _EXTEND.values()):
+    raise ValueError("--mode=outpaint needs a positive --extend_left, "
+                     "--extend_right, --extend_up or --extend_down.")
+  for flag in (_VARIATIONS, _SCALE, _BATCH, _PER_CLASS, _NUM_ITER):
+    if flag.value is not None and flag.value < 1:
+      raise ValueError(f"--{flag.name} must be >= 1, got {flag.value}.")
+  if _BLUR.value is not None and _BLUR.value < 0:
+    raise ValueError(f"--blur_radius must be >= 0, got {_BLUR.value}.")
+
+
+def load_config():
+  """--config (with overrides), else --workdir's config.json."""
+  if _CONFIG.value is not None:
+    return _CONFIG.value
+  if _WORKDIR.value:
+    return sample_lib.workdir_config(_WORKDIR.value)
+  raise ValueError("--config=FILE is required unless --workdir is given.")
+
+
+def parse_classes():
+  """--classes as ints (None when not given)."""
+  try:
+    return [int(c) for c in _CLASSES.value] if _CLASSES.value else None
+  except ValueError:
+    raise ValueError(f"--classes must be integers, got "
+                     f"{','.join(_CLASSES.value)}.") from None
+
+
+def decoding_overrides():
+  """The decoding flags that were given (None = the config's value)."""
+  return dict(num_iter=_NUM_ITER.value, choice_temperature=_CHOICE_T.value,
+              guidance_scale=_GUIDANCE.value,
+              guidance_schedule=_GUIDANCE_SCHEDULE.value,
+              sampling_temperature=_SAMPLING_T.value, top_k=_TOP_K.value)
+
+
+def prepare_edit(config):
+  """Reads and checks the edit inputs before any model is loaded.
+
+  Returns `(image, region)`: the input at the model's size and the box or
+  pixel mask (None for outpainting).
+  """
+  if _CLASS_ID.value is not None:
+    sample_lib.check_class_ids([_CLASS_ID.value], config.num_classes)
+  size = config.image_size
+  region = None
+  if _BOX.value:
+    region = editing.Box.parse(_BOX.value)
+    region.validate(size, size)
+  channels = models.tokenizer_from_config(config).channels
+  image = edit_lib.load_image(_INPUT.value, size, channels)
+  if _MASK.value:
+    region = edit_lib.load_mask(_MASK.value, _INPUT.value, size)
+  for side, flag in _EXTEND.items():
+    if flag.value < 0:
+      raise ValueError(f"--extend_{side} must be >= 0, got {flag.value}.")
+  return image, region
+
+
+def run_edit(config, sampler, mode, image, region, output):
+  """Inpaints, outpaints or edits `image` and writes the result row."""
+  rng = jax.random.PRNGKey(_SEED.value)
+  options = sample_lib.decode_options(config, **decoding_overrides())
+  common = dict(blur_radius=_BLUR.value, **options)
+  if mode == "outpaint":
+    extents = {side: flag.value for side, flag in _EXTEND.items()}
+    variations = edit_lib.outpaint_variations(
+        sampler, image, rng, _VARIATIONS.value, label=_CLASS_ID.value,
+        **extents, **common)
+    left, _, up, _ = edit_lib.outpaint_extents(sampler, **extents)
+    image = edit_lib.place_on_canvas(image, *variations.shape[1:3], up, left)
+  else:
+    if mode == "edit":
+      common.update(start_iter=EDIT_START_ITER,
+                    num_iter=_NUM_ITER.value or EDIT_NUM_ITER)
+    else:
+      common.update(start_iter=0)
+    variations = sampler.inpaint(image, region, _CLASS_ID.value, rng,
+                                 num_samples=_VARIATIONS.value, **common)
+  edit_lib.write_edit_grid(output, image, variations, scale=_SCALE.value)
+
+
+def run_sampling(config, sampler, mode, classes, output):
+  """Writes the class grid (generate) or the decoding strip and GIF."""
+  common = dict(classes=classes, seed=_SEED.value, batch_size=_BATCH.value,
+                scale=_SCALE.value, **decoding_overrides())
+  if mode == "generate":
+    sample_lib.write_sample_grid(
+        config, sampler, output, samples_per_class=_PER_CLASS.value,
+        tokens_output=_TOKENS.value, **common)
+    return [output] + ([_TOKENS.value] if _TOKENS.value else [])
+  gif = _GIF.value or os.path.splitext(output)[0] + ".gif"
+  sample_lib.write_decoding_strip(
+      config, sampler, output, gif, samples_per_class=_PER_CLASS.value or 1,
+      **common)
+  return [output, gif]
+
+
+def run(mode: str) -> List[str]:
+  """Checks every input, loads the models, computes, then writes."""
+  check_mode_flags(mode)
+  config = load_config()
+  output = _OUTPUT.value or DEFAULT_OUTPUT[mode]
+  sample_lib.check_image_path(output)
+  if _GIF.value:
+    sample_lib.check_image_path(_GIF.value, formats=("GIF",))
+  classes = parse_classes()
+  if classes is not None:
+    sample_lib.check_class_ids(classes, config.num_classes)
+  edit_inputs = None
+  if mode in ("inpaint", "outpaint", "edit"):
+    edit_inputs = prepare_edit(config)
+  sampler = sample_lib.build_sampler(
+      config, tokenizer_checkpoint=_TOK.value,
+      transformer_checkpoint=_TR.value, random_init=_RANDOM.value,
+      workdir=_WORKDIR.value)
+  if edit_inputs is None:
+    return run_sampling(config, sampler, mode, classes, output)
+  run_edit(config, sampler, mode, *edit_inputs, output)
+  return [output]
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/imagenet.py")
+    raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
   try:
-    classes = [int(c) for c in _CLASSES.value] if _CLASSES.value else None
-  except ValueError:
-    raise app.UsageError(f"--classes must be integers, got {_CLASSES.value}")
-  try:
-    sampler = sample_lib.build_sampler(
-        config, tokenizer_checkpoint=_TOK.value,
-        transformer_checkpoint=_TR.value, random_init=_RANDOM.value)
-    sample_lib.write_sample_grid(
-        config, sampler, _OUTPUT.value, classes=classes,
-        samples_per_class=_PER_CLASS.value, seed=_SEED.value,
-        batch_size=_BATCH.value, tokens_output=_TOKENS.value,
-        scale=_SCALE.value, num_iter=_NUM_ITER.value,
-        choice_temperature=_CHOICE_T.value, guidance_scale=_GUIDANCE.value)
-  except (ValueError, FileNotFoundError) as e:
+    written = run(_MODE.value)
+  except (ValueError, OSError) as e:
     raise SystemExit(f"error: {e}") from None
-  print(f"wrote {_OUTPUT.value}")
+  print(f"wrote {', '.join(written)}")
 
 
 if __name__ == "__main__":

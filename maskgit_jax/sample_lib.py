@@ -8,14 +8,18 @@ it too. Models come from released-format files, from a training run's folder
     sample_lib.write_sample_grid(config, sampler, "samples.png")
 """
 
+import contextlib
 import json
 import os
-import tempfile
-from typing import Any, NamedTuple, Optional, Sequence
+import uuid
+from typing import (Any, Callable, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
+from absl import logging as absl_logging
 import jax
 import ml_collections
 import numpy as np
+from PIL import Image
 import tqdm
 
 from maskgit_jax import models
@@ -65,6 +69,18 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
   return config_from_json(path)
 
 
+@contextlib.contextmanager
+def _absl_log_level(level: int):
+  """Temporarily logs only `level` and above, unless -v asked for INFO."""
+  previous = absl_logging.get_verbosity()
+  if previous < absl_logging.INFO:
+    absl_logging.set_verbosity(min(level, previous))
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(previous)
+
+
 def _restore_checked(checkpoint_dir: str, module, *example_args,
                      **kwargs) -> Any:
   """`{"params": ...}` of the newest checkpoint (EMA preferred), shape-checked.
@@ -73,8 +89,10 @@ def _restore_checked(checkpoint_dir: str, module, *example_args,
   ValueError when the variables do not fit `module` (another model size).
   """
   # Imported here: the training library imports this module.
-  from maskgit_jax.train_lib import run as run_lib  # pylint: disable=g-import-not-at-top
-  variables = run_lib.restore_params(checkpoint_dir, prefer_ema=True)
+  # pylint: disable-next=g-import-not-at-top
+  from maskgit_jax.train_lib import run as run_lib
+  with _absl_log_level(absl_logging.ERROR):  # orbax's notes on read-only use
+    variables = run_lib.restore_params(checkpoint_dir, prefer_ema=True)
   if variables is None:
     raise FileNotFoundError(f"No readable checkpoint in {checkpoint_dir}")
   expected = official.model_shapes(module, *example_args, **kwargs)
@@ -89,12 +107,21 @@ def workdir_variables(config: ml_collections.ConfigDict, workdir: str,
   The tokenizer is `config.tokenizer_checkpoint` (released format) when the
   run trained stage 2 on it, else `workdir/tokenizer/checkpoints`; the
   transformer is `workdir/transformer/checkpoints`. EMA weights are preferred.
+  A folder written by `python -m maskgit_jax.export` (`tokenizer.msgpack`,
+  `transformer.msgpack`, `config.json`) is read directly.
   Returns `(tokenizer_variables, transformer_variables)`.
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"Training run folder not found: {workdir}")
   images = np.zeros((1, config.image_size, config.image_size,
                      tokenizer.channels), np.float32)
+  ids = np.zeros((1, transformer.max_position_embeddings), np.int32)
+  exported = [os.path.join(workdir, f"{s}.msgpack")
+              for s in ("tokenizer", "transformer")]
+  if all(os.path.isfile(p) for p in exported):  # `python -m maskgit_jax.export`
+    return (official.load_variables(exported[0], tokenizer, images,
+                                    method=_roundtrip),
+            official.load_variables(exported[1], transformer, ids))
   released = config.get("tokenizer_checkpoint", "")
   if released:
     tok_vars = official.load_variables(released, tokenizer, images,
@@ -103,7 +130,6 @@ def workdir_variables(config: ml_collections.ConfigDict, workdir: str,
     tok_vars = _restore_checked(
         os.path.join(workdir, "tokenizer", "checkpoints"), tokenizer, images,
         method=_roundtrip)
-  ids = np.zeros((1, transformer.max_position_embeddings), np.int32)
   tr_vars = _restore_checked(
       os.path.join(workdir, "transformer", "checkpoints"), transformer, ids)
   return tok_vars, tr_vars
@@ -242,18 +268,62 @@ def atomic_write(path: str, write_fn) -> str:
 
   A failure leaves any existing file at `path` untouched.
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  suffix = os.path.splitext(path)[1]
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix, prefix=".tmp-")
-  os.close(fd)
+  return atomic_writes([(path, write_fn)])[0]
+
+
+def atomic_writes(writes: Sequence[Tuple[str, Callable[[str], Any]]]
+                  ) -> List[str]:
+  """Several `(path, write_fn)` as one: all files are renamed into place
+  only after every one was written, so a failure writes none of them.
+
+  Returns the paths.
+  """
+  temporaries = []
   try:
-    write_fn(tmp)
-    os.replace(tmp, path)
+    for path, write_fn in writes:
+      directory = os.path.dirname(os.path.abspath(path))
+      os.makedirs(directory, exist_ok=True)
+      tmp = _create_temporary(directory, os.path.splitext(path)[1])
+      temporaries.append(tmp)
+      write_fn(tmp)
+    for (path, _), tmp in zip(writes, temporaries):
+      os.replace(tmp, path)
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+    for tmp in temporaries:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+  return [path for path, _ in writes]
+
+
+def check_image_path(path: str, formats: Sequence[str] = ()) -> None:
+  """Raises ValueError unless PIL can write `path` (by its extension).
+
+  Args:
+    path: an output file name.
+    formats: if given, the PIL formats allowed, e.g. ("GIF",).
+  """
+  ext = os.path.splitext(path)[1].lower()
+  fmt = Image.registered_extensions().get(ext)
+  writable = fmt in Image.SAVE and (not formats or fmt in formats)
+  if not writable:
+    wanted = ("/".join(f".{f.lower()}" for f in formats) if formats else
+              "that of an image format PIL writes, e.g. .png")
+    raise ValueError(f"Cannot write {path}: its extension is not {wanted}.")
+
+
+def _create_temporary(directory: str, suffix: str) -> str:
+  """A new empty file `directory/.tmp-<random><suffix>`.
+
+  Unlike `tempfile.mkstemp` (mode 0600) its mode follows the umask, like any
+  file the user writes.
+  """
+  while True:
+    path = os.path.join(directory, f".tmp-{uuid.uuid4().hex}{suffix}")
+    try:
+      os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+      return path
+    except FileExistsError:
+      continue
 
 
 def class_label(config, c: int) -> str:
@@ -280,11 +350,17 @@ def write_sample_grid(config: ml_collections.ConfigDict,
       batch_size=batch_size, progress=progress,
       **decode_options(config, **overrides))
   labels = [class_label(config, c) for c in classes]
-  atomic_write(output, lambda p: visualize.save_grid(
-      images, p, row_labels=labels, scale=scale))
+  writes = [(output, lambda p: visualize.save_grid(
+      images, p, row_labels=labels, scale=scale))]
   if tokens_output:
-    atomic_write(tokens_output, lambda p: np.save(open(p, "wb"), tokens))
+    writes.append((tokens_output, lambda p: _save_npy(p, tokens)))
+  atomic_writes(writes)
   return images
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+  with open(path, "wb") as f:  # np.save(path) would append ".npy".
+    np.save(f, array)
 
 
 def decoding_histories(sampler: sampling.MaskGitSampler,
@@ -339,9 +415,10 @@ def write_decoding_strip(config: ml_collections.ConfigDict,
     frames = np.stack([visualize.grid(per_class[:, :, t])
                        for t in range(history.shape[1])])
     frames = np.concatenate([frames, np.repeat(frames[-1:], 2, axis=0)])
-  atomic_write(output, lambda p: visualize.save_grid(
-      history, p, row_labels=labels, scale=scale))
+  writes = [(output, lambda p: visualize.save_grid(
+      history, p, row_labels=labels, scale=scale))]
   if gif_output:
-    atomic_write(gif_output, lambda p: visualize.save_gif(
-        frames, p, duration_ms=gif_duration_ms, scale=scale))
+    writes.append((gif_output, lambda p: visualize.save_gif(
+        frames, p, duration_ms=gif_duration_ms, scale=scale)))
+  atomic_writes(writes)
   return history

@@ -69,7 +69,8 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
   assert result.returncode != 0
   assert result.stderr.strip().splitlines() == [
       "error: unknown config key 'tokenizer.filterz' in configs/fashion_mnist.py"
-      " (no 'filterz' at tokenizer; known there: channels, preset)"]
+      " (no 'filterz' at tokenizer; known there: channels, entropy_loss_ratio,"
+      " preset)"]
 
 
 def load_config(name):

@@ -1,0 +1,70 @@
+r"""Evaluate a run: reconstruction and generation metrics, as JSON and a table.
+
+  python -m maskgit_jax.evaluate --workdir=runs/fashion_mnist \
+      [--config=configs/fashion_mnist.py] [--num_samples=1000] \
+      [--num_real=1000] [--batch_size=32] [--seed=0] [--output=PATH]
+
+Models: the newest checkpoint of each stage in --workdir (config from
+WORKDIR/config.json unless --config is given), or released-format files
+(--tokenizer_checkpoint, --transformer_checkpoint; the workdir must exist and
+receives the report and the feature cache). Writes WORKDIR/eval_<UTC
+time>.json (or --output) and prints a table; see maskgit_jax/evaluate_lib.py
+for the metrics. Bad input: one `error: ...` line, exit status 1, nothing
+written.
+"""
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from maskgit_jax import cli
+from maskgit_jax import evaluate_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (default: WORKDIR/config.json).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (must exist).")
+_TOK = flags.DEFINE_string("tokenizer_checkpoint", None,
+                           "Tokenizer weights (released msgpack format).")
+_TR = flags.DEFINE_string("transformer_checkpoint", None,
+                          "Transformer weights (released msgpack format).")
+_STAGES = flags.DEFINE_list(
+    "stages", None, "Stages to evaluate (tokenizer,transformer); default: "
+    "every stage with weights.")
+_NUM_SAMPLES = flags.DEFINE_integer(
+    "num_samples", evaluate_lib.DEFAULT_NUM_SAMPLES,
+    "Generated images, spread evenly over the classes.")
+_NUM_REAL = flags.DEFINE_integer(
+    "num_real", evaluate_lib.DEFAULT_NUM_REAL,
+    "Real eval images: the FID reference and the reconstructed images.")
+_NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "Real train images of the k-NN class-fidelity "
+    "classifier (default: --num_real).")
+_BATCH = flags.DEFINE_integer("batch_size", evaluate_lib.DEFAULT_BATCH_SIZE,
+                              "Images per batch.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_CACHE = flags.DEFINE_string(
+    "cache_dir", None, "Real-feature cache (default: WORKDIR/eval_cache).")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Report path (default: WORKDIR/eval_<UTC time>.json).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required.")
+  try:
+    report = evaluate_lib.evaluate(
+        _CONFIG.value, _WORKDIR.value,
+        tokenizer_checkpoint=_TOK.value, transformer_checkpoint=_TR.value,
+        stages=_STAGES.value, num_samples=_NUM_SAMPLES.value,
+        num_real=_NUM_REAL.value, num_train=_NUM_TRAIN.value,
+        batch_size=_BATCH.value, seed=_SEED.value, cache_dir=_CACHE.value,
+        output=_OUTPUT.value)
+  except (ValueError, FileNotFoundError) as e:
+    raise SystemExit(f"error: {e}") from None
+  print(evaluate_lib.format_report(report))
+
+
+if __name__ == "__main__":
+  cli.run(main)
