@@ -7,7 +7,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 WORKDIR ?= runs/fashion_mnist
 
-.PHONY: demo test setup sysdeps bench clean-venv
+.PHONY: demo test setup sysdeps bench eval clean-venv
 
 sysdeps:
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
@@ -35,6 +35,9 @@ demo: setup
 
 test: setup
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q tests
+
+eval: setup
+	$(PY) -m maskgit_jax.evaluate --workdir=$(WORKDIR)
 
 bench: setup
 	$(PY) benchmarks/sampler.py --shapes=embedded

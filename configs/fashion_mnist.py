@@ -36,7 +36,7 @@ def get_config():
   config.transformer = ml_collections.ConfigDict(dict(preset="small"))
 
   t = config.tokenizer_training = defaults.tokenizer_training()
-  t.num_steps = 2000
+  t.num_steps = 1500
   t.batch_size = 32
   t.g_optimizer.lr = 3e-3
   t.g_optimizer.b1 = 0.9
@@ -51,17 +51,17 @@ def get_config():
   t.image_every = 500
 
   m = config.transformer_training = defaults.transformer_training()
-  m.num_steps = 3500
+  m.num_steps = 1200
   m.batch_size = 64
   m.optimizer.lr = 1e-3
-  m.optimizer.warmup_steps = 200
+  m.optimizer.warmup_steps = 100
   m.optimizer.weight_decay = 0.01
   m.class_dropout = 0.1
   m.ema_decay = 0.0
   m.samples.per_class = 4
   m.log_every = 100
-  m.checkpoint_every = 1000
-  m.image_every = 1000
+  m.checkpoint_every = 400
+  m.image_every = 400
 
   config.sampling = ml_collections.ConfigDict(dict(
       num_iter=12, choice_temperature=4.5, mask_scheduling_method="cosine",

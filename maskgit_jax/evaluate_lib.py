@@ -7,12 +7,13 @@ The library behind `python -m maskgit_jax.evaluate`; training calls
 `evaluate_after_stage` when `config.evaluation.enabled`.
 
 Models. By default the newest readable checkpoint of each stage in WORKDIR
-(EMA params when saved; `restore_checkpoint_params` reads checkpoints written
-on any device topology), with the config of
-WORKDIR/config.json unless one is given. Or released-format msgpack files
-(`tokenizer_checkpoint`, `transformer_checkpoint`, e.g. the released ImageNet
-files; `config.tokenizer_checkpoint` is used for the tokenizer when set), or
-variables passed in. Every tree is checked against the config's models.
+(EMA params when saved; `checkpoint_lib.restore_params_with_info` reads checkpoints written
+on any device topology), with the config of WORKDIR/config.json unless one is
+given. Or released-format msgpack files: `tokenizer_checkpoint`,
+`transformer_checkpoint` (e.g. the released ImageNet files), a folder written
+by `python -m maskgit_jax.export` as WORKDIR, `config.tokenizer_checkpoint`
+for the tokenizer; or variables passed in. Every tree is checked against the
+config's models.
 
 Real images. Each split is read in a fixed random order (a permutation of
 the split seeded with SUBSET_SEED, evaluation preprocessing: centre crop, no
@@ -48,7 +49,6 @@ are featurised. When the split is smaller, the floor is None and
 """
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -56,14 +56,14 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import tqdm
 
 from maskgit_jax import data as data_lib
@@ -82,6 +82,7 @@ from maskgit_jax.metrics import reference
 from maskgit_jax.nets import inception
 # train_lib.run may import this module (the training hook): use `run.` only
 # inside functions, never at import time.
+from maskgit_jax.train_lib import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import run
 
 REPORT_FORMAT = "maskgit_jax.evaluation/1"
@@ -107,67 +108,11 @@ FeatureFn = Callable[[np.ndarray], np.ndarray]
 # Config and models.
 
 
-def _lists_to_tuples(value):
-  if isinstance(value, list):
-    return tuple(_lists_to_tuples(v) for v in value)
-  if isinstance(value, dict):
-    return {k: _lists_to_tuples(v) for k, v in value.items()}
-  return value
-
-
-def load_config_json(path: str) -> ml_collections.ConfigDict:
-  """Reads the `config.json` that training writes into a ConfigDict.
-
-  JSON lists become tuples (as the config files write them).
-
-  Raises:
-    ValueError: the file is missing or not a JSON object.
-  """
-  if not os.path.isfile(path):
-    raise ValueError(f"no config given and {path} does not exist; pass "
-                     "--config=FILE")
-  try:
-    with open(path) as f:
-      values = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: not a JSON config ({e})") from None
-  if not isinstance(values, dict):
-    raise ValueError(f"{path}: expected a JSON object, found "
-                     f"{type(values).__name__}")
-  return ml_collections.ConfigDict(_lists_to_tuples(values))
-
-
-@contextlib.contextmanager
-def _quiet_orbax():
-  """Silences orbax's absl warnings about read-only options and items that
-  are not restored (the train state's data-iterator item)."""
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    absl_logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _read_only_manager(checkpoint_dir: str, **kwargs):
-  """A read-only orbax CheckpointManager."""
-  with _quiet_orbax():
-    manager = ocp.CheckpointManager(
-        os.path.abspath(checkpoint_dir),
-        options=ocp.CheckpointManagerOptions(read_only=True), **kwargs)
-  try:
-    yield manager
-  finally:
-    manager.close()
-
-
 def checkpoint_steps(checkpoint_dir: str) -> List[int]:
   """Sorted steps of the orbax checkpoints in `checkpoint_dir` ([] if none)."""
   if not os.path.isdir(checkpoint_dir):
     return []
-  with _read_only_manager(checkpoint_dir) as manager:
+  with checkpoint_lib.read_only_manager(checkpoint_dir) as manager:
     return sorted(manager.all_steps())
 
 
@@ -192,75 +137,11 @@ class LoadedModels:
   sources: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
-def _single_device_target(metadata, device):
-  """Abstract arrays on one device for every array leaf of orbax metadata."""
-  sharding = jax.sharding.SingleDeviceSharding(device)
-
-  def leaf(m):
-    if hasattr(m, "shape") and hasattr(m, "dtype"):
-      return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding)
-    return m
-  return jax.tree.map(leaf, metadata)
-
-
-def restore_checkpoint_params(checkpoint_dir: str, prefer_ema: bool = True
-                              ) -> Tuple[Optional[Dict[str, Any]],
-                                         Dict[str, Any]]:
-  """Params of the newest readable checkpoint, on any device topology.
-
-  Like `train_lib.run.restore_params`, but the arrays are restored onto one
-  local device from the checkpoint's metadata, so a checkpoint written on 8
-  devices (or a TPU pod slice) reads on a 1-device CPU; also says which step
-  and which params it used.
-
-  Args:
-    checkpoint_dir: WORKDIR/<stage>/checkpoints.
-    prefer_ema: use `ema_params` when the checkpoint has them.
-
-  Returns:
-    (`{"params": numpy tree}` or None when there is no checkpoint,
-     {"step", "params": "ema" | "params", "unreadable": [steps]}).
-
-  Raises:
-    ValueError: checkpoints exist but none is readable.
-  """
-  if not os.path.isdir(checkpoint_dir):
-    return None, {}
-  unreadable, errors = [], []
-  with _read_only_manager(
-      checkpoint_dir,
-      item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
-    steps = sorted(manager.all_steps(), reverse=True)
-    if not steps:
-      return None, {}
-    for step in steps:
-      try:
-        with _quiet_orbax():
-          metadata = manager.item_metadata(step)["state"]
-          target = _single_device_target(metadata, jax.local_devices()[0])
-          state = manager.restore(step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(target)))["state"]
-      except Exception as e:  # pylint: disable=broad-except
-        unreadable.append(int(step))
-        errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                      if str(e) else type(e).__name__)
-        logging.warning("checkpoint %s/%s is unreadable (%s); trying the "
-                        "previous one", checkpoint_dir, step, errors[-1])
-        continue
-      ema = state.get("ema_params") if prefer_ema else None
-      params = ema if ema is not None else state["params"]
-      return {"params": jax.device_get(params)}, {
-          "step": int(step), "params": "ema" if ema is not None else "params",
-          "unreadable": unreadable}
-  raise ValueError(f"no readable checkpoint in {checkpoint_dir} (steps "
-                   f"{unreadable}; newest: {errors[0]})")
-
-
 def _restore_from_workdir(workdir: str, stage: str, expected
                           ) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
   """The newest readable checkpoint of `stage`, checked; (None, {}) if none."""
   checkpoint_dir = os.path.join(workdir, stage, "checkpoints")
-  variables, info = restore_checkpoint_params(checkpoint_dir)
+  variables, info = checkpoint_lib.restore_params_with_info(checkpoint_dir)
   if variables is None:
     return None, {}
   official.check_tree(variables, expected,
@@ -282,6 +163,13 @@ def _given(variables, expected, stage: str):
                                      "step": None}
 
 
+def _exported(workdir: str, stage: str) -> Optional[str]:
+  """WORKDIR/<stage>.msgpack when WORKDIR is an exported folder
+  (`python -m maskgit_jax.export`), else None."""
+  path = os.path.join(workdir, f"{stage}.msgpack")
+  return path if os.path.isfile(path) else None
+
+
 def load_models(config: ml_collections.ConfigDict, workdir: str, *,
                 tokenizer_checkpoint: Optional[str] = None,
                 transformer_checkpoint: Optional[str] = None,
@@ -290,8 +178,10 @@ def load_models(config: ml_collections.ConfigDict, workdir: str, *,
   """Builds the config's models and finds their variables.
 
   Order of precedence per stage: variables passed in, an explicit released-
-  format file, (tokenizer only) `config.tokenizer_checkpoint`, the newest
-  checkpoint in WORKDIR/<stage>/checkpoints.
+  format file, WORKDIR/<stage>.msgpack (a folder written by
+  `python -m maskgit_jax.export`), (tokenizer only)
+  `config.tokenizer_checkpoint`, the newest checkpoint in
+  WORKDIR/<stage>/checkpoints.
 
   Args:
     config: the run's config.
@@ -312,13 +202,14 @@ def load_models(config: ml_collections.ConfigDict, workdir: str, *,
   out = LoadedModels(tokenizer, transformer)
   images = np.zeros((1, config.image_size, config.image_size,
                      tokenizer.channels), np.float32)
-  config_file = config.get("tokenizer_checkpoint", "") or None
+  tokenizer_file = (tokenizer_checkpoint or _exported(workdir, "tokenizer")
+                    or config.get("tokenizer_checkpoint", "") or None)
   if tokenizer_variables is not None:
     expected = official.model_shapes(tokenizer, images,
                                      method=_tokenizer_roundtrip)
     found = _given(tokenizer_variables, expected, "tokenizer")
-  elif tokenizer_checkpoint or config_file:
-    found = _load_file(tokenizer_checkpoint or config_file, tokenizer, images,
+  elif tokenizer_file:
+    found = _load_file(tokenizer_file, tokenizer, images,
                        method=_tokenizer_roundtrip)
   else:
     expected = official.model_shapes(tokenizer, images,
@@ -333,8 +224,10 @@ def load_models(config: ml_collections.ConfigDict, workdir: str, *,
   if transformer_variables is not None:
     found = _given(transformer_variables,
                    official.model_shapes(transformer, ids), "transformer")
-  elif transformer_checkpoint:
-    found = _load_file(transformer_checkpoint, transformer, ids)
+  elif transformer_checkpoint or _exported(workdir, "transformer"):
+    found = _load_file(
+        transformer_checkpoint or _exported(workdir, "transformer"),
+        transformer, ids)
   else:
     found = _restore_from_workdir(workdir, "transformer",
                                   official.model_shapes(transformer, ids))
@@ -753,6 +646,15 @@ def _class_fidelity(train: RealSet, gen_feats, gen_labels, real_feats,
 # The evaluation.
 
 
+def _workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json, as training (or the export CLI) writes it."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"no config given and {path} does not exist; pass "
+                     "--config=FILE")
+  return sample_lib.config_from_json(path)
+
+
 def _check_sizes(num_samples: int, num_real: int, num_train: int,
                  batch_size: int):
   minimum = PR_K + 1
@@ -864,8 +766,8 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
     raise ValueError(f"workdir {workdir} does not exist")
   if output is not None and os.path.isdir(output):
     raise ValueError(f"--output={output} is a folder; give a .json path")
-  config = load_config_json(os.path.join(workdir, "config.json")) if (
-      config is None) else config
+  if config is None:
+    config = _workdir_config(workdir)
   want_transformer = stages is None or "transformer" in stages
   loaded = load_models(
       config, workdir, tokenizer_checkpoint=tokenizer_checkpoint,

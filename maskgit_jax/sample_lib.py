@@ -26,6 +26,7 @@ from maskgit_jax import models
 from maskgit_jax import official
 from maskgit_jax import visualize
 from maskgit_jax.libml import sampling
+from maskgit_jax.train_lib import checkpoint as checkpoint_lib
 
 
 def _roundtrip(module, images):
@@ -88,11 +89,9 @@ def _restore_checked(checkpoint_dir: str, module, *example_args,
   Raises FileNotFoundError when the folder holds no readable checkpoint and
   ValueError when the variables do not fit `module` (another model size).
   """
-  # Imported here: the training library imports this module.
-  # pylint: disable-next=g-import-not-at-top
-  from maskgit_jax.train_lib import run as run_lib
   with _absl_log_level(absl_logging.ERROR):  # orbax's notes on read-only use
-    variables = run_lib.restore_params(checkpoint_dir, prefer_ema=True)
+    variables, _ = checkpoint_lib.restore_params_with_info(
+        checkpoint_dir, prefer_ema=True)
   if variables is None:
     raise FileNotFoundError(f"No readable checkpoint in {checkpoint_dir}")
   expected = official.model_shapes(module, *example_args, **kwargs)

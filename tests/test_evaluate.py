@@ -122,8 +122,9 @@ def run_dir(tmp_path_factory):
 def full_report(run_dir):
   workdir, _ = run_dir
   extractor = RandomInception8()
-  report = evaluate_lib.evaluate(None, str(workdir), feature_extractor=extractor,
-                                 progress=False, **SIZES)
+  report = evaluate_lib.evaluate(None, str(workdir),
+                                 feature_extractor=extractor, progress=False,
+                                 **SIZES)
   return report, extractor
 
 
@@ -250,15 +251,20 @@ def write_released(tmp_path, config, seed=0):
 def test_released_files_and_a_floor_without_enough_real_images(tmp_path):
   config = tiny_config(max_examples=20)  # 20 < 12 reference + 12 held out
   tok, tr = write_released(tmp_path, config)
-  workdir = tmp_path / "work"
+  # The tokenizer from an exported folder (`python -m maskgit_jax.export`),
+  # the transformer from an explicit file; the config from config.json.
+  workdir = tmp_path / "exported"
   workdir.mkdir()
+  shutil.copy(tok, workdir / "tokenizer.msgpack")
+  run.write_config(config, str(workdir))
   report = evaluate_lib.evaluate(
-      config, str(workdir), tokenizer_checkpoint=tok,
-      transformer_checkpoint=tr, feature_extractor=PixelFeatures(),
-      progress=False, **SIZES)
-  assert report["models"]["tokenizer"] == {"source": "file", "path": tok,
-                                           "step": None}
+      None, str(workdir), transformer_checkpoint=tr,
+      feature_extractor=PixelFeatures(), progress=False, **SIZES)
+  assert report["models"]["tokenizer"] == {
+      "source": "file", "path": str(workdir / "tokenizer.msgpack"),
+      "step": None}
   assert report["models"]["transformer"]["path"] == tr
+  assert report["data"]["eval_examples"] == 20
   for stage, key in (("tokenizer", "rfid"), ("transformer", "fid")):
     section = report[stage]
     assert section[key] > 0
@@ -268,6 +274,18 @@ def test_released_files_and_a_floor_without_enough_real_images(tmp_path):
   assert any("needs 24 real eval images" in n for n in report["notes"])
   assert json.loads(pathlib.Path(report["path"]).read_text()) == report
   assert "floor: n/a" in evaluate_lib.format_report(report)
+
+
+def test_images_smaller_than_the_ssim_window(tmp_path):
+  config = tiny_config()
+  config.image_size = 8
+  tok, _ = write_released(tmp_path, config)
+  report = evaluate_lib.evaluate(
+      config, str(tmp_path), tokenizer_checkpoint=tok, stages=["tokenizer"],
+      feature_extractor=PixelFeatures(), progress=False, **SIZES)
+  assert report["tokenizer"]["ssim"] is None
+  assert report["tokenizer"]["psnr"] > 0
+  assert "SSIM needs images of at least 11x11 pixels" in report["notes"]
 
 
 def test_bad_input_raises_before_writing_anything(run_dir, tmp_path):
@@ -348,17 +366,6 @@ def test_training_hook(run_dir, tmp_path):
       log=logged.append)
   assert given["tokenizer"] == report["tokenizer"]
   assert (hook_dir / "eval_tokenizer_7.json").is_file()
-
-
-def test_config_json_round_trip(tmp_path):
-  config = tiny_config()
-  run.write_config(config, str(tmp_path))
-  loaded = evaluate_lib.load_config_json(str(tmp_path / "config.json"))
-  assert loaded.to_dict() == config.to_dict()
-  assert loaded.class_names == config.class_names
-  (tmp_path / "bad.json").write_text("[1, 2]")
-  with pytest.raises(ValueError, match="expected a JSON object"):
-    evaluate_lib.load_config_json(str(tmp_path / "bad.json"))
 
 
 def test_balanced_labels():

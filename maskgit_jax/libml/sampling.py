@@ -13,7 +13,7 @@ arguments (not baked in as constants).
 """
 
 import functools
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp

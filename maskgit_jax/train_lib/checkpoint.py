@@ -8,9 +8,10 @@ previous one is used; nothing is deleted.
 """
 
 import base64
+import contextlib
 import logging
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -87,3 +88,95 @@ def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract_state, shardings)
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+  """Silences orbax's absl warnings about read-only options and items that
+  are not restored (the train state's data-iterator item)."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def read_only_manager(checkpoint_dir: str, **kwargs):
+  """A read-only orbax CheckpointManager."""
+  with quiet_orbax():
+    manager = ocp.CheckpointManager(
+        os.path.abspath(checkpoint_dir),
+        options=ocp.CheckpointManagerOptions(read_only=True), **kwargs)
+  try:
+    yield manager
+  finally:
+    manager.close()
+
+
+def _single_device_target(metadata, device):
+  """Abstract arrays on one device for every array leaf of orbax metadata."""
+  sharding = jax.sharding.SingleDeviceSharding(device)
+
+  def leaf(m):
+    if hasattr(m, "shape") and hasattr(m, "dtype"):
+      return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding)
+    return m
+  return jax.tree.map(leaf, metadata)
+
+
+def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True
+                              ) -> Tuple[Optional[Dict[str, Any]],
+                                         Dict[str, Any]]:
+  """Params of the newest readable checkpoint, on any device topology.
+
+  The arrays are restored onto one local device from the checkpoint's
+  metadata, so a checkpoint written on 8
+  devices (or a TPU pod slice) reads on a 1-device CPU; also says which step
+  and which params it used.
+
+  Args:
+    checkpoint_dir: WORKDIR/<stage>/checkpoints.
+    prefer_ema: use `ema_params` when the checkpoint has them.
+
+  Returns:
+    (`{"params": numpy tree}` or None when there is no checkpoint,
+     {"step", "params": "ema" | "params", "unreadable": [steps]}).
+
+  Raises:
+    ValueError: checkpoints exist but none is readable.
+  """
+  if not os.path.isdir(checkpoint_dir):
+    return None, {}
+  unreadable, errors = [], []
+  with read_only_manager(
+      checkpoint_dir,
+      item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      return None, {}
+    for step in steps:
+      try:
+        with quiet_orbax():
+          metadata = manager.item_metadata(step)["state"]
+          target = _single_device_target(metadata, jax.local_devices()[0])
+          state = manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(target)))["state"]
+      except Exception as e:  # pylint: disable=broad-except
+        unreadable.append(int(step))
+        errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                      if str(e) else type(e).__name__)
+        logging.warning("checkpoint %s/%s is unreadable (%s); trying the "
+                        "previous one", checkpoint_dir, step, errors[-1])
+        continue
+      ema = state.get("ema_params") if prefer_ema else None
+      params = ema if ema is not None else state["params"]
+      return {"params": jax.device_get(params)}, {
+          "step": int(step), "params": "ema" if ema is not None else "params",
+          "unreadable": unreadable}
+  raise ValueError(f"no readable checkpoint in {checkpoint_dir} (steps "
+                   f"{unreadable}; newest: {errors[0]})")
+
+

@@ -13,15 +13,12 @@ Each stage resumes from its newest readable checkpoint and is skipped when it
 is complete, so re-running the same command continues an interrupted run.
 """
 
-import json
-import logging
 import os
 from typing import Any, Dict, Optional
 
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from maskgit_jax import data as data_lib
 from maskgit_jax import models
@@ -56,31 +53,11 @@ def data_config(config: ml_collections.ConfigDict,
   return d
 
 
-def restore_params(checkpoint_dir: str, prefer_ema: bool = True,
-                   note=logging.warning) -> Optional[Dict[str, Any]]:
-  """`{"params": ...}` from the newest readable checkpoint (EMA if present).
-
-  Returns None when the folder holds no checkpoint.
-  """
-  if not os.path.isdir(checkpoint_dir):
-    return None
-  manager = ocp.CheckpointManager(
-      os.path.abspath(checkpoint_dir),
-      options=ocp.CheckpointManagerOptions(read_only=True))
-  try:
-    for step in sorted(manager.all_steps(), reverse=True):
-      try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
-      except Exception as e:  # pylint: disable=broad-except
-        note(f"Checkpoint {checkpoint_dir}/{step} is unreadable "
-             f"({type(e).__name__}); trying the previous one.")
-        continue
-      params = restored.get("ema_params") if prefer_ema else None
-      return {"params": params if params is not None else restored["params"]}
-    return None
-  finally:
-    manager.close()
+def restore_params(checkpoint_dir: str, prefer_ema: bool = True
+                   ) -> Optional[Dict[str, Any]]:
+  """`{"params": ...}` from the newest readable checkpoint (EMA if present),
+  on any device topology; None when the folder holds no checkpoint."""
+  return checkpoint_lib.restore_params_with_info(checkpoint_dir, prefer_ema)[0]
 
 
 def _stage_rng(config, stage: str) -> jax.Array:
@@ -160,6 +137,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     params = state.ema_params if state.ema_params is not None else state.params
     tok_vars = {"params": jax.device_get(params)}
     out["tokenizer"] = tok_vars
+    _evaluate_after(config, workdir, "tokenizer", section, log,
+                    tokenizer_variables=tok_vars)
 
   if "transformer" in config.stages:
     if tok_vars is None:
@@ -178,6 +157,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        rules)
     params = state.ema_params if state.ema_params is not None else state.params
     out["transformer"] = {"params": jax.device_get(params)}
+    _evaluate_after(config, workdir, "transformer", section, log,
+                    tokenizer_variables=tok_vars,
+                    transformer_variables=out["transformer"])
     sampler = sampling.MaskGitSampler(tokenizer, tok_vars, transformer,
                                       out["transformer"],
                                       num_classes=config.num_classes)
@@ -189,6 +171,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       out["samples"] = path
       log(f"wrote {path}")
   return out
+
+
+def _evaluate_after(config, workdir, stage, section, log, **variables):
+  """The periodic evaluation hook: after each stage when
+  `config.evaluation.enabled` (see `evaluate_lib.evaluate_after_stage`)."""
+  if not config.get("evaluation") or not config.evaluation.enabled:
+    return None
+  # evaluate_lib builds on this module; imported only when evaluating.
+  from maskgit_jax import evaluate_lib  # pylint: disable=import-outside-toplevel
+  return evaluate_lib.evaluate_after_stage(
+      config, workdir, stage, step=int(section.num_steps), log=log, **variables)
 
 
 def load_tokenizer_variables(config, workdir, tokenizer):

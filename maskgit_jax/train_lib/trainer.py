@@ -18,7 +18,6 @@ from typing import Any, Callable, Dict, Iterator, Optional
 import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
