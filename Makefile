@@ -7,7 +7,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 WORKDIR ?= runs/fashion_mnist
 
-.PHONY: demo test setup sysdeps bench eval clean-venv
+.PHONY: demo test setup sysdeps bench eval checkpoint clean-venv
 
 sysdeps:
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
@@ -35,6 +35,19 @@ demo: setup
 
 test: setup
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q tests
+
+# Regenerates checkpoints/fashion_mnist (the shipped model): trains with the
+# step counts it was trained with, exports, evaluates.
+CKPT_RUN ?= runs/fashion_mnist_checkpoint
+checkpoint: setup
+	$(PY) -m maskgit_jax.train --config=configs/fashion_mnist.py --workdir=$(CKPT_RUN) \
+	  --config.tokenizer_training.num_steps=2000 \
+	  --config.transformer_training.num_steps=3500 \
+	  --config.transformer_training.optimizer.warmup_steps=200
+	$(PY) -m maskgit_jax.export --workdir=$(CKPT_RUN) --output=checkpoints/fashion_mnist
+	$(PY) -m maskgit_jax.evaluate --workdir=checkpoints/fashion_mnist \
+	  --num_samples=200 --num_real=200 --batch_size=50 \
+	  --output=checkpoints/fashion_mnist/eval.json
 
 eval: setup
 	$(PY) -m maskgit_jax.evaluate --workdir=$(WORKDIR)

@@ -63,8 +63,6 @@ def get_config():
   m.checkpoint_every = 400
   m.image_every = 400
 
-  config.sampling = ml_collections.ConfigDict(dict(
-      num_iter=12, choice_temperature=4.5, mask_scheduling_method="cosine",
-      guidance_scale=0.0, guidance_schedule="constant",
-      sampling_temperature=1.0, top_k=0, samples_per_class=8, grid_scale=2))
+  config.sampling = defaults.sampling(num_iter=12, samples_per_class=8,
+                                     grid_scale=2)
   return config

@@ -50,8 +50,6 @@ def get_config():
   config.transformer_training.image_every = 10_000
 
   # The release's inference settings (maskgit/inference.py).
-  config.sampling = ml_collections.ConfigDict(dict(
-      num_iter=16, choice_temperature=4.5, mask_scheduling_method="cosine",
-      guidance_scale=0.0, guidance_schedule="constant",
-      sampling_temperature=1.0, top_k=0, samples_per_class=4, grid_scale=1))
+  config.sampling = defaults.sampling(num_iter=16, samples_per_class=4,
+                                     grid_scale=1)
   return config

@@ -34,8 +34,6 @@ def get_config():
   config.tokenizer_training.log_every = 100
   config.tokenizer_training.checkpoint_every = 10_000
   config.tokenizer_training.image_every = 10_000
-  config.sampling = ml_collections.ConfigDict(dict(
-      num_iter=16, choice_temperature=4.5, mask_scheduling_method="cosine",
-      guidance_scale=0.0, guidance_schedule="constant",
-      sampling_temperature=1.0, top_k=0, samples_per_class=4, grid_scale=1))
+  config.sampling = defaults.sampling(num_iter=16, samples_per_class=4,
+                                     grid_scale=1)
   return config

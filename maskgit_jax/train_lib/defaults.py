@@ -29,6 +29,17 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def sampling(num_iter: int = 16, samples_per_class: int = 4,
+             grid_scale: int = 1) -> ml_collections.ConfigDict:
+  """`config.sampling`: decoding options (the release's inference defaults:
+  16 iterations, choice temperature 4.5, cosine schedule) and grid layout."""
+  return ml_collections.ConfigDict(dict(
+      num_iter=num_iter, choice_temperature=4.5,
+      mask_scheduling_method="cosine", guidance_scale=0.0,
+      guidance_schedule="constant", sampling_temperature=1.0, top_k=0,
+      samples_per_class=samples_per_class, grid_scale=grid_scale))
+
+
 def _logging(c):
   c.log_every = 100
   c.checkpoint_every = 1000
