@@ -56,6 +56,7 @@ bench: setup
 	$(PY) benchmarks/sampler.py --shapes=embedded
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/inception_throughput.py
+	$(PY) benchmarks/train_step.py
 
 clean-venv:
 	rm -rf $(VENV)

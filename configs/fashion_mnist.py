@@ -51,7 +51,7 @@ def get_config():
   t.image_every = 500
 
   m = config.transformer_training = defaults.transformer_training()
-  m.num_steps = 1200
+  m.num_steps = 1500
   m.batch_size = 64
   m.optimizer.lr = 1e-3
   m.optimizer.warmup_steps = 100
@@ -60,8 +60,8 @@ def get_config():
   m.ema_decay = 0.0
   m.samples.per_class = 4
   m.log_every = 100
-  m.checkpoint_every = 400
-  m.image_every = 400
+  m.checkpoint_every = 500
+  m.image_every = 500
 
   config.sampling = defaults.sampling(num_iter=12, samples_per_class=8,
                                      grid_scale=2)
