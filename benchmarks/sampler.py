@@ -16,14 +16,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from maskgit_jax import models
+from timing import median_time  # benchmarks/timing.py
 from maskgit_jax.libml import sampling
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
@@ -33,16 +32,6 @@ SHAPES = {
     "embedded": ("small", "small", 32, 10, 1),
     "imagenet256": ("imagenet", "imagenet256", 256, 1000, 3),
 }
-
-
-def median_time(fn, repeats):
-  jax.block_until_ready(fn())  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def build(shape, dtype):

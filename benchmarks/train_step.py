@@ -19,8 +19,6 @@ import os
 import pathlib
 import platform
 import resource
-import statistics
-import time
 
 import flax.linen as nn
 import jax
@@ -28,21 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskgit_jax import models
+from timing import median_time  # benchmarks/timing.py
 from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def median_time(fn, repeats):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def matmul_peak(dtype, sizes=(512, 1024, 2048)):
