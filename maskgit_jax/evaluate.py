@@ -11,12 +11,16 @@ receives the report and the feature cache). Writes WORKDIR/eval_<UTC
 time>.json (or --output) and prints a table; see maskgit_jax/evaluate_lib.py
 for the metrics. Bad input: one `error: ...` line, exit status 1, nothing
 written.
+Started on several processes (the --distributed flags of
+maskgit_jax/distributed.py), process 0 evaluates on its local devices and
+writes; the others wait for it.
 """
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from maskgit_jax import cli
+from maskgit_jax import distributed
 from maskgit_jax import evaluate_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -53,6 +57,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
+  try:
+    distributed.initialize_from_flags()
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  if not distributed.is_primary():
+    return  # Process 0 does the work; the others wait for it at exit.
   try:
     report = evaluate_lib.evaluate(
         _CONFIG.value, _WORKDIR.value,

@@ -42,7 +42,9 @@ Any `--config.key=value` overrides the config file.
       --output=edit.png
 
 Errors are one line `error: ...` on stderr, exit code 1, and leave existing
-outputs untouched.
+outputs untouched. Started on several processes (the --distributed flags of
+maskgit_jax/distributed.py), process 0 samples on its local devices and
+writes; the others wait for it.
 """
 import os
 from typing import List
@@ -52,6 +54,7 @@ import jax
 from ml_collections import config_flags
 
 from maskgit_jax import cli
+from maskgit_jax import distributed
 from maskgit_jax import edit_lib
 from maskgit_jax import models
 from maskgit_jax import sample_lib
@@ -278,6 +281,12 @@ def run(mode: str) -> List[str]:
 def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    distributed.initialize_from_flags()
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  if not distributed.is_primary():
+    return  # Process 0 does the work; the others wait for it at exit.
   try:
     written = run(_MODE.value)
   except (ValueError, OSError) as e:

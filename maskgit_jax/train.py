@@ -4,12 +4,16 @@ r"""Train both stages: `python -m maskgit_jax.train --config=CONFIG --workdir=DI
       --workdir=runs/fashion_mnist [--config.key=value ...]
 
 The run resumes from DIR's newest checkpoint; SIGTERM saves and exits.
+Several processes (hosts): run the same command on each; see
+`maskgit_jax/distributed.py` for --distributed, --coordinator_address,
+--num_processes and --process_id, and launch/ for pods and clusters.
 """
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from maskgit_jax import cli
+from maskgit_jax import distributed
 from maskgit_jax.train_lib import run
 from maskgit_jax.train_lib import trainer
 
@@ -24,6 +28,7 @@ def main(argv):
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required.")
   try:
+    distributed.initialize_from_flags()
     run.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except trainer.Preempted as e:
     print(f"stopped: {e}; run the same command to resume.")

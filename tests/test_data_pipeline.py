@@ -164,27 +164,37 @@ def test_state_from_a_different_pipeline_is_refused(fmnist):
 
 
 @pytest.mark.parametrize('shuffle', [True, False])
-def test_train_shards_are_disjoint_and_equal(fmnist, shuffle):
-  shards = []
+def test_train_batches_do_not_depend_on_process_count(fmnist, shuffle):
+  config = plain(fmnist, shuffle=shuffle)
+  one = data.create_dataset(config, 'train', 8, process_index=0,
+                            process_count=1)
+  assert one.steps_per_epoch == 3  # 30 records // 8.
+  whole = [record_ids(b['image']) for b in take(one.iterator(), 30)]
+  parts = []
   for p in range(4):
-    ds = data.create_dataset(plain(fmnist, shuffle=shuffle), 'train', 8,
-                             process_index=p, process_count=4)
-    assert ds.batch_size == 2 and ds.shard_size == 7
-    assert ds.steps_per_epoch == 3  # The same on every process.
+    ds = data.create_dataset(config, 'train', 8, process_index=p,
+                             process_count=4)
+    assert ds.batch_size == 2 and ds.steps_per_epoch == 3
     ids = [record_ids(b['image']) for b in take(ds.iterator(), 30)]
     np.testing.assert_array_equal(np.stack(ids),
                                   [ds.record_indices(i) for i in range(30)])
-    # Over 10 epochs the process reads only its 7 records: all of them when
-    # reshuffled, the same first 6 every epoch when not.
-    shard = set(np.concatenate(ids).tolist())
-    if shuffle:
-      assert len(shard) == 7
-    else:
-      assert shard == set(range(7 * p, 7 * p + 6))
-    shards.append(shard)
-  assert len(set.union(*shards)) == sum(map(len, shards))  # Disjoint.
-  if shuffle:  # A random subset, not a contiguous run of records.
-    assert any(max(s) - min(s) > 6 for s in shards)
+    parts.append(np.stack(ids))
+    # The iterator state restores on any process count.
+    it = ds.iterator()
+    take(it, 5)
+    np.testing.assert_array_equal(
+        record_ids(next(one.iterator(it.get_state()))['image'])[2 * p:2 * p + 2],
+        whole[5][2 * p:2 * p + 2])
+  # Global batch k = process batches k side by side, as with one process.
+  np.testing.assert_array_equal(np.concatenate(parts, axis=1), np.stack(whole))
+  for epoch in range(10):  # Within an epoch no record repeats.
+    seen = np.concatenate(whole[3 * epoch:3 * epoch + 3])
+    assert len(set(seen.tolist())) == 24
+    if not shuffle:
+      np.testing.assert_array_equal(seen, np.arange(24))
+  if shuffle:  # Each epoch is a new permutation of all 30 records.
+    assert len(set(np.concatenate(whole).tolist())) == 30
+    assert not np.array_equal(whole[0], whole[3])
 
 
 def test_eval_shards_cover_everything_once(fmnist):
@@ -325,7 +335,7 @@ def test_bad_arguments(fmnist, tmp_path):
   with pytest.raises(ValueError, match='multiple of the process count 3'):
     data.create_dataset({'path': fmnist}, 'train', 8, process_index=0,
                         process_count=3)
-  with pytest.raises(ValueError, match='fewer than the per-process batch'):
+  with pytest.raises(ValueError, match='fewer than the global batch size'):
     data.create_dataset({'path': fmnist}, 'train', 64, process_index=0,
                         process_count=1)
   with pytest.raises(ValueError, match='crop_scale'):

@@ -9,27 +9,18 @@
 
 with b = global_batch_size / process_count.
 
-Sharding. Process p reads only shard p of `process_count` shards, cut with
-grain's contiguous `even_split` rule:
-  train: equal shards so that every process makes the same number of steps
-         per epoch (N mod process_count records are never read). With
-         shuffle=True the records are first permuted once with the seed, so
-         each shard is a fixed random subset (class-sorted folders are
-         mixed over the processes); shuffle=False keeps the source order;
-  eval:  contiguous shards in source order, differing by at most one record;
-         every shard is padded to the same number of batches (see below).
+Sharding. Training batches do not depend on the number of processes: every
+epoch is one seeded permutation of all N records (`shuffle=False` keeps the
+source order); global batch k is positions [k*B, (k+1)*B) of it, and process
+p takes the slice [p*b, (p+1)*b) of that batch. So 1 process with batch B
+and P processes with B/P each see the same global batches, and a run can be
+resumed on a different number of hosts. N mod B records (a different
+remainder every epoch) are left out of each epoch. Evaluation: contiguous
+shards in source order, differing by at most one record; every shard is
+padded to the same number of batches (see below).
 
-Training ('train'): epochs repeat forever (or `num_epochs`); each epoch is a
-new permutation of the shard (a function of seed and epoch; `shuffle=False`
-keeps the file order). The last partial batch of every epoch is dropped, so
-a batch never spans two epochs: `steps_per_epoch = shard_size // b`, and a
-different remainder is dropped every epoch. All masks are True.
-
-Evaluation ('eval'): one pass in order, no randomness. The last batch is
-padded to the full size b with zero images, label 0 and mask False, and
-every process yields the same number of batches (`steps_per_epoch`, computed
-from the largest shard), so that global arrays can be made on every step.
-Metrics must weight examples by 'mask'.
+Training ('train'): epochs repeat forever (or `num_epochs`); a batch never
+spans two epochs: `steps_per_epoch = N // B`. All masks are True.
 
 Randomness. The crop and flip of a record use an RNG seeded with (seed,
 epoch, record index) only, so they do not depend on the process count,
@@ -82,11 +73,14 @@ class _Plan:
   """What the records of one process are, and in which order."""
   train: bool
   num_examples: int
-  shard_start: int
+  shard_start: int  # Evaluation: this process's contiguous shard.
   shard_size: int
-  epoch_length: int  # Records per epoch (a multiple of the batch size).
+  epoch_length: int  # Stream positions per epoch (a multiple of batch_size).
   seed: int
   shuffle: bool
+  batch_size: int = 1  # Per process.
+  global_batch_size: int = 1
+  process_index: int = 0
 
 
 class _LoadRecord:
@@ -100,7 +94,7 @@ class _LoadRecord:
     self._epoch_seeds: dict[int, int] = {}
 
   def _epoch_seed(self, epoch: int) -> int:
-    """A uint32 seed per epoch; epoch -1 seeds the split into shards."""
+    """A uint32 seed per epoch."""
     seed = self._epoch_seeds.get(epoch)
     if seed is None:
       seed = int(np.random.SeedSequence(
@@ -108,23 +102,26 @@ class _LoadRecord:
       self._epoch_seeds[epoch] = seed
     return seed
 
-  def record_index(self, epoch: int, position: int) -> int:
-    """The record (index into the source) at `position` of `epoch`.
-
-    With shuffling, the shard is a fixed random subset of the records (a
-    seeded permutation of all records cut into contiguous parts, so that
-    class-sorted folders are mixed over the processes), visited in a new
-    order every epoch.
-    """
+  def global_position(self, index: int) -> tuple[int, int]:
+    """(epoch, position in the epoch's permutation) of this process's
+    stream index `index` (training)."""
     plan = self._plan
+    step, j = divmod(index, plan.batch_size)
+    position = (step * plan.global_batch_size +
+                plan.process_index * plan.batch_size + j)
+    per_epoch = plan.epoch_length // plan.batch_size * plan.global_batch_size
+    return divmod(position, per_epoch)
+
+  def record_index(self, epoch: int, position: int) -> int:
+    """The record (index into the source) at global `position` of `epoch`:
+    a seeded permutation of all records, new every epoch."""
+    plan = self._plan
+    position %= plan.num_examples
     if not plan.shuffle:
-      return plan.shard_start + position
-    position = grain.experimental.index_shuffle(
-        position, max_index=plan.shard_size - 1,
-        seed=self._epoch_seed(epoch), rounds=4)
+      return position
     return grain.experimental.index_shuffle(
-        plan.shard_start + position, max_index=plan.num_examples - 1,
-        seed=self._epoch_seed(-1), rounds=4)
+        position, max_index=plan.num_examples - 1,
+        seed=self._epoch_seed(epoch), rounds=4)
 
   def _example(self, record: int, rng: np.random.Generator | None,
                ) -> dict[str, Any] | None:
@@ -149,10 +146,9 @@ class _LoadRecord:
         return self._padding()
       example = self._example(plan.shard_start + index, None)
       return self._padding() if example is None else example
-    epoch, position = divmod(index, plan.epoch_length)
+    epoch, position = self.global_position(index)
     for attempt in range(_MAX_SUBSTITUTES + 1):
-      record = self.record_index(
-          epoch, (position + attempt) % plan.shard_size)
+      record = self.record_index(epoch, position + attempt)
       rng = np.random.default_rng((plan.seed, epoch, record))
       example = self._example(record, rng)
       if example is not None:
@@ -191,8 +187,9 @@ def _fingerprint(cfg: ml_collections.FrozenConfigDict, split: str,
   fp['crop_scale'] = list(fp['crop_scale'])
   fp['crop_ratio'] = list(fp['crop_ratio'])
   fp.update(split=split, num_examples=num_examples,
-            global_batch_size=global_batch_size, process_index=process_index,
-            process_count=process_count)
+            global_batch_size=global_batch_size)
+  if split != 'train':  # Training batches do not depend on the processes.
+    fp.update(process_index=process_index, process_count=process_count)
   return fp
 
 
@@ -242,25 +239,27 @@ class Dataset:
     self.num_classes = self.source.num_classes
     self.class_names = tuple(self.source.class_names)
     self.conditional = self.source.conditional
-    start, end = even_split(self.num_examples, shard_options)
-    self.shard_size = end - start
     train = split == 'train'
     if train:
-      self.steps_per_epoch = self.shard_size // batch
+      start = 0
+      self.steps_per_epoch = self.num_examples // global_batch_size
+      self.shard_size = self.steps_per_epoch * batch
       if self.steps_per_epoch == 0:
         raise ValueError(
-            f'The training data has {self.num_examples} records, '
-            f'{self.shard_size} per process: fewer than the per-process batch '
-            f'size {batch} (global batch size {global_batch_size}). Use a '
-            'smaller global_batch_size or more data.')
+            f'The training data has {self.num_examples} records, fewer than '
+            f'the global batch size {global_batch_size}. Use a smaller '
+            'global_batch_size or more data.')
     else:
+      start, end = even_split(self.num_examples, shard_options)
+      self.shard_size = end - start
       largest_shard = math.ceil(self.num_examples / process_count)
       self.steps_per_epoch = math.ceil(largest_shard / batch)
     self._plan = _Plan(
         train=train, num_examples=self.num_examples, shard_start=start,
         shard_size=self.shard_size,
         epoch_length=self.steps_per_epoch * batch, seed=cfg.seed,
-        shuffle=train and cfg.shuffle)
+        shuffle=train and cfg.shuffle, batch_size=batch,
+        global_batch_size=global_batch_size, process_index=process_index)
     self.preprocessor = preprocess.Preprocessor(
         image_size=cfg.image_size, channels=cfg.channels,
         random_crop=cfg.random_crop, crop_scale=cfg.crop_scale,
@@ -294,8 +293,7 @@ class Dataset:
     for j in range(b):
       index = step * b + j
       if self._plan.train:
-        epoch, position = divmod(index, self._plan.epoch_length)
-        out[j] = self._load.record_index(epoch, position)
+        out[j] = self._load.record_index(*self._load.global_position(index))
       else:
         out[j] = (self._plan.shard_start + index
                   if index < self.shard_size else -1)

@@ -105,11 +105,17 @@ def quiet_orbax():
 
 @contextlib.contextmanager
 def read_only_manager(checkpoint_dir: str, **kwargs):
-  """A read-only orbax CheckpointManager."""
+  """A read-only orbax CheckpointManager for this process alone: with several
+  processes, any subset of them (e.g. process 0 only) may read."""
+  me = jax.process_index()
   with quiet_orbax():
     manager = ocp.CheckpointManager(
         os.path.abspath(checkpoint_dir),
-        options=ocp.CheckpointManagerOptions(read_only=True), **kwargs)
+        options=ocp.CheckpointManagerOptions(
+            read_only=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me},
+                barrier_sync_key_prefix=f"read_only_{me}")), **kwargs)
   try:
     yield manager
   finally:

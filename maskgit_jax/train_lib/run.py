@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from maskgit_jax import data as data_lib
+from maskgit_jax import distributed
 from maskgit_jax import models
 from maskgit_jax import official
 from maskgit_jax import sample_lib
@@ -135,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = _run_stage(task, config, section, os.path.join(workdir, "tokenizer"),
                        dataset, mesh, rules)
     params = state.ema_params if state.ema_params is not None else state.params
-    tok_vars = {"params": jax.device_get(params)}
+    tok_vars = {"params": distributed.to_host(params)}
     out["tokenizer"] = tok_vars
     _evaluate_after(config, workdir, "tokenizer", section, log,
                     tokenizer_variables=tok_vars)
@@ -156,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        os.path.join(workdir, "transformer"), dataset, mesh,
                        rules)
     params = state.ema_params if state.ema_params is not None else state.params
-    out["transformer"] = {"params": jax.device_get(params)}
+    out["transformer"] = {"params": distributed.to_host(params)}
     _evaluate_after(config, workdir, "transformer", section, log,
                     tokenizer_variables=tok_vars,
                     transformer_variables=out["transformer"])

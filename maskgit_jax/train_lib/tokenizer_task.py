@@ -184,9 +184,8 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
                     if ema_decay else None))
     return new_state, metrics
 
-  def images(state, batch, frozen):
+  def images(params, batch, frozen):
     del frozen
-    params = state.ema_params if ema_decay else state.params
     x = np.asarray(batch["image"])[:8]
     recon = _reconstruct(tokenizer, params, x)
     return {"reconstructions": (np.stack([x, np.clip(recon, 0, 1)]),

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from maskgit_jax import distributed
 from maskgit_jax.train_lib import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import logger as logger_lib
 from maskgit_jax.train_lib import periodic
@@ -63,8 +64,10 @@ class Task:
     dict of float32 scalars with a "loss".
   frozen: extra read-only arrays passed to every step (e.g. the tokenizer's
     variables in stage 2), replicated.
-  images: optional `(state, batch, frozen) -> {name: (grid, row_labels)}`
-    called on the host every `image_every` steps.
+  images: optional `(params, host_batch, frozen) -> {name: (grid,
+    row_labels)}` called every `image_every` steps on process 0 only, with
+    the parameters (the EMA when there is one) as host-local arrays, this
+    process's numpy batch and `frozen` as given here.
   batch_keys: batch entries the step uses.
   """
   name: str
@@ -109,6 +112,18 @@ def _check_finite(pending, logger):
           f"step {step}. No checkpoint of this state was written; the last "
           "good checkpoint (if any) is kept.")
   return fetched
+
+
+def _write_images(task, state, host_batch, logger, step):
+  """Runs `task.images` on process 0 with host-local parameters."""
+  params = state.ema_params if state.ema_params is not None else state.params
+  if jax.process_count() > 1:
+    params = distributed.to_host(params)  # A collective: every process.
+  if not distributed.is_primary():
+    return
+  for name, (grid, labels) in task.images(params, host_batch,
+                                          task.frozen).items():
+    logger.images(step, name, grid, labels)
 
 
 def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
@@ -167,40 +182,49 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
     image_every = periodic.to_steps(config.get("image_every", 0),
                                     name="image_every")
     pending = []
+    # With several processes a SIGTERM may reach them at different steps;
+    # they agree (a collective) at each log or checkpoint step to stop
+    # together. One process acts on it at the next step.
+    multi = jax.process_count() > 1
     own_flag = sigterm is None
     flag_ctx = _SigtermFlag() if own_flag else None
     sigterm = flag_ctx.__enter__() if own_flag else sigterm
     logger.start(step)
     try:
-      with sharding_lib.mesh_context(mesh):
-        while step < task.num_steps:
-          host_batch = next(batches)
-          batch = to_global({k: host_batch[k] for k in task.batch_keys})
+      while step < task.num_steps:
+        host_batch = next(batches)
+        batch = to_global({k: host_batch[k] for k in task.batch_keys})
+        # The mesh is in scope for the step only: the pictures sample on
+        # process 0 alone, outside it.
+        with sharding_lib.mesh_context(mesh):
           state, metrics = train_step(state, batch, frozen)
-          step += 1
-          pending.append((step, metrics))
-          save_now = periodic.is_time(step, ckpt_every, task.num_steps)
-          if (periodic.is_time(step, log_every, task.num_steps) or save_now or
-              sigterm.raised):
-            fetched = _check_finite(pending, logger)
-            mean = {k: float(np.mean([f[k] for f in fetched]))
-                    for k in fetched[-1]}
-            logger.scalars(step, mean)
+        step += 1
+        pending.append((step, metrics))
+        save_now = periodic.is_time(step, ckpt_every, task.num_steps)
+        log_now = periodic.is_time(step, log_every, task.num_steps)
+        if multi:
+          stop = (distributed.any_process(sigterm.raised)
+                  if log_now or save_now else False)
+        else:
+          stop = sigterm.raised
+        if log_now or save_now or stop:
+          fetched = _check_finite(pending, logger)
+          mean = {k: float(np.mean([f[k] for f in fetched]))
+                  for k in fetched[-1]}
+          logger.scalars(step, mean)
+          pending = []
+        if task.images is not None and periodic.is_time(
+            step, image_every, task.num_steps):
+          _write_images(task, state, host_batch, logger, step)
+        if save_now or stop:
+          if pending:
+            _check_finite(pending, logger)
             pending = []
-          if task.images is not None and periodic.is_time(
-              step, image_every, task.num_steps):
-            for name, (grid, labels) in task.images(state, batch,
-                                                    frozen).items():
-              logger.images(step, name, grid, labels)
-          if save_now or sigterm.raised:
-            if pending:
-              _check_finite(pending, logger)
-              pending = []
-            ckpt.save(step, state, batches.get_state())
-          if sigterm.raised:
-            ckpt.wait()
-            logger.note(f"SIGTERM: saved step {step}, exiting.")
-            raise Preempted(f"preempted at step {step}")
+          ckpt.save(step, state, batches.get_state())
+        if stop:
+          ckpt.wait()
+          logger.note(f"SIGTERM: saved step {step}, exiting.")
+          raise Preempted(f"preempted at step {step}")
     finally:
       if own_flag:
         flag_ctx.__exit__(None, None, None)

@@ -98,9 +98,8 @@ def make_task(c: ml_collections.ConfigDict,
   sample_cfg = c.get("samples", ml_collections.ConfigDict())
   holder: Dict[str, sampling.MaskGitSampler] = {}
 
-  def images(state, batch, frozen):
+  def images(params, batch, frozen):
     del batch
-    params = state.ema_params if ema_decay else state.params
     if "sampler" not in holder:
       holder["sampler"] = sampling.MaskGitSampler(
           tokenizer, frozen, transformer, {"params": params},

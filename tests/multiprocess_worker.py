@@ -1,0 +1,66 @@
+"""One process of a multi-process tiny training run (tests/test_multiprocess.py).
+
+  python tests/multiprocess_worker.py WORKDIR OUT_PREFIX NUM_PROCESSES \
+      PROCESS_ID PORT
+
+Trains `test_train.tiny_config` (mesh (1, -1, 1): every parameter sharded
+over the devices of all processes) with `maskgit_jax.train_lib.run`, then
+writes the final parameters of both stages to OUT_PREFIX<process>.npz.
+NUM_PROCESSES=1 runs without the distributed runtime. The device count comes
+from XLA_FLAGS, set by the caller.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from maskgit_jax import distributed  # noqa: E402
+import test_train  # noqa: E402  pylint: disable=g-bad-import-order
+
+
+def config_for_test():
+  config = test_train.tiny_config(steps=4)
+  config.mesh = (1, -1, 1)
+  config.transformer_training.num_steps = 8
+  for section in (config.tokenizer_training, config.transformer_training):
+    section.image_every = 2
+  return config
+
+
+def check_to_host():
+  """A [16, 3] array split over all devices of all processes comes back
+  whole on every process."""
+  mesh = jax.make_mesh((jax.device_count(),), ("x",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
+  full = np.arange(48, dtype=np.float32).reshape(16, 3)
+  array = jax.make_array_from_callback(full.shape, sharding,
+                                       lambda index: full[index])
+  assert array.is_fully_addressable == (jax.process_count() == 1)
+  np.testing.assert_array_equal(distributed.to_host({"a": array})["a"], full)
+  assert distributed.any_process(jax.process_index() == 1) == (
+      jax.process_count() > 1)
+
+
+def main():
+  workdir, prefix, count, index, port = sys.argv[1:6]
+  count, index = int(count), int(index)
+  if count > 1:
+    distributed.initialize("on", f"localhost:{port}", count, index)
+  from maskgit_jax.train_lib import run  # pylint: disable=import-outside-toplevel
+  check_to_host()
+  out = run.train_and_evaluate(config_for_test(), workdir)
+  flat = {}
+  for stage in ("tokenizer", "transformer"):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(out[stage]):
+      flat[f"{stage}{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+  np.savez(f"{prefix}{jax.process_index()}.npz", **flat)
+  print(f"process {jax.process_index()}/{jax.process_count()} devices "
+        f"{jax.device_count()} done", flush=True)
+
+
+if __name__ == "__main__":
+  main()
