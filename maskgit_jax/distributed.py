@@ -3,12 +3,14 @@
 `train`, `sample` and `evaluate` call `initialize_from_flags()` first thing.
 The flags (each defaults from the environment variable in brackets):
 
-  --distributed=auto|on|off
+  --distributed=auto|on|off         [MASKGIT_DISTRIBUTED]
       auto: initialize when the environment says this is one of several
             processes: SLURM with more than one task (SLURM_NTASKS > 1), a
-            coordinator address [JAX_COORDINATOR_ADDRESS], or a TPU pod
-            slice that names several workers [TPU_WORKER_HOSTNAMES];
-            otherwise run as a single process.
+            coordinator address [JAX_COORDINATOR_ADDRESS], a Cloud TPU VM
+            (a /dev/accel* or /dev/vfio device and libtpu installed; JAX
+            reads the slice's workers from the metadata server, one worker
+            is fine) or GKE TPU workers [TPU_WORKER_HOSTNAMES]; otherwise
+            run as a single process.
       on:   always call `jax.distributed.initialize`; without an address,
             JAX detects the cluster itself (Cloud TPU VM pod slices, SLURM,
             Open MPI, Kubernetes).
@@ -22,6 +24,8 @@ collectives (JAX's default), which is what the tests use: 2 processes on
 localhost, 4 simulated devices each, equal to 1 process with 8 devices.
 """
 
+import glob
+import importlib.util
 import os
 from typing import Any, Optional
 
@@ -56,10 +60,16 @@ def _env_int(name: str, environ) -> Optional[int]:
                      "integer") from None
 
 
+def on_cloud_tpu_vm() -> bool:
+  """A TPU device file and libtpu: a Cloud TPU VM (any slice size)."""
+  devices = glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
+  return bool(devices) and importlib.util.find_spec("libtpu") is not None
+
+
 def resolve(mode: str = "auto", coordinator_address: Optional[str] = None,
             num_processes: Optional[int] = None,
             process_id: Optional[int] = None,
-            environ=None) -> Optional[dict]:
+            environ=None, tpu_vm: Optional[bool] = None) -> Optional[dict]:
   """The keyword arguments for `jax.distributed.initialize`, or None when
   this is a single-process run.
 
@@ -107,6 +117,8 @@ def resolve(mode: str = "auto", coordinator_address: Optional[str] = None,
   workers = [w for w in environ.get("TPU_WORKER_HOSTNAMES", "").split(",")
              if w.strip()]
   if len(workers) > 1:
+    return explicit
+  if on_cloud_tpu_vm() if tpu_vm is None else tpu_vm:
     return explicit
   return None
 
@@ -169,9 +181,3 @@ def any_process(flag: bool) -> bool:
   flags_ = multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))
   return bool(np.asarray(flags_).any())
 
-
-def sync(name: str) -> None:
-  """A barrier across processes (no-op for one process)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(name)

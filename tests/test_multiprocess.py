@@ -164,7 +164,13 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
      {"coordinator_address": "h:1", "num_processes": 4, "process_id": 3}),
 ])
 def test_resolve(kwargs, environ, expected):
-  assert distributed.resolve(environ=environ, **kwargs) == expected
+  assert distributed.resolve(environ=environ, tpu_vm=False,
+                             **kwargs) == expected
+
+
+def test_resolve_on_a_cloud_tpu_vm():
+  assert distributed.resolve(environ={}, tpu_vm=True) == {}
+  assert distributed.resolve("off", environ={}, tpu_vm=True) is None
 
 
 @pytest.mark.parametrize("kwargs,environ,match", [
