@@ -52,7 +52,12 @@ def main():
     distributed.initialize("on", f"localhost:{port}", count, index)
   from maskgit_jax.train_lib import run  # pylint: disable=import-outside-toplevel
   check_to_host()
-  out = run.train_and_evaluate(config_for_test(), workdir)
+  from maskgit_jax.train_lib import trainer  # pylint: disable=import-outside-toplevel
+  try:
+    out = run.train_and_evaluate(config_for_test(), workdir)
+  except trainer.Preempted as e:  # As `python -m maskgit_jax.train` does.
+    print(f"stopped: {e}; run the same command to resume.", flush=True)
+    return
   flat = {}
   for stage in ("tokenizer", "transformer"):
     for path, leaf in jax.tree_util.tree_leaves_with_path(out[stage]):

@@ -1,6 +1,7 @@
 """Multi-process training on localhost: 2 processes x 4 CPU devices (gloo
-collectives) equal 1 process x 8 devices; killing both and restarting
-resumes; sampling with several processes writes once."""
+collectives) equal 1 process x 8 devices; a SIGTERM to one process stops
+both at the same step; killing both and restarting resumes; sampling with
+several processes writes once."""
 import os
 import signal
 import socket
@@ -81,24 +82,41 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
       lambda i, port: [sys.executable, WORKER, str(workdir), str(prefix),
                        str(n), str(i), str(port)])
 
-  # Two processes, killed (SIGKILL, both) once the transformer stage has
-  # saved its first checkpoint, then restarted with the same command.
   args = worker(two_dir, tmp_path / "two_", 2)
+
+  def wait_for(path, procs, tag):
+    deadline = time.time() + 600
+    while not path.is_dir():
+      if any(p.poll() is not None for p in procs) or time.time() > deadline:
+        for p in procs:
+          if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(f"{tag} ended before {path} appeared:\n" +
+                    read_log(logs, tag, 0)[-3000:])
+      time.sleep(0.05)
+
+  # A SIGTERM that reaches process 1 only: both processes agree, save the
+  # same step and exit cleanly.
   procs = start(args, 2, 4, logs, "first")
+  wait_for(two_dir / "tokenizer" / "checkpoints" / "2", procs, "first")
+  procs[1].send_signal(signal.SIGTERM)
+  wait_all(procs, logs, "first")
+  stopped = [line for i in range(2)
+             for line in read_log(logs, "first", i).splitlines()
+             if line.startswith("stopped: preempted at step")]
+  assert len(stopped) == 2 and stopped[0] == stopped[1], stopped
+  assert "done" not in read_log(logs, "first", 0)
+
+  # Resumed, then killed (SIGKILL, both) once the transformer stage has
+  # saved its first checkpoint, then restarted with the same command.
+  procs = start(args, 2, 4, logs, "second")
   ckpts = two_dir / "transformer" / "checkpoints"
-  deadline = time.time() + 600
-  while not (ckpts / "2").is_dir():
-    if any(p.poll() is not None for p in procs) or time.time() > deadline:
-      for p in procs:
-        if p.poll() is None:
-          os.killpg(p.pid, signal.SIGKILL)
-      pytest.fail("first run ended before its transformer checkpoint:\n" +
-                  read_log(logs, "first", 0)[-3000:])
-    time.sleep(0.05)
+  wait_for(ckpts / "2", procs, "second")
   for p in procs:
     os.killpg(p.pid, signal.SIGKILL)
   for p in procs:
     p.wait()
+  assert "resumed from step" in read_log(logs, "second", 0)
   killed_at = sorted(int(s) for s in os.listdir(ckpts) if s.isdigit())
   assert killed_at and killed_at[-1] < 8, killed_at
 

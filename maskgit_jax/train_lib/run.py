@@ -85,14 +85,15 @@ def resolve_durations(section: ml_collections.ConfigDict, num_examples: int,
   return ml_collections.ConfigDict(values)
 
 
-def _run_stage(task, config, section, stage_dir, dataset, mesh, rules):
+def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
+               sigterm):
   batches = dataset.iterator()
   data_sharding = data_lib.make_data_sharding(mesh, sharding_lib.BATCH_AXES)
   try:
     return trainer.run_task(
         task, mesh=mesh, rules=rules, workdir=stage_dir, batches=batches,
         to_global=lambda b: data_lib.to_global_array(b, data_sharding),
-        config=section, rng=_stage_rng(config, task.name))
+        config=section, rng=_stage_rng(config, task.name), sigterm=sigterm)
   finally:
     batches.close()
 
@@ -107,8 +108,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     devices: the devices of the mesh (default: all).
 
   Returns a dict with the final variables of each trained stage and the path
-  of the sample grid.
+  of the sample grid. Raises `trainer.Preempted` after saving when SIGTERM
+  arrives (at any point of the run: it is acted on at the next step).
   """
+  with trainer.SigtermFlag() as sigterm:
+    return _train_and_evaluate(config, workdir, devices, sigterm)
+
+
+def _train_and_evaluate(config, workdir, devices, sigterm):
   for stage in config.stages:
     if stage not in STAGES:
       raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
@@ -134,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     task = tokenizer_task.make_task(section, tokenizer, config.image_size,
                                     note=log)
     state = _run_stage(task, config, section, os.path.join(workdir, "tokenizer"),
-                       dataset, mesh, rules)
+                       dataset, mesh, rules, sigterm)
     params = state.ema_params if state.ema_params is not None else state.params
     tok_vars = {"params": distributed.to_host(params)}
     out["tokenizer"] = tok_vars
@@ -155,7 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                       config.num_classes, class_names)
     state = _run_stage(task, config, section,
                        os.path.join(workdir, "transformer"), dataset, mesh,
-                       rules)
+                       rules, sigterm)
     params = state.ema_params if state.ema_params is not None else state.params
     out["transformer"] = {"params": distributed.to_host(params)}
     _evaluate_after(config, workdir, "transformer", section, log,

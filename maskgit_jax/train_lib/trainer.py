@@ -79,8 +79,12 @@ class Task:
   batch_keys: tuple = ("image", "label")
 
 
-class _SigtermFlag:
-  """Sets `.raised` on SIGTERM (main thread only), restores the old handler."""
+class SigtermFlag:
+  """Sets `.raised` on SIGTERM (main thread only), restores the old handler.
+
+  `train_and_evaluate` holds one for the whole run, so that a SIGTERM
+  between stages is acted on at the next stage's first step.
+  """
 
   def __init__(self):
     self.raised = False
@@ -129,7 +133,7 @@ def _write_images(task, state, host_batch, logger, step):
 def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
              to_global: Callable[[Dict[str, np.ndarray]], Dict[str, jax.Array]],
              config: ml_collections.ConfigDict, rng: jax.Array,
-             sigterm: Optional[_SigtermFlag] = None) -> TrainState:
+             sigterm: Optional[SigtermFlag] = None) -> TrainState:
   """Trains `task` to `task.num_steps`, resuming from `workdir/checkpoints`.
 
   Args:
@@ -187,7 +191,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
     # together. One process acts on it at the next step.
     multi = jax.process_count() > 1
     own_flag = sigterm is None
-    flag_ctx = _SigtermFlag() if own_flag else None
+    flag_ctx = SigtermFlag() if own_flag else None
     sigterm = flag_ctx.__enter__() if own_flag else sigterm
     logger.start(step)
     try:
