@@ -285,8 +285,14 @@ def main(argv):
     distributed.initialize_from_flags()
   except ValueError as e:
     raise SystemExit(f"error: {e}") from None
-  if not distributed.is_primary():
-    return  # Process 0 does the work; the others wait for it at exit.
+  try:  # Process 0 does the work; the others wait for it.
+    if distributed.is_primary():
+      _work()
+  finally:
+    distributed.wait_for_all("maskgit_exit")
+
+
+def _work():
   try:
     written = run(_MODE.value)
   except (ValueError, OSError) as e:

@@ -29,9 +29,12 @@ def main(argv):
     raise app.UsageError("--config and --workdir are required.")
   try:
     distributed.initialize_from_flags()
-    run.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except trainer.Preempted as e:
-    print(f"stopped: {e}; run the same command to resume.")
+    try:
+      run.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except trainer.Preempted as e:
+      print(f"stopped: {e}; run the same command to resume.")
+    # Process 0 may still write the sample grid or evaluate.
+    distributed.wait_for_all("maskgit_train_exit")
   except (ValueError, FileNotFoundError, trainer.NonFiniteLossError) as e:
     raise SystemExit(f"error: {e}") from None
 
