@@ -6,6 +6,7 @@ import sys
 from typing import Callable, Sequence
 
 from absl import app
+from absl import flags
 from absl import logging
 import ml_collections
 
@@ -55,11 +56,21 @@ def check_config_overrides(argv: Sequence[str], name: str = "config") -> None:
       node = node[key]
 
 
+def parse_flags(argv: Sequence[str]):
+  """absl's flag parsing, with a bad value (e.g. `--config.x.batch_size=abc`)
+  as one `error:` line instead of absl's two-line FATAL message."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = " ".join(str(e).split()) or type(e).__name__
+    raise SystemExit(f"error: {message}") from None
+
+
 def run(main: Callable[[Sequence[str]], None]) -> None:
   """`absl.app.run(main)` after checking `--config.*` overrides."""
   check_config_overrides(sys.argv[1:])
   app.call_after_init(_quiet_logs)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 def _quiet_logs() -> None:

@@ -45,7 +45,29 @@ def read_msgpack(path: str) -> Variables:
   if not isinstance(tree, dict):
     raise ValueError(f"{path}: expected a map of variables, found "
                      f"{type(tree).__name__}.")
+  _check_leaves(tree, path, ())
   return tree
+
+
+def _check_leaves(node, path: str, where: Tuple[str, ...]) -> None:
+  """Raises a ValueError naming the file unless `node` is a tree of maps
+  with string keys and numeric arrays or numbers at the leaves."""
+  if isinstance(node, dict):
+    for key, value in node.items():
+      if not isinstance(key, str):
+        raise ValueError(f"{path}: non-string key {key!r:.40} at "
+                         f"{'/'.join(where) or 'the top level'}.")
+      _check_leaves(value, path, where + (key,))
+    return
+  kind = getattr(node, "dtype", None)
+  if kind is None and isinstance(node, (bool, int, float)):
+    return
+  if kind is None or not (jnp.issubdtype(kind, jnp.number) or
+                          jnp.issubdtype(kind, jnp.bool_)):
+    raise ValueError(f"{path}: {'/'.join(where)} is a "
+                     f"{type(node).__name__}"
+                     f"{f' of {kind}' if kind is not None else ''}, not a "
+                     "numeric array.")
 
 
 def _flat_shapes(tree) -> Dict[str, Tuple[int, ...]]:

@@ -78,6 +78,7 @@ import os
 from typing import Any
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 SOURCES = ('fashion_mnist', 'folder', 'tfds')
 RESIZE_METHODS = ('nearest', 'bilinear', 'bicubic', 'lanczos', 'box')
@@ -85,15 +86,20 @@ VALIDATE_MODES = ('none', 'header', 'full')
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """Returns the default `config.data` (see the module docstring)."""
+  """Returns the default `config.data` (see the module docstring).
+
+  The fields that default to None are typed placeholders, so that the
+  command line can set them (`--config.data.path=/data`): ml_collections
+  refuses to override a plain None.
+  """
   return ml_collections.ConfigDict({
       'source': 'fashion_mnist',
-      'name': None,
-      'path': None,
-      'eval_path': None,
+      'name': placeholder(str),
+      'path': placeholder(str),
+      'eval_path': placeholder(str),
       'train_split': 'train',
-      'eval_split': None,
-      'max_examples': None,
+      'eval_split': placeholder(str),
+      'max_examples': placeholder(int),
       'image_key': 'image',
       'label_key': 'label',
       'tfds_decode': 'pil',
@@ -108,9 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
       'resize_method': 'bicubic',
       'seed': 0,
       'shuffle': True,
-      'num_epochs': None,
+      'num_epochs': placeholder(int),
       'validate': 'header',
-      'read_threads': None,
+      'read_threads': placeholder(int),
       'prefetch_batches': 2,
       'worker_count': 0,
   })

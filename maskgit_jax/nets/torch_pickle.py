@@ -100,6 +100,12 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride,
   offset = int(storage_offset)
   if any(s == 0 for s in size):
     return np.zeros(size, storage.dtype)
+  if int(np.prod(size, dtype=object)) > storage.size:
+    # Only overlapping (e.g. zero-stride, expanded) views have more elements
+    # than their storage; a file can make them huge from a few bytes.
+    raise pickle.UnpicklingError(
+        f"tensor of shape {size} has more elements than its storage of "
+        f"{storage.size}")
   last = offset + sum((n - 1) * st for n, st in zip(size, stride))
   if offset < 0 or last >= storage.size:
     raise pickle.UnpicklingError(
@@ -227,7 +233,8 @@ def read_archive(path: str | os.PathLike) -> tuple[dict, dict]:
         f"{path}: not a PyTorch/TorchScript archive ({e})") from None
   except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError,
           pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-          IndexError, KeyError) as e:
+          IndexError, KeyError, NotImplementedError, MemoryError,
+          RecursionError) as e:
     detail = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise WeightsFileError(
         f"{path}: cannot read as a PyTorch/TorchScript zip archive "

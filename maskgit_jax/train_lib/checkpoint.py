@@ -4,17 +4,111 @@ Each checkpoint holds the train state (model, optimizer, EMA, RNG, step, and
 any stage-specific state) and the data iterator's state, saved together so a
 resumed run sees exactly the batches an uninterrupted run would have seen.
 A checkpoint that cannot be read is skipped with a warning naming it, and the
-previous one is used; nothing is deleted.
+previous one is used. Nothing is deleted: the unreadable checkpoints newer
+than the one resumed from are moved aside to `<step>.corrupt-<time>` (outside
+orbax's step list, with a warning naming both paths), so the resumed run can
+save those steps again and orbax's keep-N rotation never counts them.
+
+Orbax's array files carry no checksum of the values: a flipped or zeroed byte
+in an array data file restores silently wrong numbers. Each checkpoint
+therefore also records a 32-bit fingerprint of every array of the state and
+a CRC of the data iterator's state (in its JSON item), checked on restore; a
+mismatch makes the checkpoint unreadable (above). The fingerprint is an
+integer sum, computed on the devices, so it does not depend on the sharding
+or the device count. Checkpoints without fingerprints restore unchecked.
 """
 
 import base64
 import contextlib
+import json
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+import zlib
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+_GOLDEN = np.uint32(0x9E3779B1)
+
+
+class ChecksumError(ValueError):
+  """A checkpoint's arrays or data state differ from what was saved."""
+
+
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+  """uint32 sum of the array's 32-bit words, each times an odd weight that
+  depends on its position: any single-bit change alters it."""
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    words = x.astype(jnp.uint32)
+  else:
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[
+        x.dtype.itemsize]
+    words = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+  # Row-major positions from iotas (no reshape: sharded arrays stay put).
+  position = jnp.zeros(words.shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(words.ndim)):
+    position += jax.lax.broadcasted_iota(jnp.uint32, words.shape, axis) * (
+        np.uint32(stride % 2**32))
+    stride *= words.shape[axis]
+  weights = position * _GOLDEN | np.uint32(1)
+  return jnp.sum(words * weights, dtype=jnp.uint32)
+
+
+_fingerprints = jax.jit(lambda leaves: [_leaf_fingerprint(x) for x in leaves])
+
+
+def _path_name(path) -> str:
+  """'params/encoder/0/kernel': the same for a TrainState and for the plain
+  dicts and lists orbax restores it as without a target."""
+  parts = []
+  for key in path:
+    for attr in ("name", "key", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
+def fingerprints(state: Any) -> Dict[str, int]:
+  """{leaf path: uint32 fingerprint} of every array of `state` (a collective
+  with several processes: every process calls it)."""
+  paths, leaves = [], []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+      paths.append(_path_name(path))
+      leaves.append(leaf)
+  values = jax.device_get(_fingerprints(leaves)) if leaves else []
+  return dict(zip(paths, (int(v) for v in values)))
+
+
+def _data_crc(blob: Dict[str, Any]) -> int:
+  data = {k: v for k, v in blob.items() if k in ("value", "bytes_b64")}
+  return zlib.crc32(json.dumps(data, sort_keys=True).encode("utf-8"))
+
+
+def verify_fingerprints(blob: Any, state: Any, where: str) -> None:
+  """Raises ChecksumError when the fingerprints saved in `blob` differ."""
+  if not isinstance(blob, dict) or "checksums" not in blob:
+    return  # A checkpoint from before fingerprints.
+  saved = blob["checksums"]
+  if not isinstance(saved, dict) or blob.get("data_crc32") != _data_crc(blob):
+    raise ChecksumError(f"{where}: the data-iterator state or the saved "
+                        "fingerprints are damaged")
+  now = fingerprints(state)
+  differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  if differ:
+    raise ChecksumError(
+        f"{where}: {len(differ)} arrays differ from what was saved (first: "
+        f"{differ[0]}); the array files are damaged")
 
 
 def _encode_data_state(data_state: Any) -> Any:
@@ -35,6 +129,11 @@ class Checkpointer:
   """Saves and restores `(state, data_state)` under `directory`."""
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    if keep is not None and (isinstance(keep, bool) or
+                             not isinstance(keep, int) or keep < 1):
+      # Orbax's max_to_keep=0 deletes every checkpoint right after saving it.
+      raise ValueError(f"keep_checkpoints={keep!r} must be an int >= 1 (the "
+                       "newest checkpoints kept) or None (keep all).")
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
@@ -47,11 +146,14 @@ class Checkpointer:
            force: bool = True) -> None:
     if step in self.manager.all_steps():
       return
+    blob = _encode_data_state(data_state)
+    blob["data_crc32"] = _data_crc(blob)
+    blob["checksums"] = fingerprints(state)
     self.manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(_encode_data_state(data_state))),
+            data=ocp.args.JsonSave(blob)),
         force=force)
 
   def restore(self, step: int, abstract_state: Any) -> Tuple[Any, Any]:
@@ -60,20 +162,57 @@ class Checkpointer:
         args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=ocp.args.JsonRestore()))
+    verify_fingerprints(restored["data"], restored["state"],
+                        os.path.join(self.directory, str(step)))
     return restored["state"], _decode_data_state(restored["data"])
 
   def restore_latest(self, abstract_state: Any,
                      log=logging.warning) -> Optional[Tuple[int, Any, Any]]:
-    """The newest readable checkpoint as `(step, state, data_state)`, or None."""
+    """The newest readable checkpoint as `(step, state, data_state)`, or None.
+
+    Unreadable checkpoints tried before it are moved aside (see
+    `set_aside`), so the resumed run can save their steps again.
+    """
+    unreadable = []
     for step in reversed(self.all_steps()):
       try:
         state, data_state = self.restore(step, abstract_state)
-        return step, state, data_state
       except Exception as e:  # pylint: disable=broad-except
         log(f"Checkpoint {os.path.join(self.directory, str(step))} is "
             f"unreadable ({type(e).__name__}: {str(e)[:200]}); trying the "
             "previous one.")
+        unreadable.append(step)
+        continue
+      self.set_aside(unreadable, log)
+      return step, state, data_state
+    self.set_aside(unreadable, log)
     return None
+
+  def set_aside(self, steps: Sequence[int], log=logging.warning) -> None:
+    """Renames the checkpoints of `steps` to `<step>.corrupt-<time>`.
+
+    Orbax no longer lists them (so their steps can be saved again and the
+    keep-N rotation ignores them); their files are kept for inspection.
+    """
+    if not steps:
+      return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if jax.process_index() == 0:
+      for step in steps:
+        path = os.path.join(self.directory, str(step))
+        target = f"{path}.corrupt-{stamp}"
+        suffix = 1
+        while os.path.exists(target):
+          target = f"{path}.corrupt-{stamp}-{suffix}"
+          suffix += 1
+        os.rename(path, target)
+        log(f"Moved the unreadable checkpoint {path} aside to {target}; "
+            "its step will be trained and saved again.")
+    if jax.process_count() > 1:
+      # pylint: disable-next=import-outside-toplevel
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("maskgit_checkpoint_set_aside")
+    self.manager.reload()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -159,7 +298,8 @@ def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True
   unreadable, errors = [], []
   with read_only_manager(
       checkpoint_dir,
-      item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "data": ocp.JsonCheckpointHandler()}) as manager:
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
       return None, {}
@@ -170,6 +310,11 @@ def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True
           target = _single_device_target(metadata, jax.local_devices()[0])
           state = manager.restore(step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(target)))["state"]
+          where = os.path.join(checkpoint_dir, str(step))
+          if os.path.isdir(os.path.join(where, "data")):
+            blob = manager.restore(step, args=ocp.args.Composite(
+                data=ocp.args.JsonRestore()))["data"]
+            verify_fingerprints(blob, state, where)
       except Exception as e:  # pylint: disable=broad-except
         unreadable.append(int(step))
         errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"

@@ -1,5 +1,6 @@
 """Optimizers and learning-rate schedules from config sections."""
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -49,6 +50,29 @@ def decay_mask(params: Any) -> Any:
     value = leaf.unbox() if boxed(leaf) else leaf
     return jnp.ndim(value) >= 2 and bool(names) and names[-1] == "kernel"
   return jax.tree_util.tree_map_with_path(keep, params, is_leaf=boxed)
+
+
+def check_optimizer_config(c: ml_collections.ConfigDict,
+                           where: str = "optimizer") -> None:
+  """Raises a one-line ValueError naming `where.key` and the bad value."""
+  def number(key, default, ok, expected):
+    value = c.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        not math.isfinite(value)) or not ok(value):
+      raise ValueError(f"{where}.{key}={value!r} must be {expected}.")
+  number("lr", 1e-4, lambda v: v > 0, "a positive number")
+  number("b1", 0.9, lambda v: 0 <= v < 1, "in [0, 1)")
+  number("b2", 0.999, lambda v: 0 <= v < 1, "in [0, 1)")
+  number("weight_decay", 0.0, lambda v: v >= 0, ">= 0")
+  number("lr_end_factor", 0.0, lambda v: 0 <= v <= 1, "in [0, 1]")
+  number("grad_clip_norm", 0.0, lambda v: v >= 0, ">= 0 (0 = off)")
+  number("warmup_steps", 0, lambda v: v >= 0 and v == int(v),
+         "a whole number >= 0")
+  if c.get("lr_schedule", "constant") not in ("constant", "cosine", "linear"):
+    raise ValueError(f"{where}.lr_schedule={c.get('lr_schedule')!r} must be "
+                     "constant, cosine or linear.")
+  if c.get("name", "adam") not in ("adam", "adamw"):
+    raise ValueError(f"{where}.name={c.get('name')!r} must be adam or adamw.")
 
 
 def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):

@@ -25,8 +25,10 @@ from maskgit_jax import distributed
 from maskgit_jax import models
 from maskgit_jax import official
 from maskgit_jax import sample_lib
+from maskgit_jax.libml import mask_schedule
 from maskgit_jax.libml import sampling
 from maskgit_jax.train_lib import checkpoint as checkpoint_lib
+from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import tokenizer_task
@@ -98,6 +100,34 @@ def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
     batches.close()
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Checks, before anything trains, what would otherwise fail only when its
+  stage starts (e.g. stage 2's optimizer after hours of stage 1)."""
+  sections = {"tokenizer": ("tokenizer_training",
+                            ("g_optimizer", "d_optimizer")),
+              "transformer": ("transformer_training", ("optimizer",))}
+  for stage in config.stages:
+    name, optimizers = sections[stage]
+    section = config[name]
+    batch = section.batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+      raise ValueError(f"{name}.batch_size={batch!r} must be an int >= 1.")
+    keep = section.get("keep_checkpoints", 3)
+    if keep is not None and (isinstance(keep, bool) or
+                             not isinstance(keep, int) or keep < 1):
+      raise ValueError(f"{name}.keep_checkpoints={keep!r} must be an int "
+                       ">= 1 or None (keep all).")
+    for key in optimizers:
+      optim.check_optimizer_config(section[key], f"{name}.{key}")
+  if "transformer" in config.stages:
+    method = config.transformer_training.mask_scheduling_method
+    try:
+      mask_schedule.validate(method)
+    except ValueError as e:
+      raise ValueError(
+          f"transformer_training.mask_scheduling_method: {e}") from None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None):
   """Trains the configured stages in order, then writes `samples.png`.
@@ -120,6 +150,7 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
     if stage not in STAGES:
       raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
                        f"{STAGES}.")
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   write_config(config, workdir)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
