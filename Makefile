@@ -7,7 +7,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 WORKDIR ?= runs/fashion_mnist
 
-.PHONY: demo test setup sysdeps bench eval checkpoint clean-venv
+.PHONY: demo test setup sysdeps bench eval checkpoint clean-venv reliability
 
 sysdeps:
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
@@ -52,11 +52,16 @@ checkpoint: setup
 eval: setup
 	$(PY) -m maskgit_jax.evaluate --workdir=$(WORKDIR)
 
+# Writes benchmarks/results/bench.json and bench.md (~20 min on 2 CPU cores).
+# BENCH_ARGS=--demo also times `make demo` from a fresh clone (~10 min more).
+BENCH_ARGS ?=
 bench: setup
-	$(PY) benchmarks/sampler.py --shapes=embedded
-	$(PY) benchmarks/input_pipeline.py
-	$(PY) benchmarks/inception_throughput.py
-	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+# Kill -9 / resume, corrupt checkpoints, NaN, config and input fuzzing,
+# mutated files (about 6 minutes on 2 CPU cores): benchmarks/results/reliability.json.
+reliability: setup
+	$(PY) benchmarks/reliability.py
 
 clean-venv:
 	rm -rf $(VENV)

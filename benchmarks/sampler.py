@@ -1,96 +1,214 @@
 r"""Sampler benchmark: decode overhead, fast precision mode, parallel vs sequential.
 
   python benchmarks/sampler.py --shapes=embedded,imagenet256 \
-      --out=benchmarks/results/sampler.json
+      [--sequential] --out=benchmarks/results/sampler.json
 
-Ratios are measured in the same run, on random weights:
+Shapes (random weights; timing does not depend on the weights):
+  embedded     configs/fashion_mnist.py's models: 32x32x1 images, 8x8 tokens,
+               tokenizer "small", transformer "small".
+  imagenet256  the released ImageNet sizes: tokenizer preset "imagenet"
+               (codebook 1024), Transformer preset 256 (24 layers, hidden
+               768), 16x16 tokens, 1000 classes.
+
+Ratios are measured in the same run, with the timed calls interleaved (round
+r runs every function once before round r + 1), each time the median of
+--repeats rounds after one warm-up call:
 - overhead = time(decode + detokenize, one jit) /
              (num_iter x time(one transformer forward) + time(detokenize));
   the target is <= 1.05 (the loop adds no host round trips).
-- bf16 speed-up = time(float32 sampler) / time(bfloat16 sampler).
-- parallel vs sequential = time(256 iterations, one token each) /
-  time(num_iter iterations), only with --sequential (slow on a CPU).
-Each time is the median of --repeats runs after one warm-up (compilation).
+- bf16 speed-up = time(float32 sampler) / time(bfloat16 sampler), where the
+  fast mode is the transformer with dtype=bfloat16 (bf16 matmul inputs,
+  float32 accumulation; see maskgit_transformer) and the tokenizer with
+  --fast_tokenizer_dtype (default float32: see README/bench.md for why).
+- parallel vs sequential (--sequential, at --sequential_shape):
+  time(latent**2 iterations revealing one token each, "uniform"
+  schedule) / time(num_iter iterations, cosine schedule), decoding only (no
+  detokenize), float32, batch --sequential_batch; compiled ahead of time so
+  no warm-up run of the slow program is needed.
 """
 import argparse
+import importlib.util
 import json
 import os
+import pathlib
 import platform
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from maskgit_jax import models
-from timing import median_time  # benchmarks/timing.py
+from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
+import timing  # benchmarks/timing.py
 
-SHAPES = {
-    # name: (tokenizer preset, transformer preset, image size, classes, channels)
-    "embedded": ("small", "small", 32, 10, 1),
-    "imagenet256": ("imagenet", "imagenet256", 256, 1000, 3),
-}
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHAPES = ("embedded", "imagenet256")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build(shape, dtype):
-  tok_preset, tr_preset, size, classes, channels = SHAPES[shape]
-  tokenizer = vqgan_tokenizer.VQVAE.from_preset(tok_preset, channels=channels)
-  transformer = maskgit_transformer.Transformer.from_preset(
-      tr_preset, num_classes=classes, dtype=dtype,
-      codebook_size=tokenizer.codebook_size,
-      latent_size=size // tokenizer.downsample_factor)
+def load_config(name="fashion_mnist"):
+  spec = importlib.util.spec_from_file_location(
+      name, ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def build_models(shape):
+  """(tokenizer, tokenizer vars, transformer, transformer vars, classes, size)."""
+  if shape == "embedded":
+    config = load_config()
+    tokenizer = models.tokenizer_from_config(config)
+    transformer = models.transformer_from_config(config)
+    size, classes = config.image_size, config.num_classes
+  elif shape == "imagenet256":
+    tokenizer = vqgan_tokenizer.VQVAE.from_preset("imagenet")
+    size, classes = 256, 1000
+    transformer = maskgit_transformer.Transformer.from_preset(
+        256, codebook_size=tokenizer.codebook_size, num_classes=classes,
+        latent_size=size // tokenizer.downsample_factor)
+  else:
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
   tok_vars = models.init_tokenizer(tokenizer, jax.random.PRNGKey(0), size)
   tr_vars = models.init_transformer(transformer, jax.random.PRNGKey(1))
-  return sampling.MaskGitSampler(tokenizer, tok_vars, transformer, tr_vars,
-                                 num_classes=classes)
+  return tokenizer, tok_vars, transformer, tr_vars, classes, size
 
 
-def bench_shape(shape, batch, num_iter, repeats, sequential):
-  result = {"shape": shape, "batch": batch, "num_iter": num_iter}
-  labels = list(range(batch))
-  for dtype_name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
-    s = build(shape, dtype)
-    inputs = np.concatenate([
-        s.class_tokens(labels, batch),
-        np.full((batch, s.latent_size**2), -1, np.int32)], 1)
-    ids = jnp.zeros((batch, s.latent_size, s.latent_size), jnp.int32)
-    forward = jax.jit(lambda v, x, s=s: s.transformer.apply(v, x))
-    detok = jax.jit(lambda v, x, s=s: s.tokenizer.apply(
-        v, x, method=s.tokenizer.decode_from_indices))
+def _decode_kwargs(num_iter, method="cosine"):
+  return dict(num_iter=num_iter, start_iter=0, choice_temperature=4.5,
+              mask_scheduling_method=method, guidance_scale=0.0,
+              guidance_schedule="constant", sampling_temperature=1.0, top_k=0,
+              return_masks=False)
 
-    @jax.jit
-    def sample(tr_vars, tok_vars, inputs, rng, s=s):
-      seqs = s._decode_tokens(  # pylint: disable=protected-access
-          tr_vars, inputs, rng, num_iter=num_iter, start_iter=0,
-          choice_temperature=4.5, mask_scheduling_method="cosine",
-          guidance_scale=0.0, guidance_schedule="constant",
-          sampling_temperature=1.0, top_k=0, return_masks=False)
-      grid = seqs[:, -1, 1:].reshape(ids.shape)
-      return s.tokenizer.apply(tok_vars, grid,
-                               method=s.tokenizer.decode_from_indices)
 
-    t_fwd = median_time(lambda: forward(s.transformer_variables, inputs), repeats)
-    t_detok = median_time(lambda: detok(s.tokenizer_variables, ids), repeats)
-    t_sample = median_time(lambda: sample(
-        s.transformer_variables, s.tokenizer_variables, inputs,
-        jax.random.PRNGKey(0)), repeats)
-    result[dtype_name] = dict(
-        forward_s=t_fwd, detokenize_s=t_detok, sample_s=t_sample,
-        overhead=t_sample / (num_iter * t_fwd + t_detok))
-    if sequential and dtype_name == "float32":
-      n = s.latent_size**2
-      t_seq = median_time(lambda: s.decode_tokens(
-          inputs, jax.random.PRNGKey(0), num_iter=n,
-          mask_scheduling_method="uniform"), 1)
-      t_par = median_time(lambda: s.decode_tokens(
-          inputs, jax.random.PRNGKey(0), num_iter=num_iter), repeats)
-      result["sequential_s"], result["parallel_s"] = t_seq, t_par
-      result["parallel_speedup"] = t_seq / t_par
-  result["bf16_speedup"] = result["float32"]["sample_s"] / result["bfloat16"][
-      "sample_s"]
+def _inputs(s, batch):
+  return jnp.asarray(np.concatenate([
+      s.class_tokens([i % s.num_classes for i in range(batch)], batch),
+      np.full((batch, s.latent_size**2), sampling.MASK_TOKEN_ID, np.int32)],
+                                    1))
+
+
+def _programs(s, batch, num_iter):
+  """AOT-compiled forward, detokenize and sample (decode + detokenize) of
+  sampler `s`; returns ({name: zero-argument callable}, compile seconds)."""
+  inputs = _inputs(s, batch)
+  ids = jnp.zeros((batch, s.latent_size, s.latent_size), jnp.int32)
+  rng = jax.random.PRNGKey(0)
+  tr_vars, tok_vars = s.transformer_variables, s.tokenizer_variables
+
+  def forward(v, x):
+    return s.transformer.apply(v, x)
+
+  def detokenize(v, x):
+    return s.tokenizer.apply(v, x, method=s.tokenizer.decode_from_indices)
+
+  def sample(tr_v, tok_v, x, r):
+    seqs = s._decode_tokens(  # pylint: disable=protected-access
+        tr_v, x, r, **_decode_kwargs(num_iter))
+    grid = seqs[:, -1, 1:].reshape(ids.shape)
+    return s.tokenizer.apply(tok_v, grid,
+                             method=s.tokenizer.decode_from_indices)
+
+  start = time.perf_counter()
+  fwd = jax.jit(forward).lower(tr_vars, inputs).compile()
+  det = jax.jit(detokenize).lower(tok_vars, ids).compile()
+  smp = jax.jit(sample).lower(tr_vars, tok_vars, inputs, rng).compile()
+  compile_s = time.perf_counter() - start
+  return {"forward": lambda: fwd(tr_vars, inputs),
+          "detokenize": lambda: det(tok_vars, ids),
+          "sample": lambda: smp(tr_vars, tok_vars, inputs, rng)}, compile_s
+
+
+def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
+  tokenizer, tok_vars, transformer, tr_vars, classes, _ = build_models(shape)
+  samplers = {
+      "float32": sampling.MaskGitSampler(
+          tokenizer.clone(dtype=jnp.float32), tok_vars,
+          transformer.clone(dtype=jnp.float32), tr_vars, num_classes=classes),
+      "bfloat16": sampling.MaskGitSampler(
+          tokenizer.clone(dtype=DTYPES[fast_tokenizer_dtype]), tok_vars,
+          transformer.clone(dtype=jnp.bfloat16), tr_vars,
+          num_classes=classes),
+  }
+  fns, compile_s = {}, {}
+  for mode, s in samplers.items():
+    programs, compile_s[mode] = _programs(s, batch, num_iter)
+    fns.update({f"{mode}/{k}": v for k, v in programs.items()})
+  load_start = timing.load_average()
+  cpu = {}
+  times = timing.interleaved_times(fns, repeats, cpu=cpu)
+  result = {"shape": shape, "batch": batch, "num_iter": num_iter,
+            "repeats": repeats, "image_size": samplers["float32"].image_size,
+            "latent_size": samplers["float32"].latent_size,
+            "fast_mode": {"transformer_dtype": "bfloat16",
+                          "tokenizer_dtype": fast_tokenizer_dtype},
+            "load_average_start": load_start,
+            "load_average_end": timing.load_average()}
+  for mode in samplers:
+    t = {k: timing.median(times[f"{mode}/{k}"])
+         for k in ("forward", "detokenize", "sample")}
+    result[mode] = dict(
+        forward_s=t["forward"], detokenize_s=t["detokenize"],
+        sample_s=t["sample"],
+        overhead=t["sample"] / (num_iter * t["forward"] + t["detokenize"]),
+        compile_s=compile_s[mode],
+        times={k: times[f"{mode}/{k}"] for k in ("forward", "detokenize",
+                                                 "sample")},
+        cpu_times={k: cpu[f"{mode}/{k}"] for k in ("forward", "detokenize",
+                                                   "sample")})
+  result["bf16_speedup"] = (result["float32"]["sample_s"] /
+                            result["bfloat16"]["sample_s"])
+  # Process CPU seconds per wall second over all timed calls: about the
+  # core count when the benchmark had the machine to itself.
+  result["cpu_per_wall"] = (sum(map(sum, cpu.values())) /
+                            sum(map(sum, times.values())))
+  result["bf16_forward_speedup"] = (result["float32"]["forward_s"] /
+                                    result["bfloat16"]["forward_s"])
+  result["bf16_detokenize_speedup"] = (result["float32"]["detokenize_s"] /
+                                       result["bfloat16"]["detokenize_s"])
   return result
+
+
+def bench_sequential(shape, batch, num_iter, repeats):
+  """Parallel (num_iter iterations) vs sequential (one token per iteration)
+  token decoding, float32, same run, interleaved."""
+  tokenizer, tok_vars, transformer, tr_vars, classes, _ = build_models(shape)
+  s = sampling.MaskGitSampler(tokenizer, tok_vars, transformer, tr_vars,
+                              num_classes=classes)
+  inputs = _inputs(s, batch)
+  rng = jax.random.PRNGKey(0)
+  n = s.latent_size**2
+  compiled = {}
+  for name, (iters, method) in (("parallel", (num_iter, "cosine")),
+                                ("sequential", (n, "uniform"))):
+    fn = jax.jit(lambda v, x, r, iters=iters, method=method:
+                 s._decode_tokens(  # pylint: disable=protected-access
+                     v, x, r, **_decode_kwargs(iters, method)))
+    compiled[name] = fn.lower(s.transformer_variables, inputs, rng).compile()
+  fns = {name: (lambda c=c: c(s.transformer_variables, inputs, rng))
+         for name, c in compiled.items()}
+  # The "uniform" schedule over n iterations leaves n - 1 - t tokens masked
+  # after iteration t: one token is revealed per iteration.
+  left = [int(parallel_decode.num_masked_after(t, n, n, n - t, "uniform"))
+          for t in range(n - 1)]
+  one_per_iter = left == [n - 1 - t for t in range(n - 1)]
+  load_start = timing.load_average()
+  cpu = {}
+  times = timing.interleaved_times(fns, repeats, warmup=False, cpu=cpu)
+  t_par, t_seq = (timing.median(times[k]) for k in ("parallel", "sequential"))
+  return {"shape": shape, "dtype": "float32", "batch": batch,
+          "parallel_iterations": num_iter, "sequential_iterations": n,
+          "sequential_one_token_per_iteration": one_per_iter,
+          "repeats": repeats, "parallel_s": t_par, "sequential_s": t_seq,
+          "parallel_speedup": t_seq / t_par, "times": times,
+          "cpu_times": cpu, "cpu_per_wall": (sum(map(sum, cpu.values())) /
+                                             sum(map(sum, times.values()))),
+          "load_average_start": load_start,
+          "load_average_end": timing.load_average()}
 
 
 def main():
@@ -99,16 +217,39 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--num_iter", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--sequential", action="store_true")
+  parser.add_argument("--fast_tokenizer_dtype", default="float32",
+                      choices=sorted(DTYPES))
+  parser.add_argument("--sequential", action="store_true",
+                      help="also parallel vs sequential decoding (slow)")
+  parser.add_argument("--sequential_shape", default="imagenet256",
+                      choices=SHAPES)
+  parser.add_argument("--sequential_batch", type=int, default=1)
+  parser.add_argument("--sequential_repeats", type=int, default=2)
   parser.add_argument("--out", default="benchmarks/results/sampler.json")
   args = parser.parse_args()
-  for shape in args.shapes.split(","):
+  shapes = [s for s in args.shapes.split(",") if s]
+  for shape in shapes:
     if shape not in SHAPES:
-      parser.error(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
-  rows = [bench_shape(s, args.batch, args.num_iter, args.repeats,
-                      args.sequential) for s in args.shapes.split(",")]
-  report = {"device": str(jax.devices()[0]), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "results": rows}
+      parser.error(f"unknown shape {shape!r}; expected one of {SHAPES}")
+  rows = []
+  for shape in shapes:
+    rows.append(bench_shape(shape, args.batch, args.num_iter, args.repeats,
+                            args.fast_tokenizer_dtype))
+    r = rows[-1]
+    print(f"{shape}: overhead f32 {r['float32']['overhead']:.3f}, bf16 "
+          f"{r['bfloat16']['overhead']:.3f}; bf16 speed-up "
+          f"{r['bf16_speedup']:.2f}x", flush=True)
+  sequential = None
+  if args.sequential:
+    sequential = bench_sequential(args.sequential_shape, args.sequential_batch,
+                                  args.num_iter, args.sequential_repeats)
+    print(f"parallel ({args.num_iter} it) vs sequential: "
+          f"{sequential['parallel_speedup']:.1f}x", flush=True)
+  report = {"device": str(jax.devices()[0]),
+            "platform": jax.devices()[0].platform,
+            "machine": platform.platform(), "cpu_count": os.cpu_count(),
+            "jax_version": jax.__version__, "results": rows,
+            "sequential": sequential}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(report, f, indent=1)
@@ -121,9 +262,6 @@ def main():
           f"{f32['forward_s']:.4f} | {f32['sample_s']:.4f} | "
           f"{f32['overhead']:.3f} | {b16['overhead']:.3f} | "
           f"{r['bf16_speedup']:.2f}x |")
-    if "parallel_speedup" in r:
-      print(f"  parallel ({r['num_iter']} it) vs sequential: "
-            f"{r['parallel_speedup']:.1f}x")
   print(f"wrote {args.out}")
 
 
