@@ -193,3 +193,18 @@ def wait_for_all(name: str, timeout_seconds: int = WAIT_SECONDS) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   ocp.multihost.get_barrier_sync_fn()(key=name,
                                       timeout_ms=timeout_seconds * 1000)
+
+
+def run_on_process_zero(work) -> None:
+  """For `sample` and `evaluate`: starts the runtime from the flags (a bad
+  value exits with one `error:` line), runs `work()` on process 0 only, and
+  makes every process wait for it."""
+  try:
+    initialize_from_flags()
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  try:
+    if is_primary():
+      work()
+  finally:
+    wait_for_all("maskgit_exit")

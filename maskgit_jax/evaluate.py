@@ -57,15 +57,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
-  try:
-    distributed.initialize_from_flags()
-  except ValueError as e:
-    raise SystemExit(f"error: {e}") from None
-  try:  # Process 0 does the work; the others wait for it.
-    if distributed.is_primary():
-      _work()
-  finally:
-    distributed.wait_for_all("maskgit_exit")
+  distributed.run_on_process_zero(_work)
 
 
 def _work():

@@ -281,15 +281,7 @@ def run(mode: str) -> List[str]:
 def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    distributed.initialize_from_flags()
-  except ValueError as e:
-    raise SystemExit(f"error: {e}") from None
-  try:  # Process 0 does the work; the others wait for it.
-    if distributed.is_primary():
-      _work()
-  finally:
-    distributed.wait_for_all("maskgit_exit")
+  distributed.run_on_process_zero(_work)
 
 
 def _work():
