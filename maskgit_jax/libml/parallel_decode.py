@@ -100,6 +100,17 @@ def _filter_top_k(logits: jax.Array, k: int) -> jax.Array:
   kth = jax.lax.top_k(logits, k)[0][..., -1:]
   return jnp.where(logits < kth, -jnp.inf, logits)
 
+def _categorical(rng: jax.Array, logits: jax.Array) -> jax.Array:
+  """`jax.random.categorical(rng, logits)` (the same draws: Gumbel noise and
+  the first maximum), with the argmax written as max + min over indices,
+  which XLA:CPU runs about 3x faster than its argmax reduction; at small
+  shapes that reduction cost a third of a transformer forward per
+  iteration. Differs only for NaN logits. `[..., vocab]` -> `[...]` int32."""
+  x = logits + jax.random.gumbel(rng, logits.shape, logits.dtype)
+  top = jnp.max(x, axis=-1, keepdims=True)
+  index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  return jnp.min(jnp.where(x == top, index, x.shape[-1]), axis=-1)
+
 
 @functools.partial(
     jax.jit,
@@ -184,7 +195,7 @@ def decode(inputs: jax.Array,
     logits = logits / sampling_temperature  # Exact for the default 1.0.
 
     rng, sample_rng = jax.random.split(rng, 2)
-    sampled_ids = jax.random.categorical(sample_rng, logits)
+    sampled_ids = _categorical(sample_rng, logits)
     unknown_map = cur_ids == mask_token_id
     sampled_ids = jnp.where(unknown_map, sampled_ids, cur_ids)
     final_seqs = jax.lax.dynamic_update_slice(
