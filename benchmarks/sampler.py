@@ -27,7 +27,6 @@ r runs every function once before round r + 1), each time the median of
   no warm-up run of the slow program is needed.
 """
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -38,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgit_jax import cli
 from maskgit_jax import models
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
@@ -51,11 +51,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def load_config(name="fashion_mnist"):
-  spec = importlib.util.spec_from_file_location(
-      name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return cli.load_config_file(str(ROOT / "configs" / f"{name}.py"))
 
 
 def build_models(shape):
