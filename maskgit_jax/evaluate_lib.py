@@ -77,6 +77,7 @@ from maskgit_jax.metrics import codebook
 from maskgit_jax.metrics import features as features_lib
 from maskgit_jax.metrics import fid
 from maskgit_jax.metrics import prdc
+from maskgit_jax.metrics import quality
 from maskgit_jax.metrics import reconstruction
 from maskgit_jax.metrics import reference
 from maskgit_jax.nets import inception
@@ -768,6 +769,7 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
     raise ValueError(f"--output={output} is a folder; give a .json path")
   if config is None:
     config = _workdir_config(workdir)
+  targets = quality.check_targets(config.get("quality_targets"))
   want_transformer = stages is None or "transformer" in stages
   loaded = load_models(
       config, workdir, tokenizer_checkpoint=tokenizer_checkpoint,
@@ -857,6 +859,9 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
         progress=progress)
     timings["transformer_s"] = time.perf_counter() - t
   timings["total_s"] = time.perf_counter() - t_start
+  report["quality"] = {"targets": targets, "rows": [
+      dict(zip(("measure", "measured", "reference", "ratio", "target", "met"),
+               row)) for row in quality.summary(report, targets)]}
   report["notes"] = notes
   report["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
   path = output or default_report_path(workdir)
@@ -1006,6 +1011,10 @@ def format_report(report: Dict[str, Any], max_classes: int = 20) -> str:
         lines.append(f"    {(c + ' ' + row['name'])[:24]:<24} "
                      f"{_num(row['generated'], '.3f'):>10} "
                      f"{_num(row['real_eval'], '.3f'):>10}")
+  rows = (report.get("quality") or {}).get("rows")
+  if rows:
+    lines.append("Against the real-vs-real floor (same N)")
+    lines += quality.format_rows([tuple(r.values()) for r in rows])
   for note in report.get("notes", []):
     lines.append(f"note: {note}")
   lines.append(f"({report['timings_s']['total_s']:.0f} s; report: "

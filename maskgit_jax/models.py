@@ -31,12 +31,22 @@ def init_transformer(transformer: maskgit_transformer.Transformer,
   return jax.jit(lambda r: nn.meta.unbox(transformer.init(r, ids)))(rng)
 
 
-def _fields(section: ml_collections.ConfigDict, allowed, what: str):
+_UNRESOLVED = ("is unset (auto): it is derived when training starts "
+               "(maskgit_jax.train_lib.auto_config) and recorded in the "
+               "run's config.json; use --workdir=RUN, or set it")
+
+
+def _fields(section: ml_collections.ConfigDict, allowed, what: str,
+            optional=()):
   values = section.to_dict()
   unknown = sorted(set(values) - set(allowed))
   if unknown:
     raise ValueError(f"Unknown {what} config key(s) {unknown}; allowed: "
                      f"{sorted(allowed)}.")
+  unset = sorted(k for k, v in values.items()
+                 if (v is None or v == "auto") and k not in optional)
+  if unset:
+    raise ValueError(f"config.{what}.{unset[0]} {_UNRESOLVED}.")
   return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
@@ -44,7 +54,7 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
                           ) -> vqgan_tokenizer.VQVAE:
   """`config.tokenizer`: `preset` plus any VQVAE field overriding it."""
   fields = _fields(config.tokenizer, {"preset", *vqgan_tokenizer.VQVAE.field_names()},
-                   "tokenizer")
+                   "tokenizer", optional=("code_dim",))
   preset = fields.pop("preset", None)
   if preset:
     return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)
@@ -66,6 +76,8 @@ def transformer_from_config(config: ml_collections.ConfigDict,
   `(image_size // downsample_factor) ** 2 + 1`.
   """
   tokenizer = tokenizer_from_config(config)
+  if config.num_classes is None or config.num_classes == "auto":
+    raise ValueError(f"config.num_classes {_UNRESOLVED}.")
   fields = _fields(config.transformer, TRANSFORMER_KEYS, "transformer")
   preset = fields.pop("preset", None)
   if preset and preset not in maskgit_transformer.PRESETS:

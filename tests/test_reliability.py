@@ -438,6 +438,8 @@ BAD_OVERRIDES = {
                             ["imagenet_on_floppy"]),
     "keep_no_checkpoints": (["--config.tokenizer_training.keep_checkpoints=0"],
                             ["keep_checkpoints=0"]),
+    "min_mask_ratio_one": (["--config.transformer_training.min_mask_ratio=1.0"],
+                           ["transformer_training.min_mask_ratio=1.0"]),
 }
 
 

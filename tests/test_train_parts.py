@@ -88,3 +88,68 @@ def test_stage_two_on_a_released_format_tokenizer(tmp_path):
   config.tokenizer_checkpoint = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
     run.train_and_evaluate(config, str(tmp_path / "run2"))
+
+
+def test_training_mask_count_is_the_papers_ceiling():
+  """n = ceil(N * gamma(r)): a fully masked grid (where every sample starts)
+  occurs in training, ~11% of examples for the cosine schedule at N=64."""
+  batch, n_tokens = 8192, 64
+  rng = jax.random.PRNGKey(3)
+  mask, n = mask_schedule.random_training_mask(rng, batch, n_tokens, "cosine")
+  n = np.asarray(n)
+  np.testing.assert_array_equal(np.asarray(mask).sum(-1), n)
+  ratio = np.asarray(jax.random.uniform(jax.random.split(rng)[0], (batch,)))
+  gamma = np.clip(np.cos(np.pi / 2 * ratio), 1e-6, 1.)
+  expected = np.clip(np.ceil(np.round(n_tokens * gamma * 1e4) / 1e4), 1,
+                     n_tokens)
+  np.testing.assert_array_equal(n, expected)
+  full = float(np.mean(n == n_tokens))
+  # P(cos(pi r / 2) > 63/64) = arccos(63/64) * 2 / pi = 0.1126.
+  assert 0.09 < full < 0.135, full
+
+
+def test_min_mask_ratio_is_a_minimum_masked_fraction():
+  """`min_mask_ratio` (the release's min_masking_rate) raises the masked
+  fraction: never below it, and a fully masked grid still occurs."""
+  mask, n = mask_schedule.random_training_mask(
+      jax.random.PRNGKey(1), 4096, 64, "cosine", min_ratio=0.5)
+  frac = np.asarray(n) / 64
+  assert frac.min() >= 0.5
+  assert frac.max() == 1.0
+  assert np.mean(frac == 0.5) > 0.2  # the clip: P(cos(pi r/2) <= .5) = 1/3
+  with pytest.raises(ValueError, match="min_mask_ratio=1.0"):
+    mask_schedule.random_training_mask(jax.random.PRNGKey(1), 4, 64,
+                                       "cosine", min_ratio=1.0)
+
+
+def test_codebook_restart_resets_adam_moments_and_ema():
+  """A restarted codebook entry starts with fresh Adam moments, and its EMA
+  copy (what stage 2 tokenises with) is the new entry."""
+  from maskgit_jax import models  # pylint: disable=import-outside-toplevel
+  config = test_train.tiny_config(stages=("tokenizer",))
+  c = config.tokenizer_training
+  c.codebook_restart_threshold = 0.99  # restarts whatever is under-used
+  c.ema_decay = 0.9
+  c.generator_adversarial_weight = 0.0
+  section = run.resolve_durations(c, 256, "tokenizer_training")
+  tokenizer = models.tokenizer_from_config(config)
+  task = tokenizer_task.make_task(section, tokenizer, config.image_size,
+                                  note=lambda m: None)
+  state = task.init(jax.random.PRNGKey(0))
+  images = jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))
+  step = jax.jit(task.train_step)
+  for _ in range(3):
+    state, metrics = step(state, {"image": images}, None)
+  codebook = np.asarray(state.params["quantizer"]["codebook"])
+  ema = np.asarray(state.ema_params["quantizer"]["codebook"])
+  # The entries restarted at the last step: usage reset to exactly 1.
+  dead = np.asarray(state.aux["usage"]) == 1.0
+  assert dead.sum() == int(metrics["restarted_codes"]) > 0 and not dead.all()
+  np.testing.assert_array_equal(ema[dead], codebook[dead])
+  moments = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(
+      state.opt_state) if "codebook" in jax.tree_util.keystr(path)]
+  assert len(moments) == 2  # Adam's mu and nu
+  for m in moments:
+    m = np.asarray(m)
+    assert not np.any(m[dead]), "restarted entries keep old Adam moments"
+    assert np.any(m[~dead])

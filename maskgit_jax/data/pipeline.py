@@ -53,7 +53,7 @@ from maskgit_jax.data import preprocess
 from maskgit_jax.data import sources
 
 _STATE_FORMAT = 1
-_MAX_SUBSTITUTES = 32  # Consecutive unreadable training records tolerated.
+MAX_SUBSTITUTES = 32  # Consecutive unreadable training records tolerated.
 _warned_lock = threading.Lock()
 _warned: set[str] = set()
 
@@ -147,14 +147,14 @@ class _LoadRecord:
       example = self._example(plan.shard_start + index, None)
       return self._padding() if example is None else example
     epoch, position = self.global_position(index)
-    for attempt in range(_MAX_SUBSTITUTES + 1):
+    for attempt in range(MAX_SUBSTITUTES + 1):
       record = self.record_index(epoch, position + attempt)
       rng = np.random.default_rng((plan.seed, epoch, record))
       example = self._example(record, rng)
       if example is not None:
         return example
     raise ValueError(
-        f'{_MAX_SUBSTITUTES + 1} consecutive training records are unreadable'
+        f'{MAX_SUBSTITUTES + 1} consecutive training records are unreadable'
         f' (last: {self._source.describe(record)}); check the data.')
 
 
@@ -280,6 +280,15 @@ class Dataset:
     if self.config.num_epochs is None:
       return None
     return self.steps_per_epoch * self.config.num_epochs
+
+  def global_position(self, index: int) -> tuple[int, int]:
+    """(epoch, position in the epoch's order) of this process's training
+    stream index `index` (batch `index // batch_size`)."""
+    return self._load.global_position(index)
+
+  def record_at(self, epoch: int, position: int) -> int:
+    """The training record at `position` of `epoch`'s order."""
+    return self._load.record_index(epoch, position)
 
   def record_indices(self, step: int) -> np.ndarray:
     """The source records of this process's batch `step`, before any

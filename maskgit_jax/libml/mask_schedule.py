@@ -66,17 +66,34 @@ def random_training_mask(rng: jax.Array, batch: int, seq_len: int,
                          method: str = "cosine", min_ratio: float = 0.0):
   """Training masks with an exact number of masked tokens per example.
 
-  For each example a ratio r ~ U[min_ratio, 1) gives
-  `n = max(1, floor(seq_len * schedule(r)))` masked tokens, placed uniformly
-  at random (ranks of uniform noise below n).
+  For each example a progress ratio r ~ U[0, 1) gives the masked fraction
+  `m = max(min_ratio, schedule(r))` and `n = ceil(seq_len * m)` masked tokens
+  (the paper's ceiling: a fully masked grid, where every sample starts, is
+  drawn with probability P(schedule(r) > (seq_len - 1) / seq_len), ~11% for
+  the cosine schedule at seq_len 64), placed uniformly at random (ranks of
+  uniform noise below n).
+
+  Args:
+    rng: a PRNG key.
+    batch: examples.
+    seq_len: maskable tokens per example.
+    method: the mask schedule (see `schedule`).
+    min_ratio: the minimum masked fraction in [0, 1) (open-MUSE's and
+      MaskBit's `min_masking_rate`; the release's config sets 0.5): the
+      masked fraction is clipped from below, so it never falls under it.
 
   Returns:
     `(mask bool [batch, seq_len], n int32 [batch])`.
   """
+  if not 0.0 <= float(min_ratio) < 1.0:
+    raise ValueError(f"min_mask_ratio={min_ratio!r} must be in [0, 1).")
   ratio_rng, position_rng = jax.random.split(rng)
-  ratio = jax.random.uniform(ratio_rng, (batch,), minval=min_ratio, maxval=1.)
-  mask_ratio = schedule(ratio, seq_len, method)
-  n = jnp.maximum(1, jnp.floor(seq_len * mask_ratio)).astype(jnp.int32)
+  ratio = jax.random.uniform(ratio_rng, (batch,), minval=0., maxval=1.)
+  mask_ratio = jnp.maximum(schedule(ratio, seq_len, method), min_ratio)
+  # The float product may land a hair above an integer (e.g. 0.5 * 64): round
+  # it to 1e-4 of a token before the ceiling so that n is the paper's count.
+  scaled = jnp.round(seq_len * mask_ratio * 1e4) / 1e4
+  n = jnp.clip(jnp.ceil(scaled), 1, seq_len).astype(jnp.int32)
   noise = jax.random.uniform(position_rng, (batch, seq_len))
   ranks = jnp.argsort(jnp.argsort(noise, axis=-1), axis=-1)
   return ranks < n[:, None], n

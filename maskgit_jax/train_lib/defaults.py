@@ -88,6 +88,9 @@ def transformer_training() -> ml_collections.ConfigDict:
   c.min_mask_ratio = 0.0
   c.loss_on_all_tokens = False
   c.class_dropout = 0.0  # > 0 trains the null class for guidance
+  # Token ids computed once per record (centre view and mirror image) by the
+  # frozen tokenizer instead of on every step (maskgit_jax/data/token_cache).
+  c.token_cache = False
   c.ema_decay = 0.0
   c.samples = ml_collections.ConfigDict(dict(
       per_class=4, num_iter=12, choice_temperature=4.5))

@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules from config sections."""
 
 import math
-from typing import Any
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -100,3 +100,26 @@ def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
 def ema_update(ema: Any, params: Any, decay: float) -> Any:
   """`ema * decay + params * (1 - decay)`, leaf by leaf."""
   return jax.tree.map(lambda e, p: e * decay + p * (1 - decay), ema, params)
+
+
+def reset_rows(tree: Any, path: Tuple[str, ...], rows: jax.Array,
+               values: Optional[jax.Array] = None) -> Any:
+  """Resets the rows `rows` (bool `[n]`) of every leaf of `tree` found under
+  the key path `path` (e.g. `("quantizer", "codebook")`, matched as the last
+  keys of the leaf's path, so it finds the parameter inside optimizer states
+  too): to `values[rows]` (`[n, d]`) when given, to zeros otherwise.
+
+  Used when codebook entries are restarted: their Adam moments start afresh
+  (zeros) and their EMA copy jumps to the new entry."""
+  path = tuple(path)
+
+  def reset(key_path, leaf):
+    names = tuple(getattr(k, "key", getattr(k, "name", None))
+                  for k in key_path)
+    if names[-len(path):] != path or getattr(leaf, "ndim", 0) < 1:
+      return leaf
+    new = jnp.zeros_like(leaf) if values is None else values.astype(leaf.dtype)
+    keep = rows.reshape((-1,) + (1,) * (leaf.ndim - 1))
+    return jnp.where(keep, new, leaf)
+
+  return jax.tree_util.tree_map_with_path(reset, tree)

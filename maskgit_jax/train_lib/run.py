@@ -25,8 +25,10 @@ from maskgit_jax import distributed
 from maskgit_jax import models
 from maskgit_jax import official
 from maskgit_jax import sample_lib
+from maskgit_jax.data import token_cache
 from maskgit_jax.libml import mask_schedule
 from maskgit_jax.libml import sampling
+from maskgit_jax.train_lib import auto_config
 from maskgit_jax.train_lib import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
@@ -88,8 +90,8 @@ def resolve_durations(section: ml_collections.ConfigDict, num_examples: int,
 
 
 def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
-               sigterm):
-  batches = dataset.iterator()
+               sigterm, batches=None):
+  batches = dataset.iterator() if batches is None else batches
   data_sharding = data_lib.make_data_sharding(mesh, sharding_lib.BATCH_AXES)
   try:
     return trainer.run_task(
@@ -126,6 +128,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       raise ValueError(
           f"transformer_training.mask_scheduling_method: {e}") from None
+    low = config.transformer_training.get("min_mask_ratio", 0.0)
+    if (isinstance(low, bool) or not isinstance(low, (int, float)) or
+        not 0.0 <= low < 1.0):
+      raise ValueError(f"transformer_training.min_mask_ratio={low!r} must be "
+                       "a number in [0, 1) (the minimum masked fraction).")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -133,7 +140,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains the configured stages in order, then writes `samples.png`.
 
   Args:
-    config: a training config (see configs/).
+    config: a training config (see configs/); fields left "auto" (None) are
+      derived first (`auto_config.resolve`: classes and channels of an image
+      folder, tokenizer sizes for the image size) and the resolved config is
+      what `WORKDIR/config.json` records.
     workdir: the run folder; an existing run there is resumed.
     devices: the devices of the mesh (default: all).
 
@@ -150,6 +160,10 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
     if stage not in STAGES:
       raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
                        f"{STAGES}.")
+  log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
+  # Fields left "auto" (configs/folder.py) come from the image folder and the
+  # image size; contradictions stop here, before config.json is written.
+  config = auto_config.resolve(config, workdir, log=log)
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
   write_config(config, workdir)
@@ -159,7 +173,6 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
   transformer = models.transformer_from_config(config, activation_rules=rules)
   dcfg = data_config(config, tokenizer.channels)
   out = {}
-  log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
 
   tok_vars = None
   if "tokenizer" in config.stages:
@@ -191,9 +204,12 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
     class_names = tuple(config.get("class_names", ()) or dataset.class_names)
     task = transformer_task.make_task(section, tokenizer, tok_vars, transformer,
                                       config.num_classes, class_names)
+    batches = None
+    if section.get("token_cache", False):
+      batches = _token_batches(dataset, tokenizer, tok_vars, workdir, log)
     state = _run_stage(task, config, section,
                        os.path.join(workdir, "transformer"), dataset, mesh,
-                       rules, sigterm)
+                       rules, sigterm, batches=batches)
     params = state.ema_params if state.ema_params is not None else state.params
     out["transformer"] = {"params": distributed.to_host(params)}
     _evaluate_after(config, workdir, "transformer", section, log,
@@ -210,6 +226,20 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
       out["samples"] = path
       log(f"wrote {path}")
   return out
+
+
+def _token_batches(dataset, tokenizer, tok_vars, workdir, log):
+  """Stage-2 batches of token ids from the frozen tokenizer's cache
+  (`transformer_training.token_cache`; see maskgit_jax/data/token_cache.py).
+  Every process builds (or reads) the whole cache; files are replaced
+  atomically, so processes sharing a workdir never see a partial one."""
+  encode = jax.jit(lambda x: tokenizer.apply(
+      tok_vars, x, method=tokenizer.encode_to_indices))
+  digest = token_cache.tokenizer_digest(tok_vars)
+  cache = token_cache.build(dataset, encode,
+                            os.path.join(workdir, "token_cache"),
+                            tokenizer_digest=digest, log=log)
+  return token_cache.TokenBatches(dataset, cache)
 
 
 def _evaluate_after(config, workdir, stage, section, log, **variables):

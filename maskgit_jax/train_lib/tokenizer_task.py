@@ -85,8 +85,12 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
         opt_state=g_tx.init(params), rng=state_rng,
         ema_params=params if ema_decay else None, aux=aux)
 
-  def restart_dead_codes(params, usage, features, rng):
-    """Replaces codes with usage below the threshold by random features."""
+  def restart_dead_codes(params, opt_state, ema_params, usage, features, rng):
+    """Replaces codes with usage below the threshold by random features.
+
+    A restarted entry also drops its Adam moments (they belonged to the old
+    entry) and its EMA copy jumps to the new value: stage 2 tokenises with
+    the EMA codebook, which would otherwise only drift toward it."""
     flat = features.reshape(-1, features.shape[-1])
     picks = jax.random.randint(rng, (tokenizer.codebook_size,), 0,
                                flat.shape[0])
@@ -94,8 +98,12 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     codebook = params["quantizer"]["codebook"]
     new = jnp.where(dead[:, None], flat[picks].astype(codebook.dtype), codebook)
     params = {**params, "quantizer": {**params["quantizer"], "codebook": new}}
+    path = ("quantizer", "codebook")
+    opt_state = optim.reset_rows(opt_state, path, dead)
+    if ema_params is not None:
+      ema_params = optim.reset_rows(ema_params, path, dead, new)
     usage = jnp.where(dead, 1.0, usage)
-    return params, usage, jnp.sum(dead)
+    return params, opt_state, ema_params, usage, jnp.sum(dead)
 
   def train_step(state, batch, frozen):
     del frozen
@@ -137,10 +145,12 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
                    psnr=_psnr(recon, images), **parts,
                    **vqgan_tokenizer.codebook_stats(ids,
                                                     tokenizer.codebook_size))
+    ema_params = (optim.ema_update(state.ema_params, params, ema_decay)
+                  if ema_decay else None)
     if restart:
       features = jax.lax.stop_gradient(result["code_features"])
-      params, usage, num_dead = restart_dead_codes(params, usage, features,
-                                                   restart_rng)
+      params, opt_state, ema_params, usage, num_dead = restart_dead_codes(
+          params, opt_state, ema_params, usage, features, restart_rng)
       metrics["restarted_codes"] = num_dead.astype(jnp.float32)
     aux["usage"] = usage
 
@@ -180,8 +190,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
 
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, aux=aux,
-        ema_params=(optim.ema_update(state.ema_params, params, ema_decay)
-                    if ema_decay else None))
+        ema_params=ema_params)
     return new_state, metrics
 
   def images(params, batch, frozen):

@@ -1,6 +1,8 @@
 """Stage 2: the masked-token transformer on tokens of a frozen tokenizer.
 
-Each step: images -> token ids with the frozen tokenizer (on the fly) ->
+Each step: images -> token ids with the frozen tokenizer (on the fly, or
+read from the token cache when `token_cache` is on: batches then carry
+`tokens` [b, L] instead of `image`) ->
 class token at position 0 (replaced by the null class with probability
 `class_dropout`, for classifier-free guidance) -> an exact number of tokens per
 example masked, the count drawn from the mask schedule -> cross-entropy with
@@ -56,7 +58,10 @@ def make_task(c: ml_collections.ConfigDict,
   def train_step(state, batch, frozen):
     rng = jax.random.fold_in(state.rng, state.step)
     mask_rng, drop_rng, dropout_rng = jax.random.split(rng, 3)
-    ids = tokens_of(batch["image"], frozen)
+    if "tokens" in batch:  # From the token cache (data/token_cache.py).
+      ids = batch["tokens"].astype(jnp.int32)
+    else:
+      ids = tokens_of(batch["image"], frozen)
     b, n = ids.shape
     mask, num_masked = mask_schedule.random_training_mask(
         mask_rng, b, n, mask_scheduling_method, c.get("min_mask_ratio", 0.0))
@@ -118,6 +123,8 @@ def make_task(c: ml_collections.ConfigDict,
              for k in classes]
     return {"samples": (np.asarray(grid), names)}
 
+  keys = ("tokens", "label") if c.get("token_cache", False) else (
+      "image", "label")
   return trainer.Task(name="transformer", num_steps=c.num_steps, init=init,
                       train_step=train_step, frozen=tokenizer_variables,
-                      images=images)
+                      images=images, batch_keys=keys)

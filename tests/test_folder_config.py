@@ -1,0 +1,282 @@
+"""configs/folder.py: classes, names, channels and sizes derived from a folder.
+
+The colour folder is tests/data/folder_colour (30 Twemoji PNGs, 16x16 RGBA,
+3 classes; CC-BY 4.0, see its README.md); grey and flat folders are made
+here.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+import test_train
+
+from maskgit_jax import models
+from maskgit_jax import sample_lib
+from maskgit_jax import visualize
+from maskgit_jax.data import folder_info
+from maskgit_jax.train_lib import auto_config
+from maskgit_jax.train_lib import run
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+COLOUR = ROOT / "tests" / "data" / "folder_colour"
+COLOUR_CLASSES = ("animals_nature", "food_drink", "travel_places")
+
+
+def folder_config(path, image_size=32):
+  config = test_train.load_config("folder")
+  config.data.path = str(path)
+  config.image_size = image_size
+  return config
+
+
+def make_grey_tree(root):
+  """Two classes of grey images in several grey modes (L, LA, 16-bit, a grey
+  palette, a grey JPEG)."""
+  rng = np.random.default_rng(0)
+  pixels = lambda: rng.integers(0, 256, (12, 12), np.uint8)  # noqa: E731
+  images = {
+      "cats/a.png": Image.fromarray(pixels()),
+      "cats/b.png": Image.fromarray(pixels()).convert("LA"),
+      "cats/c.jpg": Image.fromarray(pixels()),
+      "dogs/d.png": Image.fromarray(pixels().astype(np.uint16) * 200),
+      "dogs/e.png": Image.fromarray(pixels()).convert("P"),
+  }
+  for rel, img in images.items():
+    os.makedirs(root / rel.split("/")[0], exist_ok=True)
+    img.save(root / rel)
+  assert Image.open(root / "dogs/e.png").mode == "P"
+  return root
+
+
+def test_colour_tree_classes_names_channels_and_sizes(tmp_path):
+  config = folder_config(COLOUR, image_size=32)
+  notes = []
+  resolved = auto_config.resolve(config, str(tmp_path), log=notes.append)
+  assert resolved.num_classes == 3
+  assert tuple(resolved.class_names) == COLOUR_CLASSES
+  assert resolved.tokenizer.channels == 3
+  for key, value in auto_config.TOKENIZER_SIZES[32].items():
+    assert resolved.tokenizer[key] == value, key
+  assert "3 classes (animals_nature, food_drink, travel_places)" in notes[0]
+  assert "colour images (3 channels; e.g. animals_nature/" in notes[0]
+  assert "(8x8 tokens)" in notes[1]
+  # The given config is untouched (its auto fields stay None).
+  assert config.num_classes is None and config.tokenizer.channels is None
+  info = folder_info.inspect_folder(str(COLOUR))
+  assert info.num_images == 30 and info.conditional
+  assert info.colour_example.endswith(" is RGBA")
+
+
+def test_grey_tree_is_one_channel_and_cached(tmp_path):
+  root = make_grey_tree(tmp_path / "grey")
+  resolved = auto_config.resolve(folder_config(root), str(tmp_path / "run"))
+  assert resolved.tokenizer.channels == 1
+  assert resolved.num_classes == 2 and tuple(resolved.class_names) == (
+      "cats", "dogs")
+  cache = str(tmp_path / "run" / "data_index")
+  again = folder_info.inspect_folder(str(root), cache_dir=cache)
+  assert again.channels == 1 and again.channels_from_cache
+  # One colour image (a colour palette) makes the folder colour.
+  Image.fromarray(np.random.default_rng(1).integers(
+      0, 256, (8, 8, 3), np.uint8)).convert("P").save(root / "dogs" / "f.png")
+  changed = folder_info.inspect_folder(str(root), cache_dir=cache)
+  assert changed.channels == 3 and not changed.channels_from_cache
+  assert changed.colour_example == "dogs/f.png is P"
+
+
+def test_flat_folder_is_unconditional(tmp_path):
+  flat = tmp_path / "emoji"
+  flat.mkdir()
+  for png in sorted(COLOUR.glob("food_drink/*.png"))[:4]:
+    shutil.copy(png, flat / png.name)
+  resolved = auto_config.resolve(folder_config(flat), None)
+  assert resolved.num_classes == 1 and tuple(resolved.class_names) == (
+      "emoji",)
+  assert resolved.tokenizer.channels == 3
+  with pytest.raises(ValueError, match=r"num_classes=3 but the image folder "
+                     r".*emoji has no class sub-folders \(unconditional: 1"):
+    config = folder_config(flat)
+    config.num_classes = 3
+    auto_config.resolve(config, None)
+
+
+@pytest.mark.parametrize("field,value,needles", [
+    ("num_classes", 10, ["config.num_classes=10", "3 classes",
+                         "set num_classes=3"]),
+    ("tokenizer.channels", 1, ["config.tokenizer.channels=1",
+                               "colour images (3 channels"]),
+    ("class_names", ("a", "b"), ["config.class_names has 2 names (a, b)",
+                                 "3 classes"]),
+])
+def test_explicit_values_contradicting_the_folder(tmp_path, field, value,
+                                                  needles):
+  config = folder_config(COLOUR)
+  parent, key = (["tokenizer"] + field.split(".")[1:] if "." in field
+                 else [None, field])
+  (config[parent] if parent else config)[key] = value
+  with pytest.raises(ValueError) as e:
+    auto_config.resolve(config, str(tmp_path / "new"))
+  assert not (tmp_path / "new").exists()  # made for the index, removed
+  message = str(e.value)
+  assert "\n" not in message and str(COLOUR) in message
+  for needle in needles:
+    assert needle in message, (needle, message)
+
+
+def test_agreeing_explicit_values_are_kept_and_grey_as_rgb_allowed(tmp_path):
+  config = folder_config(make_grey_tree(tmp_path / "grey"))
+  config.num_classes = 2
+  config.class_names = ("Cat", "Dog")  # display names of the same count
+  config.tokenizer.channels = 3
+  notes = []
+  resolved = auto_config.resolve(config, None, log=notes.append)
+  assert tuple(resolved.class_names) == ("Cat", "Dog")
+  assert resolved.tokenizer.channels == 3
+  assert any("only grey images" in n for n in notes)
+
+
+def test_preset_supplies_sizes_and_other_configs_are_unchanged():
+  config = folder_config(COLOUR)
+  config.tokenizer.preset = "small"
+  resolved = auto_config.resolve(config, None)
+  assert "filters" not in resolved.tokenizer
+  assert models.tokenizer_from_config(resolved).filters == 16
+  fashion = test_train.load_config("fashion_mnist")
+  assert auto_config.resolve(fashion, None) is fashion
+  with pytest.raises(ValueError, match="no automatic tokenizer size"):
+    auto_config.resolve(folder_config(COLOUR, image_size=48), None)
+
+
+def test_resuming_with_a_changed_folder_is_refused(tmp_path):
+  workdir = tmp_path / "run"
+  (workdir / "tokenizer" / "checkpoints" / "500").mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(
+      {"num_classes": 2, "class_names": ["a", "b"],
+       "tokenizer": {"channels": 3}}))
+  with pytest.raises(ValueError, match=r"checkpoints trained with "
+                     r"num_classes=2 .* the data now gives num_classes=3"):
+    auto_config.resolve(folder_config(COLOUR), str(workdir))
+
+
+def _train_cli(workdir, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  return subprocess.run(
+      [sys.executable, "-m", "maskgit_jax.train", "--config=configs/folder.py",
+       f"--workdir={workdir}", *args],
+      cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _one_error_line(result):
+  assert result.returncode != 0, result.stdout[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+  return lines[0]
+
+
+def test_cli_contradiction_is_one_line_and_leaves_the_run_alone(tmp_path):
+  workdir = tmp_path / "run"
+  (workdir / "tokenizer" / "checkpoints").mkdir(parents=True)
+  (workdir / "config.json").write_text("the existing run's config\n")
+  before = sorted(os.listdir(workdir))
+  line = _one_error_line(_train_cli(
+      workdir, f"--config.data.path={COLOUR}", "--config.num_classes=10"))
+  assert "config.num_classes=10" in line and "has 3 classes" in line
+  assert (workdir / "config.json").read_text() == "the existing run's config\n"
+  assert sorted(set(os.listdir(workdir)) - {"data_index"}) == before
+  assert not os.listdir(workdir / "tokenizer" / "checkpoints")
+
+  line = _one_error_line(_train_cli(tmp_path / "new"))
+  assert "config.data.path is not set" in line
+  assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("image_size", [32, 64])
+def test_model_sizes_build_and_run(image_size):
+  config = auto_config.resolve(folder_config(COLOUR, image_size), None)
+  tokenizer = models.tokenizer_from_config(config)
+  transformer = models.transformer_from_config(config)
+  assert tokenizer.channels == 3 and tokenizer.downsample_factor == (
+      image_size // 8)
+  tok_vars = models.init_tokenizer(tokenizer, jax.random.PRNGKey(0),
+                                   image_size)
+  images = jnp.full((2, image_size, image_size, 3), 0.5)
+  ids = tokenizer.apply(tok_vars, images, method=tokenizer.encode_to_indices)
+  assert ids.shape == (2, 8, 8)
+  out = tokenizer.apply(tok_vars, ids, method=tokenizer.decode_from_indices)
+  assert out.shape == (2, image_size, image_size, 3)
+  assert np.isfinite(np.asarray(out)).all()
+  tr_vars = models.init_transformer(transformer, jax.random.PRNGKey(1))
+  tokens = jnp.concatenate([jnp.full((2, 1), 512 + 2),
+                            ids.reshape(2, -1)], axis=1)
+  logits = transformer.apply(tr_vars, tokens)
+  assert logits.shape == (2, 65, 512 + 3 + 1)
+
+
+def tiny_folder_config(path):
+  """configs/folder.py with test sizes: 16x16 images, tiny models, 1 step."""
+  config = folder_config(path, image_size=16)
+  t = config.tokenizer
+  t.filters, t.channel_multipliers, t.num_res_blocks = 8, (1, 2), 1
+  t.embedding_dim, t.codebook_size, t.num_groups = 8, 16, 4
+  t.code_dim, t.l2_normalized = 0, False
+  config.transformer.preset = "tiny"
+  config.mesh = (1, 1, 1)
+  for section in (config.tokenizer_training, config.transformer_training):
+    section.num_steps = 1
+    section.batch_size = 8
+    section.log_every = 1
+    section.checkpoint_every = 1
+    section.image_every = 0
+    section.async_checkpoints = False
+    section.tensorboard = False
+  config.transformer_training.image_every = 1
+  config.transformer_training.samples.per_class = 1
+  config.transformer_training.samples.num_iter = 2
+  config.transformer_training.optimizer.warmup_steps = 1
+  config.tokenizer_training.g_optimizer.warmup_steps = 1
+  config.sampling.samples_per_class = 1
+  config.sampling.num_iter = 2
+  config.sampling.grid_scale = 1
+  return config
+
+
+def test_one_step_end_to_end_on_the_colour_folder(tmp_path, monkeypatch):
+  grids = []
+  save_grid = visualize.save_grid
+
+  def recording_save_grid(images, path, row_labels=None, **kwargs):
+    grids.append((os.path.basename(path), tuple(row_labels or ())))
+    return save_grid(images, path, row_labels=row_labels, **kwargs)
+
+  monkeypatch.setattr(visualize, "save_grid", recording_save_grid)
+  workdir = tmp_path / "run"
+  run.train_and_evaluate(tiny_folder_config(COLOUR), str(workdir),
+                         devices=jax.devices()[:1])
+  labels = tuple(f"{i} {name}" for i, name in enumerate(COLOUR_CLASSES))
+  # Stage 2's periodic samples (images/transformer_samples_<step>.png) and
+  # the final grid (written via a temporary file renamed to samples.png).
+  periodic = [rows for name, rows in grids
+              if name.startswith("transformer_samples")]
+  final = [rows for name, rows in grids if name.startswith(".tmp-")]
+  assert periodic == [labels] and final == [labels], grids
+  with Image.open(workdir / "samples.png") as grid:
+    assert grid.mode == "RGB" and grid.size[1] > 3 * 16
+  written = json.loads((workdir / "config.json").read_text())
+  assert written["num_classes"] == 3
+  assert written["class_names"] == list(COLOUR_CLASSES)
+  assert written["tokenizer"]["channels"] == 3
+  assert written["tokenizer"]["filters"] == 8
+  assert written["data"]["path"] == str(COLOUR)
+  # sample/evaluate read the resolved values back from the run.
+  loaded = sample_lib.load_workdir(str(workdir))
+  assert loaded.sampler.num_classes == 3
+  assert sample_lib.class_label(loaded.config, 1) == "1 food_drink"
