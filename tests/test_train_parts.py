@@ -153,3 +153,55 @@ def test_codebook_restart_resets_adam_moments_and_ema():
     m = np.asarray(m)
     assert not np.any(m[dead]), "restarted entries keep old Adam moments"
     assert np.any(m[~dead])
+
+
+def _top_level_convs(task, state, batch):
+  jaxpr = jax.make_jaxpr(task.train_step)(state, batch, None).jaxpr
+
+  def count(jp):  # Descends into pjit/custom calls, not into cond branches.
+    n = 0
+    for eqn in jp.eqns:
+      if eqn.primitive.name == "conv_general_dilated":
+        n += 1
+      elif eqn.primitive.name != "cond":
+        for v in eqn.params.values():
+          inner = getattr(v, "jaxpr", None)
+          if inner is not None:
+            n += count(getattr(inner, "jaxpr", inner))
+    return n
+  return count(jaxpr)
+
+
+def test_no_discriminator_work_before_disc_start():
+  """Before disc_start_step the discriminator (forward, R1, update) sits in
+  a skipped `cond` branch: the step's unconditional convolutions are the
+  tokenizer's alone, as without a GAN."""
+  from maskgit_jax import models  # pylint: disable=import-outside-toplevel
+  counts = {}
+  for gan in (False, True):
+    config = test_train.tiny_config(stages=("tokenizer",))
+    c = config.tokenizer_training
+    c.generator_adversarial_weight = 0.1 if gan else 0.0
+    c.discriminator.max_filters = 8
+    c.disc_start_step = 2
+    section = run.resolve_durations(c, 256, "tokenizer_training")
+    tokenizer = models.tokenizer_from_config(config)
+    task = tokenizer_task.make_task(section, tokenizer, config.image_size,
+                                    note=lambda m: None)
+    state = task.init(jax.random.PRNGKey(0))
+    batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))}
+    counts[gan] = _top_level_convs(task, state, batch)
+    if gan:  # The GAN still trains from disc_start_step on.
+      step = jax.jit(task.train_step)
+      d0 = np.asarray(jax.tree.leaves(state.aux["d_params"])[0])
+      for _ in range(3):
+        state, metrics = step(state, batch, None)
+        if int(state.step) <= 2:
+          np.testing.assert_array_equal(
+              np.asarray(jax.tree.leaves(state.aux["d_params"])[0]), d0)
+          assert float(metrics["discriminator_loss"]) == 0.0
+      assert float(metrics["gan_active"]) == 1.0
+      assert float(metrics["discriminator_loss"]) != 0.0
+      assert not np.array_equal(
+          np.asarray(jax.tree.leaves(state.aux["d_params"])[0]), d0)
+  assert counts[True] == counts[False] > 0

@@ -105,6 +105,43 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     usage = jnp.where(dead, 1.0, usage)
     return params, opt_state, ema_params, usage, jnp.sum(dead)
 
+  def discriminator_update(d_aux, images, fake):
+    """One discriminator step (loss, R1, LeCAM): new d_aux and metrics."""
+    d_params = d_aux["d_params"]
+
+    def d_loss_fn(dp):
+      d_fn = lambda x: disc.apply({"params": dp}, x)  # noqa: E731
+      real_logit, fake_logit = d_fn(images), d_fn(fake)
+      d_loss = losses.discriminator_loss(real_logit, fake_logit, c.gan_loss)
+      r1 = losses.r1_penalty(d_fn, images) if c.r1_cost else jnp.zeros(())
+      total = d_loss + c.r1_cost * r1
+      lecam = jnp.zeros(())
+      if c.lecam_weight:
+        lecam = losses.lecam_regularizer(real_logit, fake_logit,
+                                         d_aux["lecam"][0], d_aux["lecam"][1])
+        total += c.lecam_weight * lecam
+      return total, (d_loss, r1, lecam, jnp.mean(real_logit),
+                     jnp.mean(fake_logit))
+
+    (d_total, (d_loss, r1, lecam, real_mean, fake_mean)), d_grads = (
+        jax.value_and_grad(d_loss_fn, has_aux=True)(d_params))
+    d_updates, d_opt_state = d_tx.update(d_grads, d_aux["d_opt_state"],
+                                         d_params)
+    new = dict(d_params=optax.apply_updates(d_params, d_updates),
+               d_opt_state=d_opt_state,
+               lecam=0.99 * d_aux["lecam"] + 0.01 * jnp.stack(
+                   [real_mean, fake_mean]))
+    metrics = dict(discriminator_loss=d_loss, r1_penalty=r1,
+                   lecam_loss=lecam, d_total_loss=d_total)
+    return new, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+
+  def discriminator_idle(d_aux, images, fake):
+    """Before disc_start_step: nothing runs; the same structures."""
+    del images, fake
+    zero = jnp.zeros((), jnp.float32)
+    return dict(d_aux), dict(discriminator_loss=zero, r1_penalty=zero,
+                             lecam_loss=zero, d_total_loss=zero)
+
   def train_step(state, batch, frozen):
     del frozen
     images = batch["image"]
@@ -125,9 +162,12 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
         total += c.perceptual_weight * p
         parts["perceptual_loss"] = p
       if use_gan:
-        fake_logit = disc.apply({"params": d_params}, recon)
-        g_adv = losses.generator_loss(fake_logit, c.gan_loss)
-        total += jnp.where(gan_on, c.generator_adversarial_weight, 0.) * g_adv
+        # Before disc_start_step the discriminator is not run at all.
+        g_adv = jax.lax.cond(
+            gan_on, lambda r: losses.generator_loss(
+                disc.apply({"params": d_params}, r), c.gan_loss),
+            lambda r: jnp.zeros((), jnp.float32), recon)
+        total += c.generator_adversarial_weight * g_adv
         parts["generator_adversarial_loss"] = g_adv
       return total, (recon, result, parts)
 
@@ -155,38 +195,12 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     aux["usage"] = usage
 
     if use_gan:
-      fake = jax.lax.stop_gradient(recon)
-
-      def d_loss_fn(dp):
-        d_fn = lambda x: disc.apply({"params": dp}, x)  # noqa: E731
-        real_logit, fake_logit = d_fn(images), d_fn(fake)
-        d_loss = losses.discriminator_loss(real_logit, fake_logit, c.gan_loss)
-        r1 = losses.r1_penalty(d_fn, images) if c.r1_cost else 0.0
-        total = d_loss + c.r1_cost * r1
-        lecam = 0.0
-        if c.lecam_weight:
-          lecam = losses.lecam_regularizer(real_logit, fake_logit,
-                                           state.aux["lecam"][0],
-                                           state.aux["lecam"][1])
-          total += c.lecam_weight * lecam
-        return total, (d_loss, r1, lecam, jnp.mean(real_logit),
-                       jnp.mean(fake_logit))
-
-      (d_total, (d_loss, r1, lecam, real_mean, fake_mean)), d_grads = (
-          jax.value_and_grad(d_loss_fn, has_aux=True)(d_params))
-      d_updates, d_opt_state = d_tx.update(d_grads, state.aux["d_opt_state"],
-                                           d_params)
-      new_d = optax.apply_updates(d_params, d_updates)
-      keep = functools.partial(jnp.where, gan_on)
-      aux["d_params"] = jax.tree.map(keep, new_d, d_params)
-      aux["d_opt_state"] = jax.tree.map(keep, d_opt_state,
-                                        state.aux["d_opt_state"])
-      aux["lecam"] = jnp.where(
-          gan_on, 0.99 * state.aux["lecam"] + 0.01 * jnp.stack(
-              [real_mean, fake_mean]), state.aux["lecam"])
-      metrics.update(discriminator_loss=d_loss, r1_penalty=r1,
-                     lecam_loss=lecam, d_total_loss=d_total,
-                     gan_active=jnp.asarray(gan_on, jnp.float32))
+      d_aux, d_metrics = jax.lax.cond(
+          gan_on, discriminator_update, discriminator_idle,
+          {k: state.aux[k] for k in ("d_params", "d_opt_state", "lecam")},
+          images, jax.lax.stop_gradient(recon))
+      aux.update(d_aux)
+      metrics.update(d_metrics, gan_active=jnp.asarray(gan_on, jnp.float32))
 
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, aux=aux,
