@@ -61,7 +61,7 @@ def variant(name: str):
   if name != "reconstruction only":
     t.generator_adversarial_weight = 0.1
     t.r1_cost = 10.0
-    t.discriminator.max_filters = 128
+    t.discriminator.max_filters = 32
   if name == "+ LeCAM":
     t.lecam_weight = 0.001
   return config

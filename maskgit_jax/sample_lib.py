@@ -10,6 +10,7 @@ it too. Models come from released-format files, from a training run's folder
 
 import contextlib
 import json
+import math
 import os
 import uuid
 from typing import (Any, Callable, List, NamedTuple, Optional, Sequence,
@@ -259,7 +260,23 @@ def decode_options(config: ml_collections.ConfigDict, **overrides):
                  guidance_schedule=s.guidance_schedule,
                  sampling_temperature=s.sampling_temperature, top_k=s.top_k)
   options.update({k: v for k, v in overrides.items() if v is not None})
+  check_decode_options(options)
   return options
+
+
+def check_decode_options(options) -> None:
+  """Rejects nonsense decoding values with one line naming the key."""
+  def number(key, ok, expected, integer=False):
+    value = options.get(key)
+    kinds = (int,) if integer else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, kinds) or
+        not math.isfinite(value) or not ok(value)):
+      raise ValueError(f"sampling.{key}={value!r} must be {expected}.")
+  number("num_iter", lambda v: v >= 1, "an int >= 1", integer=True)
+  number("choice_temperature", lambda v: v >= 0, "a finite number >= 0")
+  number("guidance_scale", lambda v: v >= 0, "a finite number >= 0")
+  number("sampling_temperature", lambda v: v > 0, "a finite number > 0")
+  number("top_k", lambda v: v >= 0, "an int >= 0 (0 = off)", integer=True)
 
 
 def atomic_write(path: str, write_fn) -> str:

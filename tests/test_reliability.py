@@ -440,6 +440,14 @@ BAD_OVERRIDES = {
                             ["keep_checkpoints=0"]),
     "min_mask_ratio_one": (["--config.transformer_training.min_mask_ratio=1.0"],
                            ["transformer_training.min_mask_ratio=1.0"]),
+    "nan_sampling_temperature": (
+        ["--config.sampling.sampling_temperature=nan"],
+        ["sampling.sampling_temperature=nan"]),
+    "minus_inf_guidance": (["--config.sampling.guidance_scale=-inf"],
+                           ["sampling.guidance_scale=-inf"]),
+    "zero_samples_per_class": (
+        ["--config.transformer_training.samples.per_class=0"],
+        ["samples.per_class=0"]),
 }
 
 

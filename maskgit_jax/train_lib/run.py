@@ -122,6 +122,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for key in optimizers:
       optim.check_optimizer_config(section[key], f"{name}.{key}")
   if "transformer" in config.stages:
+    sample_lib.decode_options(config)  # Nonsense sampling values: one line.
+    per_class = config.transformer_training.get("samples", {}).get(
+        "per_class", 4)
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or (
+        per_class < 1):
+      raise ValueError(f"transformer_training.samples.per_class={per_class!r}"
+                       " must be an int >= 1.")
     method = config.transformer_training.mask_scheduling_method
     try:
       mask_schedule.validate(method)
