@@ -1013,7 +1013,7 @@ def format_report(report: Dict[str, Any], max_classes: int = 20) -> str:
                      f"{_num(row['real_eval'], '.3f'):>10}")
   rows = (report.get("quality") or {}).get("rows")
   if rows:
-    lines.append("Against the real-vs-real floor (same N)")
+    lines.append("Ratios to the floors and to real accuracy, with the targets")
     lines += quality.format_rows([tuple(r.values()) for r in rows])
   for note in report.get("notes", []):
     lines.append(f"note: {note}")
