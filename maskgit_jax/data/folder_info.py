@@ -25,10 +25,8 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
-from typing import Any, Optional
+from typing import Optional
 
-from absl import logging
 from PIL import Image
 
 from maskgit_jax.data import image_folder
@@ -142,18 +140,6 @@ def _read_cache(path: str, root: str, listing: str) -> Optional[dict]:
   return cache
 
 
-def _write_cache(path: str, cache: dict[str, Any]) -> None:
-  folder = os.path.dirname(path)
-  try:
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.image_folder_channels_')
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      json.dump(cache, f)
-    os.replace(tmp, path)
-  except OSError as e:
-    logging.warning('Could not write %s (%s).', path, e)
-
-
 def _first_colour(root: str, files: list[str], start: int, stop: int,
                   num_threads: int) -> Optional[str]:
   """'rel is MODE' for the first colour image in files[start:stop], or
@@ -184,9 +170,10 @@ def folder_channels(root: str, files: list[str], *,
   example = _first_colour(root, files, _FIRST_CHUNK, len(files), num_threads)
   channels = 3 if example else 1
   if path:
-    _write_cache(path, {'format': _CACHE_FORMAT, 'root': root,
-                        'listing_sha1': listing, 'channels': channels,
-                        'colour_example': example})
+    image_folder.write_json_cache(
+        path, {'format': _CACHE_FORMAT, 'root': root, 'listing_sha1': listing,
+               'channels': channels, 'colour_example': example},
+        'the folder channel cache')
   return channels, example, False
 
 

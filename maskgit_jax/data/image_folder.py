@@ -127,16 +127,20 @@ def _read_cache(path: str, root: str) -> dict[str, Any] | None:
   return cache
 
 
-def _write_cache(path: str, cache: dict[str, Any]) -> None:
+def write_json_cache(path: str, cache: dict[str, Any],
+                     what: str = 'the image folder index') -> None:
+  """Writes a JSON cache file atomically (concurrent writers of the same
+  cache are safe); a failure is a warning, the cache being optional."""
   folder = os.path.dirname(path)
   try:
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.image_folder_index_')
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.cache_')
     with os.fdopen(fd, 'w', encoding='utf-8') as f:
       json.dump(cache, f)
-    os.replace(tmp, path)  # Atomic: concurrent writers of the same index.
+    os.replace(tmp, path)
   except OSError as e:
-    logging.warning('Could not write the image folder index %s (%s).', path, e)
+    logging.warning('Could not write %s %s (%s).', what, path, e)
+
 
 
 def build_index(root: str, *, cache_dir: str | None = None,
@@ -209,7 +213,7 @@ def build_index(root: str, *, cache_dir: str | None = None,
         status.update(zip(to_check, results))
     if cache_dir:
       entries = [[r, s, m, levels[r], status[r]] for r, s, m in files]
-      _write_cache(cache_path(cache_dir, root), {
+      write_json_cache(cache_path(cache_dir, root), {
           'format': _CACHE_FORMAT, 'root': root, 'listing_sha1': listing,
           'level': min(levels.values(), default=level), 'entries': entries})
 
