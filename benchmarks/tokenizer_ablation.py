@@ -62,6 +62,7 @@ def variant(name: str):
     t.generator_adversarial_weight = 0.1
     t.r1_cost = 10.0
     t.discriminator.max_filters = 32
+    t.discriminator.conv_as_matmul = True  # ~6x faster GAN steps on CPU
   if name == "+ LeCAM":
     t.lecam_weight = 0.001
   return config

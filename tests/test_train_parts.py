@@ -205,3 +205,34 @@ def test_no_discriminator_work_before_disc_start():
       assert not np.array_equal(
           np.asarray(jax.tree.leaves(state.aux["d_params"])[0]), d0)
   assert counts[True] == counts[False] > 0
+
+
+def test_discriminator_conv3x3_equals_flax_conv():
+  """The discriminator's patches @ kernel convolution is nn.Conv's function
+  on nn.Conv's variables (it exists for XLA:CPU's speed only)."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import discriminator  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 5))
+  variables = nn.Conv(7, (3, 3)).init(jax.random.PRNGKey(1), x)
+  variables = jax.tree.map(
+      lambda v: v + jax.random.normal(jax.random.PRNGKey(2), v.shape),
+      variables)
+  mine = discriminator.Conv3x3(7)
+  assert (jax.tree.map(np.shape, mine.init(jax.random.PRNGKey(1), x)) ==
+          jax.tree.map(np.shape, variables))
+  np.testing.assert_allclose(mine.apply(variables, x),
+                             nn.Conv(7, (3, 3)).apply(variables, x),
+                             rtol=1e-5, atol=1e-5)
+  images = jax.random.uniform(jax.random.PRNGKey(3), (2, 16, 16, 1))
+  nets = [discriminator.Discriminator(max_filters=8, conv_as_matmul=m)
+          for m in (False, True)]
+  tree = nets[1].init(jax.random.PRNGKey(0), images)["params"]
+  assert (jax.tree.map(np.shape, tree) == jax.tree.map(
+      np.shape, nets[0].init(jax.random.PRNGKey(0), images)["params"]))
+  np.testing.assert_allclose(nets[1].apply({"params": tree}, images),
+                             nets[0].apply({"params": tree}, images),
+                             rtol=1e-5, atol=1e-5)
+  assert set(tree) == {"Conv_0", "Conv_1", "Dense_0", "Dense_1", "ResBlock_0",
+                       "ResBlock_1"}
+  assert set(tree["ResBlock_0"]) == {"Conv_0", "Conv_1", "Conv_2"}
+  assert tree["ResBlock_0"]["Conv_1"]["kernel"].shape == (1, 1, 8, 8)

@@ -70,7 +70,8 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   c.ema_decay = 0.999
   c.codebook_restart_threshold = 0.0  # expected uses per step; 0 = off
   c.discriminator = ml_collections.ConfigDict(dict(
-      channel_multiplier=1, max_filters=512, blur_resample=True))
+      channel_multiplier=1, max_filters=512, blur_resample=True,
+      conv_as_matmul=False))
   _logging(c)
   return c
 

@@ -62,7 +62,8 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
   disc = discriminator_lib.Discriminator(
       channel_multiplier=c.discriminator.channel_multiplier,
       max_filters=c.discriminator.max_filters,
-      blur_resample=c.discriminator.blur_resample)
+      blur_resample=c.discriminator.blur_resample,
+      conv_as_matmul=c.discriminator.get("conv_as_matmul", False))
   d_tx, _ = optim.make_optimizer(c.d_optimizer, c.num_steps)
   perceptual = perceptual_loss_fn(c.get("perceptual_weights", ""), note)
   ema_decay = float(c.get("ema_decay", 0.0))
