@@ -22,7 +22,6 @@ the FID Inception, which the measurement uses, and a model trained against
 it would game FID.
 """
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -33,6 +32,7 @@ import time
 import jax
 import numpy as np
 
+from maskgit_jax import cli
 from maskgit_jax import evaluate_lib
 from maskgit_jax import models
 from maskgit_jax.train_lib import run as run_lib
@@ -43,11 +43,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def demo_config():
-  spec = importlib.util.spec_from_file_location(
-      "fashion_mnist", ROOT / "configs" / "fashion_mnist.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return cli.load_config_file(str(ROOT / "configs" / "fashion_mnist.py"))
 
 
 def variant(name: str):
