@@ -11,7 +11,7 @@ imported), every array is a `jax.ShapeDtypeStruct`, and the step is only
 lowered and compiled. The step is built exactly as training builds it
 (maskgit_jax/train_lib/run.py and trainer.py):
 
-  config -> models.tokenizer_from_config / transformer_from_config(
+  config -> factory.tokenizer_from_config / transformer_from_config(
       activation_rules=config.logical_axis_rules)
   -> transformer_task.make_task (stage 2; the tokenizer variables, abstract,
      are the replicated `frozen` argument) or tokenizer_task.make_task (stage 1)
@@ -160,7 +160,7 @@ def build(config, mesh_spec, devices):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from maskgit_jax import data as data_lib  # pylint: disable=import-outside-toplevel
-  from maskgit_jax import models  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
   from maskgit_jax.train_lib import run as run_lib  # pylint: disable=import-outside-toplevel
   from maskgit_jax.train_lib import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
   from maskgit_jax.train_lib import tokenizer_task  # pylint: disable=import-outside-toplevel
@@ -168,17 +168,17 @@ def build(config, mesh_spec, devices):
 
   mesh = sharding_lib.make_mesh(mesh_spec, jax.devices()[:devices])
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
-  tokenizer = models.tokenizer_from_config(config)
-  transformer = models.transformer_from_config(config, activation_rules=rules)
+  tokenizer = factory.tokenizer_from_config(config)
+  transformer = factory.transformer_from_config(config, activation_rules=rules)
   stage = config.stages[-1]  # the last stage is the one that matters here
   size, channels = config.image_size, tokenizer.channels
   if stage == "transformer":
     section = run_lib.resolve_durations(config.transformer_training,
-                                        IMAGENET_TRAIN_EXAMPLES,
+                                        IMAGENET_TRAIN_EXAMPLES // config.transformer_training.batch_size,
                                         "transformer_training")
     # The released-format tokenizer variables, abstract: never allocated.
     tok_vars = jax.eval_shape(
-        lambda r: models.init_tokenizer(tokenizer, r, size),
+        lambda r: factory.init_tokenizer(tokenizer, r, size),
         jax.random.PRNGKey(0))
     task = transformer_task.make_task(section, tokenizer, tok_vars,
                                       transformer, config.num_classes)
@@ -188,7 +188,7 @@ def build(config, mesh_spec, devices):
         tok_vars)
   else:
     section = run_lib.resolve_durations(config.tokenizer_training,
-                                        IMAGENET_TRAIN_EXAMPLES,
+                                        IMAGENET_TRAIN_EXAMPLES // config.tokenizer_training.batch_size,
                                         "tokenizer_training")
     task = tokenizer_task.make_task(section, tokenizer, size,
                                     note=lambda m: None)

@@ -5,7 +5,7 @@ r"""Do bfloat16 samples have the statistics of float32 samples? (FID check)
 
 Uses a trained model (default: the shipped Fashion-MNIST checkpoint; random
 weights would make the comparison meaningless) and the FID Inception-v3
-features of `maskgit_jax.evaluate_lib`. Draws class-balanced sample sets of
+features of `maskgit_jax.evaluation.evaluate_lib`. Draws class-balanced sample sets of
 `num_samples` images with the checkpoint's decode options: two in float32
 (seeds 0, 1) and two in the fast precision mode (transformer bfloat16,
 tokenizer --fast_tokenizer_dtype; seeds 2, 3). Then:
@@ -35,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskgit_jax import evaluate_lib
-from maskgit_jax import sample_lib
+from maskgit_jax.evaluation import generation
+from maskgit_jax.evaluation import real_images
+from maskgit_jax.generation import sample_lib
 from maskgit_jax.libml import sampling
 from maskgit_jax.metrics import fid
 
@@ -73,14 +74,14 @@ def main():
       s32.transformer_variables, num_classes=config.num_classes)
   samplers = {"float32": s32, "bfloat16": s16}
   options = sample_lib.decode_options(config)
-  labels = evaluate_lib.balanced_labels(args.num_samples, config.num_classes)
-  feature_fn, feature_name = evaluate_lib.make_feature_fn(
+  labels = generation.balanced_labels(args.num_samples, config.num_classes)
+  feature_fn, feature_name = real_images.make_feature_fn(
       batch_size=args.batch_size)
 
   sets = {("float32", 0), ("float32", 1), ("bfloat16", 2), ("bfloat16", 3)}
   feats = {}
   for mode, seed in sorted(sets):
-    feats[(mode, seed)] = evaluate_lib.generate_features(
+    feats[(mode, seed)] = generation.generate_features(
         samplers[mode], labels, jax.random.PRNGKey(seed), feature_fn,
         batch_size=args.batch_size, progress=False, **options)
     print(f"{mode} seed {seed}: {len(labels)} samples featurised", flush=True)

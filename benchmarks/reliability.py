@@ -65,7 +65,7 @@ import orbax.checkpoint as ocp  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from maskgit_jax.train_lib import checkpoint as checkpoint_lib  # noqa: E402
+from maskgit_jax.store import checkpoint as checkpoint_lib  # noqa: E402
 
 STAGES = ("tokenizer", "transformer")
 STEPS = 40
@@ -750,7 +750,7 @@ def _mutate(data, rng):
 def part_loaders(runner, scratch, args, rng):
   del runner
   import flax  # pylint: disable=import-outside-toplevel
-  from maskgit_jax import official  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.store import released  # pylint: disable=import-outside-toplevel
   from maskgit_jax.nets import torch_pickle  # pylint: disable=import-outside-toplevel
   marker = scratch / "pwned"
   results = {}
@@ -785,7 +785,7 @@ def part_loaders(runner, scratch, args, rng):
                                .reshape(8, 8), "bias": np.ones(8, np.float32)},
                      "scale": np.float32(2.0)}}
   fuzz("released_msgpack", flax.serialization.to_bytes(tree),
-       official.read_msgpack, (ValueError,), args.loader_cases)
+       released.read_msgpack, (ValueError,), args.loader_cases)
 
   # Orbax: mutate one file of the newest of two checkpoints; restore_latest
   # must never raise and never return wrong values.

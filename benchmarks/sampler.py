@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskgit_jax import cli
-from maskgit_jax import models
+from maskgit_jax.nets import factory
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.nets import maskgit_transformer
@@ -58,8 +58,8 @@ def build_models(shape):
   """(tokenizer, tokenizer vars, transformer, transformer vars, classes, size)."""
   if shape == "embedded":
     config = load_config()
-    tokenizer = models.tokenizer_from_config(config)
-    transformer = models.transformer_from_config(config)
+    tokenizer = factory.tokenizer_from_config(config)
+    transformer = factory.transformer_from_config(config)
     size, classes = config.image_size, config.num_classes
   elif shape == "imagenet256":
     tokenizer = vqgan_tokenizer.VQVAE.from_preset("imagenet")
@@ -69,8 +69,8 @@ def build_models(shape):
         latent_size=size // tokenizer.downsample_factor)
   else:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-  tok_vars = models.init_tokenizer(tokenizer, jax.random.PRNGKey(0), size)
-  tr_vars = models.init_transformer(transformer, jax.random.PRNGKey(1))
+  tok_vars = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(0), size)
+  tr_vars = factory.init_transformer(transformer, jax.random.PRNGKey(1))
   return tokenizer, tok_vars, transformer, tr_vars, classes, size
 
 

@@ -33,8 +33,8 @@ import jax
 import numpy as np
 
 from maskgit_jax import cli
-from maskgit_jax import evaluate_lib
-from maskgit_jax import models
+from maskgit_jax.evaluation import evaluate_lib
+from maskgit_jax.nets import factory
 from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import tokenizer_task
 import timing  # benchmarks/timing.py
@@ -73,8 +73,8 @@ def steps_per_second(configs, repeats: int):
   for name, config in configs.items():
     c = config.tokenizer_training.copy_and_resolve_references()
     c.disc_start_step = 0  # Time the step with the GAN on.
-    section = run_lib.resolve_durations(c, 60000, "tokenizer_training")
-    tokenizer = models.tokenizer_from_config(config)
+    section = run_lib.resolve_durations(c, 60000 // c.batch_size, "tokenizer_training")
+    tokenizer = factory.tokenizer_from_config(config)
     task = tokenizer_task.make_task(section, tokenizer, config.image_size,
                                     note=lambda m: None)
     step = jax.jit(task.train_step)

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskgit_jax import models
+from maskgit_jax.nets import factory
 from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
@@ -135,8 +135,8 @@ def main():
   gpu = device.platform == "gpu"
   repeats = args.repeats * (5 if gpu else 1)  # GPU steps take milliseconds
   config = load_config()
-  tokenizer = models.tokenizer_from_config(config)
-  transformer = models.transformer_from_config(config)
+  tokenizer = factory.tokenizer_from_config(config)
+  transformer = factory.transformer_from_config(config)
   size, ch = config.image_size, tokenizer.channels
   rs = np.random.RandomState(0)
 
@@ -144,12 +144,12 @@ def main():
     return {"image": jnp.asarray(rs.rand(n, size, size, ch), jnp.float32),
             "label": jnp.asarray(rs.randint(0, 10, n), jnp.int32)}
 
-  t1 = run_lib.resolve_durations(config.tokenizer_training, 60000,
+  t1 = run_lib.resolve_durations(config.tokenizer_training, 60000 // config.tokenizer_training.batch_size,
                                  "tokenizer_training")
-  t2 = run_lib.resolve_durations(config.transformer_training, 60000,
+  t2 = run_lib.resolve_durations(config.transformer_training, 60000 // config.transformer_training.batch_size,
                                  "transformer_training")
   stage1 = tokenizer_task.make_task(t1, tokenizer, size, note=lambda m: None)
-  tok_vars = models.init_tokenizer(tokenizer, jax.random.PRNGKey(1), size)
+  tok_vars = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(1), size)
   stage2 = transformer_task.make_task(t2, tokenizer, tok_vars, transformer,
                                       config.num_classes)
   rss_start = rss_mb()
@@ -159,7 +159,7 @@ def main():
   results["transformer"] = dict(batch_size=t2.batch_size, **bench_task(
       stage2, batch(t2.batch_size), tok_vars, repeats))
   results["transformer"]["peak_rss_mb_after"] = rss_mb()
-  tr_params = models.init_transformer(transformer,
+  tr_params = factory.init_transformer(transformer,
                                       jax.random.PRNGKey(2))["params"]
   results["transformer"]["analytic"] = analytic_transformer_flops(
       transformer, tr_params, t2.batch_size)

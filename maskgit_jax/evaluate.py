@@ -8,11 +8,11 @@ Models: the newest checkpoint of each stage in --workdir (config from
 WORKDIR/config.json unless --config is given), or released-format files
 (--tokenizer_checkpoint, --transformer_checkpoint; the workdir must exist and
 receives the report and the feature cache). Writes WORKDIR/eval_<UTC
-time>.json (or --output) and prints a table; see maskgit_jax/evaluate_lib.py
+time>.json (or --output) and prints a table; see maskgit_jax/evaluation/
 for the metrics. Bad input: one `error: ...` line, exit status 1, nothing
 written.
 Started on several processes (the --distributed flags of
-maskgit_jax/distributed.py), process 0 evaluates on its local devices and
+maskgit_jax/common/multihost.py), process 0 evaluates on its local devices and
 writes; the others wait for it.
 """
 from absl import app
@@ -20,8 +20,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from maskgit_jax import cli
-from maskgit_jax import distributed
-from maskgit_jax import evaluate_lib
+from maskgit_jax.common import multihost
+from maskgit_jax.evaluation import evaluate_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (default: WORKDIR/config.json).",
@@ -57,7 +57,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
-  distributed.run_on_process_zero(_work)
+  multihost.run_on_process_zero(_work)
 
 
 def _work():

@@ -43,7 +43,7 @@ Any `--config.key=value` overrides the config file.
 
 Errors are one line `error: ...` on stderr, exit code 1, and leave existing
 outputs untouched. Started on several processes (the --distributed flags of
-maskgit_jax/distributed.py), process 0 samples on its local devices and
+maskgit_jax/common/multihost.py), process 0 samples on its local devices and
 writes; the others wait for it.
 """
 import os
@@ -54,10 +54,12 @@ import jax
 from ml_collections import config_flags
 
 from maskgit_jax import cli
-from maskgit_jax import distributed
-from maskgit_jax import edit_lib
-from maskgit_jax import models
-from maskgit_jax import sample_lib
+from maskgit_jax.common import files
+from maskgit_jax.common import multihost
+from maskgit_jax.generation import edit_lib
+from maskgit_jax.nets import factory
+from maskgit_jax.generation import sample_lib
+from maskgit_jax.store import loader
 from maskgit_jax.libml import editing
 
 MODES = ("generate", "strip", "inpaint", "outpaint", "edit")
@@ -171,7 +173,7 @@ def load_config():
   if _CONFIG.value is not None:
     return _CONFIG.value
   if _WORKDIR.value:
-    return sample_lib.workdir_config(_WORKDIR.value)
+    return loader.run_config(_WORKDIR.value)
   raise ValueError("--config=FILE is required unless --workdir is given.")
 
 
@@ -205,7 +207,7 @@ def prepare_edit(config):
   if _BOX.value:
     region = editing.Box.parse(_BOX.value)
     region.validate(size, size)
-  channels = models.tokenizer_from_config(config).channels
+  channels = factory.tokenizer_from_config(config).channels
   image = edit_lib.load_image(_INPUT.value, size, channels)
   if _MASK.value:
     region = edit_lib.load_mask(_MASK.value, _INPUT.value, size)
@@ -259,9 +261,9 @@ def run(mode: str) -> List[str]:
   check_mode_flags(mode)
   config = load_config()
   output = _OUTPUT.value or DEFAULT_OUTPUT[mode]
-  sample_lib.check_image_path(output)
+  files.check_image_path(output)
   if _GIF.value:
-    sample_lib.check_image_path(_GIF.value, formats=("GIF",))
+    files.check_image_path(_GIF.value, formats=("GIF",))
   classes = parse_classes()
   if classes is not None:
     sample_lib.check_class_ids(classes, config.num_classes)
@@ -281,7 +283,7 @@ def run(mode: str) -> List[str]:
 def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
-  distributed.run_on_process_zero(_work)
+  multihost.run_on_process_zero(_work)
 
 
 def _work():

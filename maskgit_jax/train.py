@@ -5,7 +5,7 @@ r"""Train both stages: `python -m maskgit_jax.train --config=CONFIG --workdir=DI
 
 The run resumes from DIR's newest checkpoint; SIGTERM saves and exits.
 Several processes (hosts): run the same command on each; see
-`maskgit_jax/distributed.py` for --distributed, --coordinator_address,
+`maskgit_jax/common/multihost.py` for --distributed, --coordinator_address,
 --num_processes and --process_id, and launch/ for pods and clusters.
 """
 from absl import app
@@ -13,7 +13,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from maskgit_jax import cli
-from maskgit_jax import distributed
+from maskgit_jax.common import multihost
+from maskgit_jax.evaluation import evaluators
 from maskgit_jax.train_lib import run
 from maskgit_jax.train_lib import trainer
 
@@ -28,13 +29,14 @@ def main(argv):
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required.")
   try:
-    distributed.initialize_from_flags()
+    multihost.initialize_from_flags()
     try:
-      run.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+      run.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                             hooks=evaluators.make_hooks)
     except trainer.Preempted as e:
       print(f"stopped: {e}; run the same command to resume.")
     # Process 0 may still write the sample grid or evaluate.
-    distributed.wait_for_all("maskgit_train_exit")
+    multihost.wait_for_all("maskgit_train_exit")
   except (ValueError, FileNotFoundError, trainer.NonFiniteLossError) as e:
     raise SystemExit(f"error: {e}") from None
 

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from maskgit_jax import distributed  # noqa: E402
+from maskgit_jax.common import multihost  # noqa: E402
 import test_train  # noqa: E402  pylint: disable=g-bad-import-order
 
 
@@ -40,8 +40,8 @@ def check_to_host():
   array = jax.make_array_from_callback(full.shape, sharding,
                                        lambda index: full[index])
   assert array.is_fully_addressable == (jax.process_count() == 1)
-  np.testing.assert_array_equal(distributed.to_host({"a": array})["a"], full)
-  assert distributed.any_process(jax.process_index() == 1) == (
+  np.testing.assert_array_equal(multihost.to_host({"a": array})["a"], full)
+  assert multihost.any_process(jax.process_index() == 1) == (
       jax.process_count() > 1)
 
 
@@ -49,7 +49,7 @@ def main():
   workdir, prefix, count, index, port = sys.argv[1:6]
   count, index = int(count), int(index)
   if count > 1:
-    distributed.initialize("on", f"localhost:{port}", count, index)
+    multihost.initialize("on", f"localhost:{port}", count, index)
   from maskgit_jax.train_lib import run  # pylint: disable=import-outside-toplevel
   check_to_host()
   from maskgit_jax.train_lib import trainer  # pylint: disable=import-outside-toplevel

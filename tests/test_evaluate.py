@@ -18,13 +18,18 @@ import flax
 import numpy as np
 import pytest
 
-from maskgit_jax import evaluate_lib
-from maskgit_jax import models
+from maskgit_jax.common import files
+from maskgit_jax.evaluation import evaluate_lib
+from maskgit_jax.evaluation import evaluators
+from maskgit_jax.evaluation import generation
+from maskgit_jax.evaluation import real_images
+from maskgit_jax.evaluation import report as report_lib
+from maskgit_jax.nets import factory
 from maskgit_jax.metrics import features
 from maskgit_jax.metrics import fid
 from maskgit_jax.metrics import reference
 from maskgit_jax.nets import inception
-from maskgit_jax.train_lib import checkpoint as checkpoint_lib
+from maskgit_jax.store import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import run
 import release_params
 import test_train
@@ -76,8 +81,8 @@ class PixelFeatures:
 def init_variables(config, seed=0):
   """Random variables of the config's models (`release_params.fill`: no
   jitted init to compile)."""
-  tok = models.tokenizer_from_config(config)
-  tr = models.transformer_from_config(config)
+  tok = factory.tokenizer_from_config(config)
+  tr = factory.transformer_from_config(config)
   images = np.zeros((1, config.image_size, config.image_size, tok.channels),
                     np.float32)
   tok_vars = release_params.fill(release_params.shapes_of(
@@ -106,7 +111,7 @@ def run_dir(tmp_path_factory):
   config = tiny_config()
   tok_vars, tr_vars = init_variables(config, seed=0)
   ema_vars, _ = init_variables(config, seed=1)
-  run.write_config(config, str(workdir))
+  files.write_config_json(config, str(workdir / "config.json"))
   save_checkpoint(workdir / "tokenizer" / "checkpoints", 2,
                   tok_vars["params"], ema_vars["params"])
   save_checkpoint(workdir / "transformer" / "checkpoints", 2,
@@ -131,7 +136,7 @@ def full_report(run_dir):
 def test_report_has_every_metric_in_range(run_dir, full_report):
   workdir, _ = run_dir
   report, _ = full_report
-  assert report["format"] == evaluate_lib.REPORT_FORMAT
+  assert report["format"] == report_lib.REPORT_FORMAT
   assert report["stages"] == ["tokenizer", "transformer"]
   # Newest readable checkpoint (4 is unreadable), EMA params preferred.
   assert report["models"]["tokenizer"]["step"] == 2
@@ -182,8 +187,9 @@ def test_report_has_every_metric_in_range(run_dir, full_report):
   assert sum(r["num_real_eval"] for r in cf["per_class"].values()) == 12
 
   # The file: in the workdir, complete, equal to the returned report.
-  path = pathlib.Path(report["path"])
+  path = pathlib.Path(report_lib.report_file(report))
   assert path.parent == workdir and path.name.startswith("eval_")
+  assert not os.path.isabs(report["path"])  # relative to the workdir
   assert json.loads(path.read_text()) == report
   table = evaluate_lib.format_report(report)
   assert "rFID" in table and "FID" in table and "Sneaker" in table
@@ -256,14 +262,14 @@ def test_released_files_and_a_floor_without_enough_real_images(tmp_path):
   workdir = tmp_path / "exported"
   workdir.mkdir()
   shutil.copy(tok, workdir / "tokenizer.msgpack")
-  run.write_config(config, str(workdir))
+  files.write_config_json(config, str(workdir / "config.json"))
   report = evaluate_lib.evaluate(
       None, str(workdir), transformer_checkpoint=tr,
       feature_extractor=PixelFeatures(), progress=False, **SIZES)
   assert report["models"]["tokenizer"] == {
-      "source": "file", "path": str(workdir / "tokenizer.msgpack"),
-      "step": None}
-  assert report["models"]["transformer"]["path"] == tr
+      "source": "file", "path": "tokenizer.msgpack", "step": None}
+  assert os.path.normpath(os.path.join(
+      workdir, report["models"]["transformer"]["path"])) == tr
   assert report["data"]["eval_examples"] == 20
   for stage, key in (("tokenizer", "rfid"), ("transformer", "fid")):
     section = report[stage]
@@ -272,7 +278,8 @@ def test_released_files_and_a_floor_without_enough_real_images(tmp_path):
     assert "needs 24 real eval images" in section[f"{key}_floor_note"]
     assert "only 20" in section[f"{key}_floor_note"]
   assert any("needs 24 real eval images" in n for n in report["notes"])
-  assert json.loads(pathlib.Path(report["path"]).read_text()) == report
+  assert json.loads(pathlib.Path(
+      report_lib.report_file(report)).read_text()) == report
   assert "floor: n/a" in evaluate_lib.format_report(report)
 
 
@@ -342,25 +349,26 @@ def test_training_hook(run_dir, tmp_path):
   shutil.rmtree(hook_dir / "tokenizer" / "checkpoints" / "4")
   config = tiny_config()
   extractor = PixelFeatures()
-  assert evaluate_lib.evaluate_after_stage(
+  assert evaluators.evaluate_after_stage(
       config, str(hook_dir), "tokenizer", feature_extractor=extractor) is None
   config.evaluation = dict(enabled=True, num_samples=12, num_real=12,
                            num_train=0, batch_size=8, seed=0, cache_dir="")
   logged = []
-  report = evaluate_lib.evaluate_after_stage(
+  report = evaluators.evaluate_after_stage(
       config, str(hook_dir), "tokenizer", feature_extractor=extractor,
       log=logged.append)
-  assert report["path"] == str(hook_dir / "eval_tokenizer_2.json")
+  assert report["path"] == "eval_tokenizer_2.json"  # relative to the workdir
+  assert report_lib.report_file(report) == str(hook_dir / "eval_tokenizer_2.json")
   assert report["stages"] == ["tokenizer"] and report["transformer"] is None
   assert report["settings"]["num_train"] == 12
   assert "PSNR" in logged[-1]
   # Done already: returned as saved, nothing evaluated.
-  again = evaluate_lib.evaluate_after_stage(
+  again = evaluators.evaluate_after_stage(
       config, str(hook_dir), "tokenizer",
       feature_extractor=PixelFeatures(fail_after=0))
   assert again == report
   # The variables of the run, and the step given.
-  given = evaluate_lib.evaluate_after_stage(
+  given = evaluators.evaluate_after_stage(
       config, str(hook_dir), "tokenizer", step=7,
       tokenizer_variables=variables["ema"], feature_extractor=extractor,
       log=logged.append)
@@ -369,7 +377,7 @@ def test_training_hook(run_dir, tmp_path):
 
 
 def test_balanced_labels():
-  labels = evaluate_lib.balanced_labels(23, 10)
+  labels = generation.balanced_labels(23, 10)
   assert np.bincount(labels).tolist() == [3, 3, 3] + [2] * 7
   assert np.all(np.diff(labels) >= 0)
 
@@ -377,7 +385,7 @@ def test_balanced_labels():
 def test_cli_prints_the_table(run_dir, tmp_path, monkeypatch, capsys):
   from maskgit_jax import evaluate  # pylint: disable=import-outside-toplevel
   workdir, _ = run_dir
-  monkeypatch.setattr(evaluate_lib, "make_feature_fn",
+  monkeypatch.setattr(real_images, "make_feature_fn",
                       lambda *a, **k: (PixelFeatures(), "test-pixels"))
   output = tmp_path / "cli.json"
   try:
@@ -404,7 +412,8 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
   result = run_cli(f"--workdir={tmp_path / 'missing'}")
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      f"error: workdir {tmp_path / 'missing'} does not exist")
+      f"error: Training run folder not found: {tmp_path / 'missing'} (it does "
+      "not exist)")
   assert "Traceback" not in result.stderr
   output = tmp_path / "eval.json"
   output.write_text("previous report")

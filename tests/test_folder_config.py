@@ -18,9 +18,9 @@ from PIL import Image
 import pytest
 import test_train
 
-from maskgit_jax import models
-from maskgit_jax import sample_lib
-from maskgit_jax import visualize
+from maskgit_jax.nets import factory
+from maskgit_jax.generation import sample_lib
+from maskgit_jax.common import grids
 from maskgit_jax.data import folder_info
 from maskgit_jax.train_lib import auto_config
 from maskgit_jax.train_lib import run
@@ -148,7 +148,7 @@ def test_preset_supplies_sizes_and_other_configs_are_unchanged():
   config.tokenizer.preset = "small"
   resolved = auto_config.resolve(config, None)
   assert "filters" not in resolved.tokenizer
-  assert models.tokenizer_from_config(resolved).filters == 16
+  assert factory.tokenizer_from_config(resolved).filters == 16
   fashion = test_train.load_config("fashion_mnist")
   assert auto_config.resolve(fashion, None) is fashion
   with pytest.raises(ValueError, match="no automatic tokenizer size"):
@@ -202,11 +202,11 @@ def test_cli_contradiction_is_one_line_and_leaves_the_run_alone(tmp_path):
 @pytest.mark.parametrize("image_size", [32, 64])
 def test_model_sizes_build_and_run(image_size):
   config = auto_config.resolve(folder_config(COLOUR, image_size), None)
-  tokenizer = models.tokenizer_from_config(config)
-  transformer = models.transformer_from_config(config)
+  tokenizer = factory.tokenizer_from_config(config)
+  transformer = factory.transformer_from_config(config)
   assert tokenizer.channels == 3 and tokenizer.downsample_factor == (
       image_size // 8)
-  tok_vars = models.init_tokenizer(tokenizer, jax.random.PRNGKey(0),
+  tok_vars = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(0),
                                    image_size)
   images = jnp.full((2, image_size, image_size, 3), 0.5)
   ids = tokenizer.apply(tok_vars, images, method=tokenizer.encode_to_indices)
@@ -214,7 +214,7 @@ def test_model_sizes_build_and_run(image_size):
   out = tokenizer.apply(tok_vars, ids, method=tokenizer.decode_from_indices)
   assert out.shape == (2, image_size, image_size, 3)
   assert np.isfinite(np.asarray(out)).all()
-  tr_vars = models.init_transformer(transformer, jax.random.PRNGKey(1))
+  tr_vars = factory.init_transformer(transformer, jax.random.PRNGKey(1))
   tokens = jnp.concatenate([jnp.full((2, 1), 512 + 2),
                             ids.reshape(2, -1)], axis=1)
   logits = transformer.apply(tr_vars, tokens)
@@ -251,7 +251,7 @@ def tiny_folder_config(path):
 
 def test_one_step_end_to_end_on_the_colour_folder(tmp_path, monkeypatch):
   grids = []
-  save_grid = visualize.save_grid
+  save_grid = grids.save_grid
 
   def recording_save_grid(images, path, row_labels=None, **kwargs):
     grids.append((os.path.basename(path), tuple(row_labels or ())))

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from maskgit_jax import distributed
+from maskgit_jax.common import multihost
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -182,13 +182,13 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
      {"coordinator_address": "h:1", "num_processes": 4, "process_id": 3}),
 ])
 def test_resolve(kwargs, environ, expected):
-  assert distributed.resolve(environ=environ, tpu_vm=False,
+  assert multihost.resolve(environ=environ, tpu_vm=False,
                              **kwargs) == expected
 
 
 def test_resolve_on_a_cloud_tpu_vm():
-  assert distributed.resolve(environ={}, tpu_vm=True) == {}
-  assert distributed.resolve("off", environ={}, tpu_vm=True) is None
+  assert multihost.resolve(environ={}, tpu_vm=True) == {}
+  assert multihost.resolve("off", environ={}, tpu_vm=True) is None
 
 
 @pytest.mark.parametrize("kwargs,environ,match", [
@@ -202,7 +202,7 @@ def test_resolve_on_a_cloud_tpu_vm():
 ])
 def test_resolve_rejects(kwargs, environ, match):
   with pytest.raises(ValueError, match=match):
-    distributed.resolve(environ=environ, **kwargs)
+    multihost.resolve(environ=environ, **kwargs)
 
 
 def test_bad_distributed_flags_are_one_line_errors(tmp_path):

@@ -32,10 +32,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from maskgit_jax import official
+from maskgit_jax.store import released
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import torch_pickle
-from maskgit_jax.train_lib import checkpoint as checkpoint_lib
+from maskgit_jax.store import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import trainer
 
@@ -583,7 +583,7 @@ def test_torchscript_zip_with_unknown_compression_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def transformer_shapes():
   module = maskgit_transformer.Transformer.from_preset("tiny")
-  shapes = official.model_shapes(module, jnp.zeros((1, 17), jnp.int32))
+  shapes = released.model_shapes(module, jnp.zeros((1, 17), jnp.int32))
   return flax.traverse_util.flatten_dict(shapes["params"])
 
 
@@ -629,7 +629,7 @@ def test_released_format_file_with_odd_content_is_a_clear_error(
   path = _msgpack_file(tmp_path / "evil_checkpoint", transformer_shapes,
                        MSGPACK_LEAVES[case](marker))
   with pytest.raises(ValueError) as info:
-    official.load_transformer(path, preset="tiny")
+    released.load_transformer(path, preset="tiny")
   assert str(path) in str(info.value) and "\n" not in str(info.value)
   assert not marker.exists()
 
@@ -638,7 +638,7 @@ def test_released_format_file_nested_too_deep_is_a_clear_error(tmp_path):
   path = tmp_path / "deep"
   path.write_bytes(b"\x91" * 100_000 + b"\xc0")  # [[[[...]]]]
   with pytest.raises(ValueError, match="deep: not a Flax msgpack"):
-    official.read_msgpack(path)
+    released.read_msgpack(path)
 
 
 @pytest.mark.parametrize("case", ["integer_keys", "void_dtype_arrays"])
@@ -651,7 +651,7 @@ def test_released_format_file_with_odd_types_names_the_file(
     _msgpack_file(path, transformer_shapes,
                   lambda s: _ndarray_ext(s, b"V4", 4))
   with pytest.raises(ValueError, match="odd_checkpoint"):
-    official.load_transformer(path, preset="tiny")
+    released.load_transformer(path, preset="tiny")
 
 
 def _edit_json(path, edit):

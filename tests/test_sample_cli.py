@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from maskgit_jax import sample_lib
+from maskgit_jax.generation import sample_lib
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
 import release_params

@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from maskgit_jax import edit_lib
-from maskgit_jax import sample_lib
+from maskgit_jax.generation import edit_lib
+from maskgit_jax.store import checkpoint as checkpoint_lib
+from maskgit_jax.generation import sample_lib
 from maskgit_jax.libml import editing
 from maskgit_jax.train_lib import run as run_lib
 import tiny_run
@@ -168,8 +169,8 @@ def test_load_workdir_prefers_ema(workdir):
   assert config.image_size == SIZE and isinstance(config.class_names, tuple)
   assert sampler.image_size == SIZE and sampler.num_classes == 10
   folder = str(workdir / "tokenizer" / "checkpoints")
-  ema = run_lib.restore_params(folder, prefer_ema=True)
-  raw = run_lib.restore_params(folder, prefer_ema=False)
+  ema = checkpoint_lib.restore_params_with_info(folder, prefer_ema=True)[0]
+  raw = checkpoint_lib.restore_params_with_info(folder, prefer_ema=False)[0]
   loaded = jax.tree.leaves(sampler.tokenizer_variables)
   for a, b in zip(loaded, jax.tree.leaves(ema)):
     np.testing.assert_array_equal(a, b)
@@ -197,14 +198,15 @@ ERRORS = {
     "missing_mask": (["--mode=inpaint", "--input={inputs}/grey.png",
                       "--mask={inputs}/nope.png"],
                      "error: Mask file not found: {inputs}/nope.png"),
+    # The newest checkpoint's folder, then the first parameter that differs.
     "other_size": (["--config=configs/fashion_mnist.py"],
-                   "error: {workdir}/tokenizer/checkpoints: variables do not "
-                   "match the model ("),
+                   "error: {workdir}/tokenizer/checkpoints/{tok_step}: "
+                   "variables do not match the model ("),
     "other_transformer": (
         ["--config=configs/fashion_mnist.py", "--config.image_size=16",
          "--config.tokenizer.preset=tiny"],
-        "error: {workdir}/transformer/checkpoints: variables do not match the "
-        "model"),
+        "error: {workdir}/transformer/checkpoints/{tr_step}: variables do not "
+        "match the model"),
     "missing_checkpoint": (["--workdir={tmp}/empty_run"],
                            "error: No readable checkpoint in "
                            "{tmp}/empty_run/transformer/checkpoints"),
@@ -217,7 +219,11 @@ ERRORS = {
 def test_bad_input_is_one_line_and_writes_nothing(case, workdir, inputs,
                                                   tmp_path):
   args, message = ERRORS[case]
-  names = dict(inputs=inputs, workdir=workdir, tmp=tmp_path)
+  names = dict(inputs=inputs, workdir=workdir, tmp=tmp_path,
+               **{f"{short}_step": max(int(d) for d in os.listdir(
+                   os.path.join(workdir, stage, "checkpoints")) if d.isdigit())
+                  for short, stage in (("tok", "tokenizer"),
+                                       ("tr", "transformer"))})
   if case == "missing_checkpoint":  # a run whose stage 2 never saved
     shutil.copytree(workdir, tmp_path / "empty_run")
     shutil.rmtree(tmp_path / "empty_run" / "transformer" / "checkpoints")

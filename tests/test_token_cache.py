@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from maskgit_jax import data as data_lib
-from maskgit_jax import models
+from maskgit_jax.nets import factory
 from maskgit_jax.data import token_cache
 from maskgit_jax.train_lib import run
 import test_train
@@ -12,10 +12,10 @@ import test_train
 
 def _setup(tmp_path, batch=16):
   config = test_train.tiny_config()
-  tokenizer = models.tokenizer_from_config(config)
-  variables = models.init_tokenizer(tokenizer, jax.random.PRNGKey(0),
+  tokenizer = factory.tokenizer_from_config(config)
+  variables = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(0),
                                     config.image_size)
-  dcfg = run.data_config(config, tokenizer.channels)
+  dcfg = data_lib.config.for_model(config, tokenizer.channels)
   dataset = data_lib.create_dataset(dcfg, "train", batch,
                                     cache_dir=str(tmp_path))
   encode = jax.jit(lambda x: tokenizer.apply(

@@ -159,10 +159,10 @@ def test_misspelled_config_key_is_rejected(tmp_path):
 @pytest.mark.parametrize("name", ["fashion_mnist", "imagenet", "imagenet512",
                                   "imagenet_vqgan"])
 def test_configs_load_and_build(name):
-  from maskgit_jax import models  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
   config = load_config(name)
-  models.tokenizer_from_config(config)
-  models.transformer_from_config(config)
+  factory.tokenizer_from_config(config)
+  factory.transformer_from_config(config)
   assert set(config.stages) <= {"tokenizer", "transformer"}
 
 

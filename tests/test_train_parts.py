@@ -72,8 +72,8 @@ def test_perceptual_loss_from_the_fid_weights_file():
 
 def test_stage_two_on_a_released_format_tokenizer(tmp_path):
   config = test_train.tiny_config(stages=("transformer",), steps=2)
-  from maskgit_jax import models  # pylint: disable=import-outside-toplevel
-  tokenizer = models.tokenizer_from_config(config)
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
+  tokenizer = factory.tokenizer_from_config(config)
   shapes = release_params.shapes_of(
       tokenizer, jnp.zeros((1, 8, 8, tokenizer.channels)),
       method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x)))
@@ -125,14 +125,14 @@ def test_min_mask_ratio_is_a_minimum_masked_fraction():
 def test_codebook_restart_resets_adam_moments_and_ema():
   """A restarted codebook entry starts with fresh Adam moments, and its EMA
   copy (what stage 2 tokenises with) is the new entry."""
-  from maskgit_jax import models  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
   config = test_train.tiny_config(stages=("tokenizer",))
   c = config.tokenizer_training
   c.codebook_restart_threshold = 0.99  # restarts whatever is under-used
   c.ema_decay = 0.9
   c.generator_adversarial_weight = 0.0
   section = run.resolve_durations(c, 256, "tokenizer_training")
-  tokenizer = models.tokenizer_from_config(config)
+  tokenizer = factory.tokenizer_from_config(config)
   task = tokenizer_task.make_task(section, tokenizer, config.image_size,
                                   note=lambda m: None)
   state = task.init(jax.random.PRNGKey(0))
@@ -176,7 +176,7 @@ def test_no_discriminator_work_before_disc_start():
   """Before disc_start_step the discriminator (forward, R1, update) sits in
   a skipped `cond` branch: the step's unconditional convolutions are the
   tokenizer's alone, as without a GAN."""
-  from maskgit_jax import models  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
   counts = {}
   for gan in (False, True):
     config = test_train.tiny_config(stages=("tokenizer",))
@@ -185,7 +185,7 @@ def test_no_discriminator_work_before_disc_start():
     c.discriminator.max_filters = 8
     c.disc_start_step = 2
     section = run.resolve_durations(c, 256, "tokenizer_training")
-    tokenizer = models.tokenizer_from_config(config)
+    tokenizer = factory.tokenizer_from_config(config)
     task = tokenizer_task.make_task(section, tokenizer, config.image_size,
                                     note=lambda m: None)
     state = task.init(jax.random.PRNGKey(0))

@@ -239,3 +239,15 @@ def _pair(c: dict[str, Any], key: str) -> tuple[float, float]:
         f'config.data.{key} must be a pair of numbers, got {value!r}.'
     ) from None
   return lo, hi
+
+
+def for_model(config: ml_collections.ConfigDict,
+              channels: int) -> ml_collections.ConfigDict:
+  """A run's `config.data` with the image size and channels of its models
+  (`config.image_size`, the tokenizer's channels) and its seed; what
+  training and evaluation both read."""
+  d = ml_collections.ConfigDict(config.data.to_dict())
+  d.image_size = config.image_size
+  d.channels = channels
+  d.seed = config.seed if d.get("seed") is None else d.seed
+  return d

@@ -36,12 +36,13 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 from absl import logging
 import numpy as np
 from PIL import Image
+
+from maskgit_jax.common import files
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.webp', '.bmp',
                     '.gif', '.tif', '.tiff')
@@ -133,11 +134,7 @@ def write_json_cache(path: str, cache: dict[str, Any],
   cache are safe); a failure is a warning, the cache being optional."""
   folder = os.path.dirname(path)
   try:
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.cache_')
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      json.dump(cache, f)
-    os.replace(tmp, path)
+    files.write_text(path, json.dumps(cache))
   except OSError as e:
     logging.warning('Could not write %s %s (%s).', what, path, e)
 

@@ -124,14 +124,14 @@ class _LoadRecord:
         seed=self._epoch_seed(epoch), rounds=4)
 
   def _example(self, record: int, rng: np.random.Generator | None,
-               ) -> dict[str, Any] | None:
+               action: str | None = None) -> dict[str, Any] | None:
     try:
       image, label = self._source[record]
       array = self._preprocessor(image, rng)
     except Exception as e:  # pylint: disable=broad-except
-      _warn_once(self._source.describe(record), e,
-                 'training uses the next record of the epoch instead'
-                 if self._plan.train else 'evaluation masks it out')
+      _warn_once(self._source.describe(record), e, action or (
+          'training uses the next record of the epoch instead'
+          if self._plan.train else 'evaluation masks it out'))
       return None
     return {'image': array, 'label': np.int32(label), 'mask': np.True_}
 
@@ -307,6 +307,25 @@ class Dataset:
         out[j] = (self._plan.shard_start + index
                   if index < self.shard_size else -1)
     return out
+
+  def ordered_batches(self, records: np.ndarray, batch_size: int
+                      ) -> grain.IterDataset:
+    """Batches of the given source records, in the given order, through this
+    pipeline (the same loader, threads and preprocessing, evaluation-style:
+    no random crop or flip). An unreadable record is a padding example with
+    'mask' False. Evaluation reads its fixed random subsets this way."""
+    load = self._load
+
+    def example(record):
+      out = load._example(int(record), None,  # pylint: disable=protected-access
+                          action='evaluation skips it')
+      return load._padding() if out is None else out  # pylint: disable=protected-access
+    ds = grain.MapDataset.source(np.asarray(records, np.int64)).map(example)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    threads = config_lib.read_threads(self.config)
+    return ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=threads,
+        prefetch_buffer_size=max(self.config.prefetch_batches, threads)))
 
   def grain_dataset(self, start_batch: int = 0) -> grain.IterDataset:
     """The grain pipeline of batches start_batch, start_batch + 1, ..."""

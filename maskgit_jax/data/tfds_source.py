@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from maskgit_jax.data import sources
-
 PREPARE_HINT = (
     'Prepare it once (this needs TensorFlow, reading does not): `pip install '
     'tensorflow` then `tfds build {name} --data_dir={data_dir} '
@@ -109,7 +107,7 @@ class TfdsSource:
   def __len__(self) -> int:
     return len(self._source)
 
-  def __getitem__(self, index: int) -> tuple[sources.Image, int]:
+  def __getitem__(self, index: int) -> tuple[np.ndarray | bytes, int]:
     example = self._source[index]
     image = example[self._image_key]
     if isinstance(image, np.ndarray) and image.dtype == object:

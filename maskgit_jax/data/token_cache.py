@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from maskgit_jax.common import files
 from maskgit_jax.data import pipeline
 
 _FORMAT = 'maskgit_jax.token_cache/1'
@@ -99,9 +100,8 @@ def build(dataset: pipeline.Dataset, encode: EncodeFn, cache_dir: str, *,
       ids = np.full((n, 2, codes.shape[-1]), -1, np.int32)
     ids[start:stop] = codes[:, :stop - start].transpose(1, 0, 2)
   ids[~valid] = -1
-  tmp = f'{path}.tmp-{os.getpid()}.npz'
-  np.savez(tmp, ids=ids, valid=valid, labels=labels)
-  os.replace(tmp, path)
+  files.atomic_write(path, lambda p: np.savez(p, ids=ids, valid=valid,
+                                              labels=labels))
   log(f'token cache: {int(valid.sum())} of {n} records encoded')
   return {'ids': ids, 'valid': valid, 'labels': labels}
 

@@ -3,7 +3,7 @@
 FID between two finite sets of real images is not zero: at N=1000 it is ~20
 on Fashion-MNIST. A model's FID means something only beside that floor,
 measured at the same N. `summary(report, targets)` turns an evaluation
-report (maskgit_jax.evaluate_lib) into rows
+report (maskgit_jax.evaluation.evaluate_lib) into rows
 
   (name, measured, reference, ratio, target, met)
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from maskgit_jax.common import files
 from maskgit_jax.metrics import fid
 
 
@@ -61,9 +62,7 @@ class ReferenceStats:
                                                    sort_keys=True))}
     if self.features is not None:
       arrays["features"] = self.features
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    files.atomic_write(str(path), lambda p: np.savez(p, **arrays))
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "ReferenceStats":

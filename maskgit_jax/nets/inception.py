@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgit_jax.common import files
 from maskgit_jax.nets import torch_pickle
 
 INPUT_SIZE = 299
@@ -554,10 +555,8 @@ def load_params(weights_path: str | os.PathLike | None = None,
   params = convert_torch_state(tensors, source=str(path))
   if cache_file is not None:
     try:
-      cache_file.parent.mkdir(parents=True, exist_ok=True)
-      tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp.npz")
-      np.savez(tmp, **flatten_params(params))
-      os.replace(tmp, cache_file)
+      flat = flatten_params(params)
+      files.atomic_write(str(cache_file), lambda p: np.savez(p, **flat))
     except OSError:
       pass  # A read-only cache location only costs a re-conversion.
   return params

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgit_jax.libml import losses
+from maskgit_jax.nets import quantizer_math as losses
 from maskgit_jax.nets import layers
 
 Dtype = Any

@@ -21,11 +21,16 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       (name, axes) for name, axes in sharding.DEFAULT_RULES)
   config.tokenizer_checkpoint = ""  # stage 2 from a released tokenizer file
   config.data = data_lib.get_config()
-  # Evaluation after each stage (maskgit_jax.evaluate_lib.evaluate_after_stage):
-  # FID & co. on `num_samples` generated / `num_real` real images.
+  # Evaluators in the training loop (maskgit_jax.evaluation.evaluators):
+  # "reconstruction" (stage 1) and "generation" (stage 2) run at the end of
+  # their stage and every `every` (a duration; 0 = the end only), FID & co.
+  # on `num_samples` generated / `num_real` real images.
   config.evaluation = ml_collections.ConfigDict(dict(
       enabled=False, num_samples=1000, num_real=1000, num_train=0,
-      batch_size=32, seed=0, cache_dir=""))
+      batch_size=32, seed=0, cache_dir="",
+      evaluators=ml_collections.ConfigDict(dict(
+          reconstruction=ml_collections.ConfigDict(dict(every=0)),
+          generation=ml_collections.ConfigDict(dict(every=0))))))
   return config
 
 

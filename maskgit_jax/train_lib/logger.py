@@ -13,7 +13,7 @@ from typing import Dict, Optional
 import jax
 import numpy as np
 
-from maskgit_jax import visualize
+from maskgit_jax.common import grids
 
 
 class Logger:
@@ -84,9 +84,9 @@ class Logger:
       return None
     path = os.path.join(self.workdir, "images",
                         f"{self.stage}_{name}_{step:08d}.png")
-    visualize.save_grid(grid, path, row_labels=row_labels)
+    grids.save_grid(grid, path, row_labels=row_labels)
     if self._tb is not None:
-      image = visualize.grid(grid)
+      image = grids.grid(grid)
       if image.shape[-1] == 1:
         image = np.repeat(image, 3, axis=-1)
       self._tb.add_image(f"{name}", np.clip(image, 0, 1), step,

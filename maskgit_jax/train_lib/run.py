@@ -14,22 +14,21 @@ is complete, so re-running the same command continues an interrupted run.
 """
 
 import os
-from typing import Any, Dict, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import ml_collections
-import numpy as np
 
 from maskgit_jax import data as data_lib
-from maskgit_jax import distributed
-from maskgit_jax import models
-from maskgit_jax import official
-from maskgit_jax import sample_lib
+from maskgit_jax.common import multihost
 from maskgit_jax.data import token_cache
+from maskgit_jax.generation import sample_lib
 from maskgit_jax.libml import mask_schedule
 from maskgit_jax.libml import sampling
+from maskgit_jax.nets import factory
+from maskgit_jax.store import loader
 from maskgit_jax.train_lib import auto_config
-from maskgit_jax.train_lib import checkpoint as checkpoint_lib
+from maskgit_jax.train_lib import config_record
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import sharding as sharding_lib
@@ -37,32 +36,8 @@ from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import trainer
 from maskgit_jax.train_lib import transformer_task
 
-STAGES = ("tokenizer", "transformer")
-
-
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  path = os.path.join(workdir, "config.json")
-  if jax.process_index() == 0:
-    sample_lib.atomic_write(path, lambda p: open(p, "w").write(
-        config.to_json_best_effort(indent=1, sort_keys=True)))
-  return path
-
-
-def data_config(config: ml_collections.ConfigDict,
-                channels: int) -> ml_collections.ConfigDict:
-  """`config.data` with image size and channels taken from the model config."""
-  d = ml_collections.ConfigDict(config.data.to_dict())
-  d.image_size = config.image_size
-  d.channels = channels
-  d.seed = config.seed if d.get("seed") is None else d.seed
-  return d
-
-
-def restore_params(checkpoint_dir: str, prefer_ema: bool = True
-                   ) -> Optional[Dict[str, Any]]:
-  """`{"params": ...}` from the newest readable checkpoint (EMA if present),
-  on any device topology; None when the folder holds no checkpoint."""
-  return checkpoint_lib.restore_params_with_info(checkpoint_dir, prefer_ema)[0]
+STAGES = loader.STAGES
+HookFactory = Callable[..., Sequence[trainer.Hook]]
 
 
 def _stage_rng(config, stage: str) -> jax.Array:
@@ -74,30 +49,53 @@ DURATION_KEYS = ("num_steps", "log_every", "checkpoint_every", "image_every",
                  "disc_start_step")
 
 
-def resolve_durations(section: ml_collections.ConfigDict, num_examples: int,
-                      name: str) -> ml_collections.ConfigDict:
-  """A copy of a stage section with every duration in steps (one place)."""
+def resolve_durations(section: ml_collections.ConfigDict,
+                      steps_per_epoch: int, name: str
+                      ) -> ml_collections.ConfigDict:
+  """A copy of a stage section with every duration in steps (one place).
+
+  An epoch is the input pipeline's: `steps_per_epoch` =
+  `Dataset.steps_per_epoch` (examples // global batch), so "2 epochs" ends
+  exactly where the pipeline's second epoch ends.
+  """
   values = section.to_dict()
-  steps_per_epoch = num_examples / values["batch_size"]
   for key in DURATION_KEYS:
     if key in values:
-      values[key] = periodic.to_steps(
-          values[key], steps_per_epoch=steps_per_epoch,
-          batch_size=values["batch_size"], name=f"{name}.{key}")
+      values[key] = to_steps(values[key], steps_per_epoch,
+                             values["batch_size"], f"{name}.{key}")
   if values["num_steps"] <= 0:
     raise ValueError(f"{name}.num_steps={section.num_steps} must be positive.")
   return ml_collections.ConfigDict(values)
 
 
+def to_steps(value, steps_per_epoch: int, batch_size: int, name: str) -> int:
+  """One duration (steps, "N epochs", "N examples") in steps."""
+  return periodic.to_steps(value, steps_per_epoch=steps_per_epoch,
+                           batch_size=batch_size, name=name)
+
+
+def _hooks(make_hooks, config, workdir, stage, section, steps_per_epoch, log,
+           **kwargs):
+  """The stage's hooks, their `every` converted like every duration."""
+  if make_hooks is None:
+    return ()
+  hooks = list(make_hooks(config, workdir, stage, log=log, **kwargs))
+  for hook in hooks:
+    hook.every = to_steps(hook.every, steps_per_epoch, section.batch_size,
+                          f"evaluation ({stage}) every")
+  return hooks
+
+
 def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
-               sigterm, batches=None):
+               sigterm, batches=None, hooks=()):
   batches = dataset.iterator() if batches is None else batches
   data_sharding = data_lib.make_data_sharding(mesh, sharding_lib.BATCH_AXES)
   try:
     return trainer.run_task(
         task, mesh=mesh, rules=rules, workdir=stage_dir, batches=batches,
         to_global=lambda b: data_lib.to_global_array(b, data_sharding),
-        config=section, rng=_stage_rng(config, task.name), sigterm=sigterm)
+        config=section, rng=_stage_rng(config, task.name), sigterm=sigterm,
+        hooks=hooks)
   finally:
     batches.close()
 
@@ -143,7 +141,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       devices=None):
+                       devices=None, hooks: Optional[HookFactory] = None):
   """Trains the configured stages in order, then writes `samples.png`.
 
   Args:
@@ -153,16 +151,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       what `WORKDIR/config.json` records.
     workdir: the run folder; an existing run there is resumed.
     devices: the devices of the mesh (default: all).
+    hooks: `(config, workdir, stage, *, log, tokenizer_variables=None) ->
+      [trainer.Hook]`, e.g. `maskgit_jax.evaluation.evaluators.make_hooks`
+      (what `python -m maskgit_jax.train` passes): evaluators run in the
+      loop, every `every` and at the end of each stage. train_lib never
+      imports the evaluation package.
 
   Returns a dict with the final variables of each trained stage and the path
   of the sample grid. Raises `trainer.Preempted` after saving when SIGTERM
   arrives (at any point of the run: it is acted on at the next step).
   """
   with trainer.SigtermFlag() as sigterm:
-    return _train_and_evaluate(config, workdir, devices, sigterm)
+    return _train_and_evaluate(config, workdir, devices, sigterm, hooks)
 
 
-def _train_and_evaluate(config, workdir, devices, sigterm):
+def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   for stage in config.stages:
     if stage not in STAGES:
       raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
@@ -173,12 +176,12 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
   config = auto_config.resolve(config, workdir, log=log)
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  write_config(config, workdir)
+  config_record.record(config, workdir, log=log)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
-  tokenizer = models.tokenizer_from_config(config)
-  transformer = models.transformer_from_config(config, activation_rules=rules)
-  dcfg = data_config(config, tokenizer.channels)
+  tokenizer = factory.tokenizer_from_config(config)
+  transformer = factory.transformer_from_config(config, activation_rules=rules)
+  dcfg = data_lib.config.for_model(config, tokenizer.channels)
   out = {}
 
   tok_vars = None
@@ -187,26 +190,27 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
     dataset = data_lib.create_dataset(dcfg, "train", section.batch_size,
                                       cache_dir=os.path.join(workdir,
                                                              "data_index"))
-    section = resolve_durations(section, dataset.num_examples,
+    section = resolve_durations(section, dataset.steps_per_epoch,
                                 "tokenizer_training")
     task = tokenizer_task.make_task(section, tokenizer, config.image_size,
                                     note=log)
+    hooks = _hooks(make_hooks, config, workdir, "tokenizer", section,
+                   dataset.steps_per_epoch, log)
     state = _run_stage(task, config, section, os.path.join(workdir, "tokenizer"),
-                       dataset, mesh, rules, sigterm)
+                       dataset, mesh, rules, sigterm, hooks=hooks)
     params = state.ema_params if state.ema_params is not None else state.params
-    tok_vars = {"params": distributed.to_host(params)}
+    tok_vars = {"params": multihost.to_host(params)}
     out["tokenizer"] = tok_vars
-    _evaluate_after(config, workdir, "tokenizer", section, log,
-                    tokenizer_variables=tok_vars)
 
   if "transformer" in config.stages:
-    if tok_vars is None:
-      tok_vars = load_tokenizer_variables(config, workdir, tokenizer)
+    if tok_vars is None:  # The frozen tokenizer: the one model loader.
+      tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
+                                      workdir=workdir)
     section = config.transformer_training
     dataset = data_lib.create_dataset(dcfg, "train", section.batch_size,
                                       cache_dir=os.path.join(workdir,
                                                              "data_index"))
-    section = resolve_durations(section, dataset.num_examples,
+    section = resolve_durations(section, dataset.steps_per_epoch,
                                 "transformer_training")
     class_names = tuple(config.get("class_names", ()) or dataset.class_names)
     task = transformer_task.make_task(section, tokenizer, tok_vars, transformer,
@@ -214,14 +218,13 @@ def _train_and_evaluate(config, workdir, devices, sigterm):
     batches = None
     if section.get("token_cache", False):
       batches = _token_batches(dataset, tokenizer, tok_vars, workdir, log)
+    hooks = _hooks(make_hooks, config, workdir, "transformer", section,
+                   dataset.steps_per_epoch, log, tokenizer_variables=tok_vars)
     state = _run_stage(task, config, section,
                        os.path.join(workdir, "transformer"), dataset, mesh,
-                       rules, sigterm, batches=batches)
+                       rules, sigterm, batches=batches, hooks=hooks)
     params = state.ema_params if state.ema_params is not None else state.params
-    out["transformer"] = {"params": distributed.to_host(params)}
-    _evaluate_after(config, workdir, "transformer", section, log,
-                    tokenizer_variables=tok_vars,
-                    transformer_variables=out["transformer"])
+    out["transformer"] = {"params": multihost.to_host(params)}
     sampler = sampling.MaskGitSampler(tokenizer, tok_vars, transformer,
                                       out["transformer"],
                                       num_classes=config.num_classes)
@@ -247,37 +250,3 @@ def _token_batches(dataset, tokenizer, tok_vars, workdir, log):
                             os.path.join(workdir, "token_cache"),
                             tokenizer_digest=digest, log=log)
   return token_cache.TokenBatches(dataset, cache)
-
-
-def _evaluate_after(config, workdir, stage, section, log, **variables):
-  """The periodic evaluation hook: after each stage when
-  `config.evaluation.enabled` (see `evaluate_lib.evaluate_after_stage`)."""
-  if not config.get("evaluation") or not config.evaluation.enabled:
-    return None
-  # evaluate_lib builds on this module; imported only when evaluating.
-  from maskgit_jax import evaluate_lib  # pylint: disable=import-outside-toplevel
-  return evaluate_lib.evaluate_after_stage(
-      config, workdir, stage, step=int(section.num_steps), log=log, **variables)
-
-
-def load_tokenizer_variables(config, workdir, tokenizer):
-  """Stage-2 tokenizer: `config.tokenizer_checkpoint` (released format) or
-  this workdir's stage-1 checkpoints."""
-  path = config.get("tokenizer_checkpoint", "")
-  images = np.zeros((1, config.image_size, config.image_size,
-                     tokenizer.channels), np.float32)
-  if path:
-    return official.load_variables(
-        path, tokenizer, images,
-        method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x)))
-  variables = restore_params(os.path.join(workdir, "tokenizer", "checkpoints"))
-  if variables is None:
-    raise ValueError(
-        f"Stage 2 needs a tokenizer: no stage-1 checkpoint in "
-        f"{os.path.join(workdir, 'tokenizer', 'checkpoints')} and "
-        "config.tokenizer_checkpoint is empty.")
-  expected = official.model_shapes(
-      tokenizer, images,
-      method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x)))
-  official.check_tree(variables, expected, f"{workdir}/tokenizer")
-  return variables

@@ -13,16 +13,18 @@ import dataclasses
 import os
 import signal
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
+from clu import parameter_overview
 import flax
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from maskgit_jax import distributed
-from maskgit_jax.train_lib import checkpoint as checkpoint_lib
+from maskgit_jax.common import files
+from maskgit_jax.common import multihost
+from maskgit_jax.store import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import logger as logger_lib
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import sharding as sharding_lib
@@ -79,6 +81,24 @@ class Task:
   batch_keys: tuple = ("image", "label")
 
 
+@dataclasses.dataclass
+class Hook:
+  """Something the loop runs every `every` steps and at the last step, e.g.
+  an evaluator (`maskgit_jax.evaluation.evaluators`); train_lib never imports
+  what the hooks do.
+
+  name: the prefix of its scalars in metrics.jsonl and TensorBoard.
+  every: steps between calls (0: only at the stage's last step).
+  fn: `(step, variables) -> {name: float} | None`, called on process 0 only
+    with `{"params": ...}` (the EMA when there is one) as host numpy arrays;
+    the other processes wait for it on the key-value barrier (no device
+    collective times out however long it takes).
+  """
+  name: str
+  every: int
+  fn: Callable[[int, Any], Optional[Dict[str, float]]]
+
+
 class SigtermFlag:
   """Sets `.raised` on SIGTERM (main thread only), restores the old handler.
 
@@ -104,6 +124,18 @@ class SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def _write_parameter_overview(params, workdir: str, logger) -> None:
+  """WORKDIR/<stage>/parameters.txt: clu's table of every parameter (name,
+  shape, dtype, size), written at start-up; the total goes to the log."""
+  if not multihost.is_primary():
+    return
+  table = parameter_overview.get_parameter_overview(params,
+                                                     include_stats=False)
+  files.write_text(os.path.join(workdir, "parameters.txt"), table + "\n")
+  total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  logger.note(f"{total:,} parameters (table: parameters.txt)")
+
+
 def _check_finite(pending, logger):
   """Fetches pending metrics; raises NonFiniteLossError at the first bad step."""
   fetched = jax.device_get([m for _, m in pending])
@@ -118,22 +150,48 @@ def _check_finite(pending, logger):
   return fetched
 
 
-def _write_images(task, state, host_batch, logger, step):
-  """Runs `task.images` on process 0 with host-local parameters."""
+def _host_params(state):
+  """The parameters (EMA when kept) as host arrays; a collective with
+  several processes, so every process calls it."""
   params = state.ema_params if state.ema_params is not None else state.params
   if jax.process_count() > 1:
-    params = distributed.to_host(params)  # A collective: every process.
-  if not distributed.is_primary():
+    return multihost.to_host(params)
+  return params
+
+
+def _write_images(task, state, host_batch, logger, step):
+  """Runs `task.images` on process 0 with host-local parameters; the other
+  processes wait for it on the key-value barrier."""
+  params = _host_params(state)
+  if multihost.is_primary():
+    for name, (grid, labels) in task.images(params, host_batch,
+                                            task.frozen).items():
+      logger.images(step, name, grid, labels)
+  multihost.wait_for_all(f"{task.name}_images_{step}")
+
+
+def run_hooks(hooks, state, step: int, last_step: int, logger,
+              stage: str) -> None:
+  """Runs the hooks due at `step` on process 0 (the others wait) and logs
+  their scalars as `<hook name>/<key>`."""
+  due = [h for h in hooks if periodic.is_time(step, h.every, last_step)]
+  if not due:
     return
-  for name, (grid, labels) in task.images(params, host_batch,
-                                          task.frozen).items():
-    logger.images(step, name, grid, labels)
+  params = jax.device_get(_host_params(state))
+  for hook in due:
+    if multihost.is_primary():
+      scalars = hook.fn(step, {"params": params})
+      if scalars:
+        logger.scalars(step, {f"{hook.name}/{k}": float(v)
+                              for k, v in scalars.items() if v is not None})
+    multihost.wait_for_all(f"{stage}_{hook.name}_{step}")
 
 
 def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
              to_global: Callable[[Dict[str, np.ndarray]], Dict[str, jax.Array]],
              config: ml_collections.ConfigDict, rng: jax.Array,
-             sigterm: Optional[SigtermFlag] = None) -> TrainState:
+             sigterm: Optional[SigtermFlag] = None,
+             hooks: Sequence[Hook] = ()) -> TrainState:
   """Trains `task` to `task.num_steps`, resuming from `workdir/checkpoints`.
 
   Args:
@@ -146,6 +204,9 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
       `image_every`, `keep_checkpoints`, `async_checkpoints`).
     rng: the stage's base PRNG key.
     sigterm: a SIGTERM flag (default: one installed here).
+    hooks: run every `hook.every` steps and at the last step (after that
+      step's checkpoint); a stage found complete runs its last-step hooks
+      (an evaluator that already reported that step returns at once).
 
   Returns:
     The final state. Raises `Preempted` after saving if SIGTERM arrived, and
@@ -156,6 +217,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
   abstract = nn.meta.unbox(abstract)
   logger = logger_lib.Logger(workdir, task.name, task.num_steps,
                              tensorboard=config.get("tensorboard", True))
+  _write_parameter_overview(abstract.params, workdir, logger)
   ckpt = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
       async_save=config.async_checkpoints)
@@ -175,6 +237,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
       step = 0
     if step >= task.num_steps:
       logger.note(f"already trained ({step} steps)")
+      run_hooks(hooks, state, step, step, logger, task.name)
       return state
 
     train_step = jax.jit(task.train_step, donate_argnums=0,
@@ -207,7 +270,7 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
         save_now = periodic.is_time(step, ckpt_every, task.num_steps)
         log_now = periodic.is_time(step, log_every, task.num_steps)
         if multi:
-          stop = (distributed.any_process(sigterm.raised)
+          stop = (multihost.any_process(sigterm.raised)
                   if log_now or save_now else False)
         else:
           stop = sigterm.raised
@@ -225,6 +288,8 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
             _check_finite(pending, logger)
             pending = []
           ckpt.save(step, state, batches.get_state())
+        if hooks and not stop:
+          run_hooks(hooks, state, step, task.num_steps, logger, task.name)
         if stop:
           ckpt.wait()
           logger.note(f"SIGTERM: saved step {step}, exiting.")

@@ -27,7 +27,7 @@ from maskgit_jax.nets import vqgan_tokenizer
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import trainer
 
-MASK_TOKEN_ID = -1
+MASK_TOKEN_ID = sampling.MASK_TOKEN_ID  # The one definition: libml.sampling.
 
 
 def make_task(c: ml_collections.ConfigDict,

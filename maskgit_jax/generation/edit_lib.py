@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from maskgit_jax import sample_lib
-from maskgit_jax import visualize
+from maskgit_jax.common import files
+from maskgit_jax.common import grids
 from maskgit_jax.data import preprocess
 from maskgit_jax.libml import editing
 from maskgit_jax.libml import sampling
@@ -143,5 +143,5 @@ def write_edit_grid(path: str, image: np.ndarray, variations: np.ndarray,
                     scale: int = 1) -> str:
   """Writes `edit_grid(image, variations)` as a PNG (atomically)."""
   cells = edit_grid(image, variations)
-  return sample_lib.atomic_write(
-      path, lambda p: visualize.save_grid(cells, p, scale=scale))
+  return files.atomic_write(
+      path, lambda p: grids.save_grid(cells, p, scale=scale))

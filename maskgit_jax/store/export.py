@@ -1,0 +1,32 @@
+"""A training run's final models as released-format files (`export`)."""
+
+import os
+import shutil
+from typing import Dict
+
+import flax
+import jax
+
+from maskgit_jax.common import files
+from maskgit_jax.store import loader
+
+
+def export(workdir: str, output: str) -> Dict[str, str]:
+  """Writes WORKDIR's newest weights of both stages (EMA preferred) as
+  OUTPUT/{tokenizer,transformer}.msgpack, with OUTPUT/config.json; all three
+  files or none (a failure leaves OUTPUT as it was). Returns their paths."""
+  loader.check_workdir(workdir)
+  config = os.path.join(workdir, loader.CONFIG_FILE)
+  if not os.path.isfile(config):
+    raise loader.RunNotFound(f"{workdir}: config.json is missing.")
+  writes, paths = [], {}
+  for stage in loader.STAGES:
+    data = flax.serialization.to_bytes(
+        jax.device_get(loader.stage_params(workdir, stage)))
+    paths[stage] = os.path.join(output, f"{stage}.msgpack")
+    writes.append((paths[stage],
+                   lambda p, d=data: open(p, "wb").write(d)))
+  paths["config"] = os.path.join(output, loader.CONFIG_FILE)
+  writes.append((paths["config"], lambda p: shutil.copyfile(config, p)))
+  files.atomic_writes(writes)
+  return paths

@@ -1,0 +1,111 @@
+"""WORKDIR/config.json: the config that trained the run, kept true on resume.
+
+A new run records its resolved config. A resumed run compares the config it
+was started with against the record:
+- the same: nothing to do;
+- only keys that do not change what the weights are (how long to train,
+  how often to log, save or evaluate, sampling and evaluation settings, the
+  mesh): the change is recorded (WORKDIR/config_changes.jsonl gets one line
+  per resume with each key's old and new value) and config.json is updated;
+- any other key (model sizes, data, optimizer, seed, ...): the run stops
+  with one line naming the keys that differ, and nothing is written. Train
+  into a new workdir instead.
+So `sample` and `evaluate`, which read config.json, always load the weights
+with the config that trained them.
+"""
+
+import datetime
+import json
+import os
+from typing import Any, Callable, Dict, List, Tuple
+
+import jax
+import ml_collections
+
+from maskgit_jax.common import files
+
+CONFIG_FILE = "config.json"
+CHANGES_FILE = "config_changes.jsonl"
+# Keys (last component) that may change when a run is resumed.
+FREE_KEYS = frozenset((
+    "num_steps", "log_every", "checkpoint_every", "image_every",
+    "keep_checkpoints", "async_checkpoints", "tensorboard", "stages",
+    "worker_count", "read_threads", "prefetch_batches", "per_class"))
+# Sections whose keys may all change.
+FREE_SECTIONS = ("sampling", "evaluation", "quality_targets", "mesh",
+                 "logical_axis_rules")
+
+
+def _flat(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def differences(old: Dict[str, Any], new: Dict[str, Any]
+                ) -> List[Tuple[str, Any, Any]]:
+  """(key, old value, new value) of every leaf that differs, sorted."""
+  a, b = _flat(old), _flat(new)
+  missing = object()
+  out = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key, missing), b.get(key, missing)
+    if va != vb:
+      out.append((key, None if va is missing else va,
+                  None if vb is missing else vb))
+  return out
+
+
+def is_free(key: str) -> bool:
+  """Whether `key` may change when a run is resumed."""
+  return (key.split(".")[0] in FREE_SECTIONS or
+          key.split(".")[-1] in FREE_KEYS)
+
+
+def record(config: ml_collections.ConfigDict, workdir: str,
+           log: Callable[[str], Any] = print) -> str:
+  """Writes (or checks and updates) WORKDIR/config.json; see the module doc.
+
+  Raises:
+    ValueError: a resumed run's config differs in a key that changes the
+      weights (one line naming the keys).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  text = files.config_to_json(config)
+  new = json.loads(text)
+  if os.path.isfile(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{path} is unreadable ({e}); this run's settings "
+                       "are unknown. Train into a new workdir.") from None
+    diff = differences(old, new)
+    if not diff:
+      return path
+    fixed = [d for d in diff if not is_free(d[0])]
+    if fixed:
+      shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in fixed[:5])
+      more = f" (and {len(fixed) - 5} more)" if len(fixed) > 5 else ""
+      raise ValueError(
+          f"{workdir} was trained with other settings: {shown}{more}. "
+          "Resuming would mix them; train into a new --workdir.")
+    if jax.process_index() == 0:
+      line = json.dumps({
+          "time": datetime.datetime.now(datetime.timezone.utc).isoformat(
+              timespec="seconds"),
+          "changes": {k: {"old": a, "new": b} for k, a, b in diff}})
+      changes = os.path.join(workdir, CHANGES_FILE)
+      previous = open(changes).read() if os.path.isfile(changes) else ""
+      files.atomic_writes([(changes, lambda p: open(p, "w").write(
+          previous + line + "\n")), (path, lambda p: open(p, "w").write(
+              text))])
+    log(f"resumed with changed settings (recorded in {CHANGES_FILE}): " +
+        ", ".join(k for k, _, _ in diff))
+    return path
+  if jax.process_index() == 0:
+    files.write_text(path, text)
+  return path
