@@ -1,12 +1,14 @@
 """One process of a multi-process tiny training run (tests/test_multiprocess.py).
 
   python tests/multiprocess_worker.py WORKDIR OUT_PREFIX NUM_PROCESSES \
-      PROCESS_ID PORT
+      PROCESS_ID PORT [slow_eval]
 
 Trains `test_train.tiny_config` (mesh (1, -1, 1): every parameter sharded
 over the devices of all processes) with `maskgit_jax.train_lib.run`, then
 writes the final parameters of both stages to OUT_PREFIX<process>.npz.
-NUM_PROCESSES=1 runs without the distributed runtime. The device count comes
+NUM_PROCESSES=1 runs without the distributed runtime. `slow_eval` adds a
+stage-1 evaluator hook that runs for SLOW_EVAL_SECONDS on process 0 (longer
+than the 30 s gloo collective timeout) while the others wait. The device count comes
 from XLA_FLAGS, set by the caller.
 """
 import os
@@ -45,8 +47,27 @@ def check_to_host():
       jax.process_count() > 1)
 
 
+SLOW_EVAL_SECONDS = 40
+
+
+def slow_hooks(config, workdir, stage, *, log, **unused):
+  """A deliberately slow stage-1 evaluator (defect b of issue 13)."""
+  del config, workdir, log
+  from maskgit_jax.train_lib import trainer  # pylint: disable=import-outside-toplevel
+  if stage != "tokenizer":
+    return []
+  import time  # pylint: disable=import-outside-toplevel
+
+  def evaluate(step, variables):
+    del variables
+    time.sleep(SLOW_EVAL_SECONDS)
+    return {"slow_seconds": float(SLOW_EVAL_SECONDS), "at": float(step)}
+  return [trainer.Hook(name="eval", every=0, fn=evaluate)]
+
+
 def main():
   workdir, prefix, count, index, port = sys.argv[1:6]
+  slow = sys.argv[6:7] == ["slow_eval"]
   count, index = int(count), int(index)
   if count > 1:
     multihost.initialize("on", f"localhost:{port}", count, index)
@@ -54,7 +75,8 @@ def main():
   check_to_host()
   from maskgit_jax.train_lib import trainer  # pylint: disable=import-outside-toplevel
   try:
-    out = run.train_and_evaluate(config_for_test(), workdir)
+    out = run.train_and_evaluate(config_for_test(), workdir,
+                                 hooks=slow_hooks if slow else None)
   except trainer.Preempted as e:  # As `python -m maskgit_jax.train` does.
     print(f"stopped: {e}; run the same command to resume.", flush=True)
     return

@@ -250,24 +250,24 @@ def tiny_folder_config(path):
 
 
 def test_one_step_end_to_end_on_the_colour_folder(tmp_path, monkeypatch):
-  grids = []
+  written_grids = []
   save_grid = grids.save_grid
 
   def recording_save_grid(images, path, row_labels=None, **kwargs):
-    grids.append((os.path.basename(path), tuple(row_labels or ())))
+    written_grids.append((os.path.basename(path), tuple(row_labels or ())))
     return save_grid(images, path, row_labels=row_labels, **kwargs)
 
-  monkeypatch.setattr(visualize, "save_grid", recording_save_grid)
+  monkeypatch.setattr(grids, "save_grid", recording_save_grid)
   workdir = tmp_path / "run"
   run.train_and_evaluate(tiny_folder_config(COLOUR), str(workdir),
                          devices=jax.devices()[:1])
   labels = tuple(f"{i} {name}" for i, name in enumerate(COLOUR_CLASSES))
   # Stage 2's periodic samples (images/transformer_samples_<step>.png) and
   # the final grid (written via a temporary file renamed to samples.png).
-  periodic = [rows for name, rows in grids
+  periodic = [rows for name, rows in written_grids
               if name.startswith("transformer_samples")]
-  final = [rows for name, rows in grids if name.startswith(".tmp-")]
-  assert periodic == [labels] and final == [labels], grids
+  final = [rows for name, rows in written_grids if name.startswith(".tmp-")]
+  assert periodic == [labels] and final == [labels], written_grids
   with Image.open(workdir / "samples.png") as grid:
     assert grid.mode == "RGB" and grid.size[1] > 3 * 16
   written = json.loads((workdir / "config.json").read_text())

@@ -2,6 +2,7 @@
 collectives) equal 1 process x 8 devices; a SIGTERM to one process stops
 both at the same step; killing both and restarting resumes; sampling with
 several processes writes once."""
+import json
 import os
 import signal
 import socket
@@ -161,6 +162,24 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
   assert out.is_file()
   assert "wrote" in read_log(logs, "sample", 0)
   assert "wrote" not in read_log(logs, "sample", 1)
+
+
+def test_a_slow_evaluation_on_process_zero_does_not_break_the_run(tmp_path):
+  """Process 0 evaluates stage 1 for longer than the collective timeouts
+  while process 1 waits on the key-value barrier; both finish stage 2."""
+  logs = tmp_path / "logs"
+  logs.mkdir()
+  workdir = tmp_path / "run"
+  procs = start(lambda i, port: [
+      sys.executable, WORKER, str(workdir), str(tmp_path / "out_"), "2",
+      str(i), str(port), "slow_eval"], 2, 2, logs, "slow")
+  wait_all(procs, logs, "slow", timeout=900)
+  for i in range(2):
+    assert "done" in read_log(logs, "slow", i)
+  lines = (workdir / "tokenizer" / "metrics.jsonl").read_text().splitlines()
+  evals = [json.loads(l) for l in lines if "eval/slow_seconds" in l]
+  assert [e["step"] for e in evals] == [4]
+  assert (workdir / "samples.png").is_file()
 
 
 @pytest.mark.parametrize("kwargs,environ,expected", [

@@ -132,7 +132,6 @@ def write_json_cache(path: str, cache: dict[str, Any],
                      what: str = 'the image folder index') -> None:
   """Writes a JSON cache file atomically (concurrent writers of the same
   cache are safe); a failure is a warning, the cache being optional."""
-  folder = os.path.dirname(path)
   try:
     files.write_text(path, json.dumps(cache))
   except OSError as e:

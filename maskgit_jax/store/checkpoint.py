@@ -20,95 +20,32 @@ or the device count. Checkpoints without fingerprints restore unchecked.
 
 import base64
 import contextlib
-import json
 import logging
 import os
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
-import zlib
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
-_GOLDEN = np.uint32(0x9E3779B1)
+from maskgit_jax.common import multihost
+from maskgit_jax.store.fingerprints import ChecksumError
+from maskgit_jax.store.fingerprints import data_crc
+from maskgit_jax.store.fingerprints import fingerprints
+from maskgit_jax.store.fingerprints import flat_shapes
+from maskgit_jax.store.fingerprints import verify_fingerprints
 
 
-class ChecksumError(ValueError):
-  """A checkpoint's arrays or data state differ from what was saved."""
+RETRIES = 2  # More tries of a checkpoint read that failed.
+RETRY_SECONDS = 0.5
 
 
-def _leaf_fingerprint(x: jax.Array) -> jax.Array:
-  """uint32 sum of the array's 32-bit words, each times an odd weight that
-  depends on its position: any single-bit change alters it."""
-  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-    x = jax.random.key_data(x)
-  if x.dtype == jnp.bool_:
-    words = x.astype(jnp.uint32)
-  else:
-    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[
-        x.dtype.itemsize]
-    words = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
-  # Row-major positions from iotas (no reshape: sharded arrays stay put).
-  position = jnp.zeros(words.shape, jnp.uint32)
-  stride = 1
-  for axis in reversed(range(words.ndim)):
-    position += jax.lax.broadcasted_iota(jnp.uint32, words.shape, axis) * (
-        np.uint32(stride % 2**32))
-    stride *= words.shape[axis]
-  weights = position * _GOLDEN | np.uint32(1)
-  return jnp.sum(words * weights, dtype=jnp.uint32)
+class CheckpointMismatch(ValueError):
+  """A checkpoint whose variables do not fit the config's model."""
 
 
-_fingerprints = jax.jit(lambda leaves: [_leaf_fingerprint(x) for x in leaves])
-
-
-def _path_name(path) -> str:
-  """'params/encoder/0/kernel': the same for a TrainState and for the plain
-  dicts and lists orbax restores it as without a target."""
-  parts = []
-  for key in path:
-    for attr in ("name", "key", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
-
-
-def fingerprints(state: Any) -> Dict[str, int]:
-  """{leaf path: uint32 fingerprint} of every array of `state` (a collective
-  with several processes: every process calls it)."""
-  paths, leaves = [], []
-  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-      paths.append(_path_name(path))
-      leaves.append(leaf)
-  values = jax.device_get(_fingerprints(leaves)) if leaves else []
-  return dict(zip(paths, (int(v) for v in values)))
-
-
-def _data_crc(blob: Dict[str, Any]) -> int:
-  data = {k: v for k, v in blob.items() if k in ("value", "bytes_b64")}
-  return zlib.crc32(json.dumps(data, sort_keys=True).encode("utf-8"))
-
-
-def verify_fingerprints(blob: Any, state: Any, where: str) -> None:
-  """Raises ChecksumError when the fingerprints saved in `blob` differ."""
-  if not isinstance(blob, dict) or "checksums" not in blob:
-    return  # A checkpoint from before fingerprints.
-  saved = blob["checksums"]
-  if not isinstance(saved, dict) or blob.get("data_crc32") != _data_crc(blob):
-    raise ChecksumError(f"{where}: the data-iterator state or the saved "
-                        "fingerprints are damaged")
-  now = fingerprints(state)
-  differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-  if differ:
-    raise ChecksumError(
-        f"{where}: {len(differ)} arrays differ from what was saved (first: "
-        f"{differ[0]}); the array files are damaged")
+class CheckpointUnreadable(OSError, ValueError):
+  """A checkpoint that could not be read, for a reason other than damage."""
 
 
 def _encode_data_state(data_state: Any) -> Any:
@@ -147,7 +84,7 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return
     blob = _encode_data_state(data_state)
-    blob["data_crc32"] = _data_crc(blob)
+    blob["data_crc32"] = data_crc(blob)
     blob["checksums"] = fingerprints(state)
     self.manager.save(
         step,
@@ -166,26 +103,98 @@ class Checkpointer:
                         os.path.join(self.directory, str(step)))
     return restored["state"], _decode_data_state(restored["data"])
 
+  def check_fits(self, step: int, abstract_state: Any) -> None:
+    """Raises CheckpointMismatch when checkpoint `step` holds a state of
+    another structure or shape than `abstract_state` (the config's model):
+    the first parameter that differs, with both shapes. Metadata that cannot
+    be read is left for `restore` to judge."""
+    try:
+      with quiet_orbax():
+        metadata = self.manager.item_metadata(step)["state"]
+      saved = flat_shapes(metadata)
+    except Exception:  # pylint: disable=broad-except
+      return
+    wanted = flat_shapes(abstract_state)
+    where = os.path.join(self.directory, str(step))
+    for name in sorted(set(saved) | set(wanted)):
+      if name not in wanted:
+        raise CheckpointMismatch(
+            f"{where} does not fit the config: it has {name} "
+            f"{saved[name]}, which the config's model does not have. The "
+            "checkpoints are kept; train into a new --workdir or restore "
+            "the settings that made them.")
+      if name not in saved:
+        raise CheckpointMismatch(
+            f"{where} does not fit the config: it lacks {name} (the config's "
+            f"model has {wanted[name]}). The checkpoints are kept; train into"
+            " a new --workdir or restore the settings that made them.")
+      if saved[name] != wanted[name]:
+        raise CheckpointMismatch(
+            f"{where} does not fit the config: {name} has shape "
+            f"{saved[name]} in the checkpoint and {wanted[name]} in the "
+            "config. The checkpoints are kept; train into a new --workdir or"
+            " restore the settings that made them.")
+
+  def _try_restore(self, step: int, abstract_state: Any, log):
+    """(state, data_state, None) or (None, None, error) after retries; a
+    passing I/O error gets `RETRIES` more tries."""
+    error = None
+    for attempt in range(RETRIES + 1):
+      try:
+        state, data_state = self.restore(step, abstract_state)
+        return state, data_state, None
+      except ChecksumError as e:  # The bytes are what they are.
+        return None, None, e
+      except Exception as e:  # pylint: disable=broad-except
+        error = e
+        if attempt < RETRIES:
+          logging.info("reading checkpoint %s failed (%s: %s); retrying",
+                       os.path.join(self.directory, str(step)),
+                       type(e).__name__, str(e)[:200])
+          time.sleep(RETRY_SECONDS * (attempt + 1))
+    return None, None, error
+
   def restore_latest(self, abstract_state: Any,
                      log=logging.warning) -> Optional[Tuple[int, Any, Any]]:
     """The newest readable checkpoint as `(step, state, data_state)`, or None.
 
-    Unreadable checkpoints tried before it are moved aside (see
-    `set_aside`), so the resumed run can save their steps again.
+    - A checkpoint of another model (structure or shapes) stops the run with
+      CheckpointMismatch, naming the first parameter that differs; nothing
+      is renamed.
+    - A checkpoint that cannot be read is tried again (a passing I/O error);
+      an OSError other than a missing file (permissions, a lost mount) stops
+      the run with CheckpointUnreadable and renames nothing.
+    - A damaged checkpoint (failed fingerprint, unreadable or missing bytes)
+      is moved aside (`set_aside`) once every process found it damaged, and
+      the previous one is tried; the resumed run saves its step again. If
+      the processes disagree, the run stops and renames nothing.
     """
-    unreadable = []
+    damaged = []
     for step in reversed(self.all_steps()):
-      try:
-        state, data_state = self.restore(step, abstract_state)
-      except Exception as e:  # pylint: disable=broad-except
-        log(f"Checkpoint {os.path.join(self.directory, str(step))} is "
-            f"unreadable ({type(e).__name__}: {str(e)[:200]}); trying the "
-            "previous one.")
-        unreadable.append(step)
-        continue
-      self.set_aside(unreadable, log)
-      return step, state, data_state
-    self.set_aside(unreadable, log)
+      self.check_fits(step, abstract_state)
+      state, data_state, error = self._try_restore(step, abstract_state, log)
+      where = os.path.join(self.directory, str(step))
+      ok_here = error is None
+      ok_somewhere = multihost.any_process(ok_here)
+      failed_somewhere = multihost.any_process(not ok_here)
+      if ok_here and not failed_somewhere:
+        self.set_aside(damaged, log)
+        return step, state, data_state
+      if ok_somewhere:
+        raise CheckpointUnreadable(
+            f"{where} is readable on some processes and not on others "
+            f"({type(error).__name__ if error else 'elsewhere'}); nothing "
+            "was renamed. Check the storage every process sees.")
+      if isinstance(error, OSError) and not isinstance(
+          error, FileNotFoundError):
+        raise CheckpointUnreadable(
+            f"{where} cannot be read ({type(error).__name__}: "
+            f"{str(error)[:200]}); nothing was renamed. Fix the storage and "
+            "run the same command again.")
+      log(f"Checkpoint {where} is unreadable ({type(error).__name__}: "
+          f"{str(error)[:200]}); trying the previous one.")
+      damaged.append(step)
+    self.set_aside(damaged, log)
     return None
 
   def set_aside(self, steps: Sequence[int], log=logging.warning) -> None:

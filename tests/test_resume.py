@@ -1,0 +1,190 @@
+"""Resuming a run: checkpoints that do not fit, passing I/O errors, changed
+settings, epochs, and evaluators inside the loop (issue 13, defects a-e)."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from maskgit_jax import data as data_lib
+from maskgit_jax.evaluation import evaluators
+from maskgit_jax.store import checkpoint as checkpoint_lib
+from maskgit_jax.train_lib import config_record
+from maskgit_jax.train_lib import periodic
+from maskgit_jax.train_lib import run
+import test_train
+
+
+def _state(width):
+  return {"params": {"w": jnp.zeros((4, width), jnp.float32),
+                     "b": jnp.zeros((3,), jnp.float32)},
+          "step": jnp.int32(0)}
+
+
+def _saved(tmp_path, width=5):
+  path = tmp_path / "checkpoints"
+  ckpt = checkpoint_lib.Checkpointer(str(path), keep=3, async_save=False)
+  for step in (2, 4):
+    ckpt.save(step, _state(width), {"next": step})
+  ckpt.close()
+  return path
+
+
+def test_a_checkpoint_of_another_model_stops_and_stays(tmp_path):
+  path = _saved(tmp_path)
+  ckpt = checkpoint_lib.Checkpointer(str(path), keep=3, async_save=False)
+  with pytest.raises(checkpoint_lib.CheckpointMismatch,
+                     match=r"4 does not fit the config: params/w has shape "
+                     r"\(4, 5\) in the checkpoint and \(4, 7\) in the config"):
+    ckpt.restore_latest(jax.eval_shape(lambda: _state(7)))
+  ckpt.close()
+  assert sorted(os.listdir(path)) == ["2", "4"]  # nothing set aside
+
+
+def test_a_passing_io_error_is_retried_and_nothing_moves(tmp_path,
+                                                         monkeypatch):
+  path = _saved(tmp_path)
+  ckpt = checkpoint_lib.Checkpointer(str(path), keep=3, async_save=False)
+  real = ckpt.restore
+  calls = []
+
+  def flaky(step, abstract):
+    calls.append(step)
+    if len(calls) == 1:
+      raise OSError("transient: connection reset")
+    return real(step, abstract)
+  monkeypatch.setattr(ckpt, "restore", flaky)
+  monkeypatch.setattr(checkpoint_lib, "RETRY_SECONDS", 0.0)
+  step, _, data = ckpt.restore_latest(jax.eval_shape(lambda: _state(5)))
+  assert (step, data, calls) == (4, {"next": 4}, [4, 4])
+  ckpt.close()
+  assert sorted(os.listdir(path)) == ["2", "4"]
+
+
+def test_a_lasting_io_error_stops_without_renaming(tmp_path, monkeypatch):
+  path = _saved(tmp_path)
+  ckpt = checkpoint_lib.Checkpointer(str(path), keep=3, async_save=False)
+
+  def denied(step, abstract):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(ckpt, "restore", denied)
+  monkeypatch.setattr(checkpoint_lib, "RETRY_SECONDS", 0.0)
+  with pytest.raises(checkpoint_lib.CheckpointUnreadable,
+                     match="4 cannot be read.*nothing was renamed"):
+    ckpt.restore_latest(jax.eval_shape(lambda: _state(5)))
+  ckpt.close()
+  assert sorted(os.listdir(path)) == ["2", "4"]
+
+
+def test_a_and_d_resume_with_another_model_size(tmp_path):
+  """The issue's reproduction: a finished run, then the same command with
+  another transformer size. Before: every stage-2 checkpoint renamed
+  *.corrupt-* and stage 2 retrained from step 0."""
+  config = test_train.tiny_config(steps=2)
+  run.train_and_evaluate(config, str(tmp_path))
+  before = {s: sorted(os.listdir(tmp_path / s / "checkpoints"))
+            for s in ("tokenizer", "transformer")}
+  recorded = (tmp_path / "config.json").read_text()
+  other = test_train.tiny_config(steps=2)
+  other.transformer.num_hidden_layers = 3  # not the tiny preset's
+  # d: the recorded config differs in a key that changes the weights.
+  with pytest.raises(ValueError, match=r"trained with other settings: "
+                     r"transformer.num_hidden_layers: None -> 3"):
+    run.train_and_evaluate(other, str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == recorded
+  # a: without the record, the checkpoint itself stops the run.
+  os.remove(tmp_path / "config.json")
+  with pytest.raises(checkpoint_lib.CheckpointMismatch,
+                     match="does not fit the config"):
+    run.train_and_evaluate(other, str(tmp_path))
+  after = {s: sorted(os.listdir(tmp_path / s / "checkpoints"))
+           for s in ("tokenizer", "transformer")}
+  assert after == before
+
+
+def test_d_a_longer_run_is_recorded(tmp_path):
+  config = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  run.train_and_evaluate(config, str(tmp_path))
+  config.tokenizer_training.num_steps = 4
+  config.sampling.num_iter = 3
+  run.train_and_evaluate(config, str(tmp_path))
+  recorded = json.loads((tmp_path / "config.json").read_text())
+  assert recorded["tokenizer_training"]["num_steps"] == 4
+  lines = (tmp_path / "config_changes.jsonl").read_text().splitlines()
+  changes = json.loads(lines[-1])["changes"]
+  assert changes["tokenizer_training.num_steps"] == {"old": 2, "new": 4}
+  assert changes["sampling.num_iter"] == {"old": 2, "new": 3}
+  assert sorted(os.listdir(tmp_path / "tokenizer" / "checkpoints")) == [
+      "2", "4"]
+
+
+def test_d_free_and_fixed_keys():
+  assert config_record.is_free("transformer_training.num_steps")
+  assert config_record.is_free("evaluation.num_samples")
+  assert not config_record.is_free("transformer.hidden_size")
+  assert not config_record.is_free("transformer_training.optimizer.lr")
+  assert config_record.differences({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}}
+                                   ) == [("a.b", 1, 2), ("a.c", None, 3)]
+
+
+def test_c_an_epoch_is_the_pipelines_epoch():
+  """256 examples at batch 24: the pipeline's epoch is 256 // 24 = 10 steps,
+  so 2 epochs are 20 steps (before: ceil(2 * 256 / 24) = 22, two steps into
+  the third epoch)."""
+  config = test_train.tiny_config()
+  section = config.tokenizer_training
+  section.batch_size = 24
+  section.num_steps = "2 epochs"
+  section.checkpoint_every = "1 epoch"
+  dataset = data_lib.create_dataset(
+      data_lib.config.for_model(config, 1), "train", 24)
+  assert dataset.steps_per_epoch == 10
+  resolved = run.resolve_durations(section, dataset.steps_per_epoch,
+                                   "tokenizer_training")
+  assert (resolved.num_steps, resolved.checkpoint_every) == (20, 10)
+  assert periodic.to_steps("2 epochs", steps_per_epoch=10) == 20
+
+
+class _CountingFeatures:
+  name = None  # not cached
+
+  def __call__(self, images):
+    return images.reshape(images.shape[0], -1)[:, :16].astype("float32")
+
+
+def test_evaluators_run_inside_the_loop(tmp_path):
+  """Evaluators named in config.evaluation run every `every` (a duration)
+  and at the end of the stage; their scalars reach metrics.jsonl. A
+  re-run evaluates nothing again (e: the reports are keyed by what made
+  them), and a change of evaluation settings evaluates again."""
+  config = test_train.tiny_config(stages=("tokenizer",), steps=4)
+  config.evaluation.enabled = True
+  config.evaluation.num_real = 12
+  config.evaluation.num_samples = 12
+  config.evaluation.batch_size = 8
+  config.evaluation.evaluators.reconstruction.every = "2 steps"
+  extractor = _CountingFeatures()
+
+  def hooks(*args, **kwargs):
+    return evaluators.make_hooks(*args, feature_extractor=extractor, **kwargs)
+  run.train_and_evaluate(config, str(tmp_path), hooks=hooks)
+  for step in (2, 4):
+    assert (tmp_path / f"eval_tokenizer_{step}.json").is_file()
+  lines = [json.loads(l) for l in
+           (tmp_path / "tokenizer" / "metrics.jsonl").read_text().splitlines()]
+  evals = [l for l in lines if "eval/rfid" in l]
+  assert [l["step"] for l in evals] == [2, 4]
+  assert all(l["eval/rfid_floor"] > 0 and "eval/psnr" in l for l in evals)
+  report = json.loads((tmp_path / "eval_tokenizer_4.json").read_text())
+  assert not os.path.isabs(report["path"])  # h: relative paths
+  assert not os.path.isabs(report["models"]["tokenizer"]["path"] or "")
+  # A re-run (the stage is complete): the step-4 report is reused.
+  mtime = os.path.getmtime(tmp_path / "eval_tokenizer_4.json")
+  run.train_and_evaluate(config, str(tmp_path), hooks=hooks)
+  assert os.path.getmtime(tmp_path / "eval_tokenizer_4.json") == mtime
+  # e: other settings (num_real) make a new report for the same step.
+  config.evaluation.num_real = 13
+  run.train_and_evaluate(config, str(tmp_path), hooks=hooks)
+  report = json.loads((tmp_path / "eval_tokenizer_4.json").read_text())
+  assert report["settings"]["num_real"] == 13
