@@ -133,6 +133,18 @@ def order_prefix_sets(order, counts):
   return sets
 
 
+def scheduled_masked(unknown_start, num_iter, method, start_iter=0):
+  """Tokens left masked after each iteration from `start_iter`: the
+  release's formula, max(1, min(left - 1, floor(u * schedule((t+1)/T))))."""
+  masked, left = [], unknown_start
+  for t in range(start_iter, num_iter):
+    ratio = np.float32((t + 1) / num_iter)
+    left = max(1, min(left - 1, int(np.floor(unknown_start * float(
+        mask_schedule.schedule(ratio, unknown_start, method))))))
+    masked.append(left)
+  return masked
+
+
 @pytest.mark.parametrize("method,num_iter", [("uniform", 4), ("cosine", 6)])
 def test_reveals_the_next_positions_of_the_order_in_scheduled_counts(
     method, num_iter):
@@ -143,12 +155,7 @@ def test_reveals_the_next_positions_of_the_order_in_scheduled_counts(
   seqs, masks = np.asarray(seqs), np.asarray(masks)
   unknown_start = SIDE * SIDE
   # Counts left masked after each iteration: the release's formula.
-  masked, left = [], unknown_start
-  for t in range(num_iter):
-    ratio = np.float32((t + 1) / num_iter)
-    left = max(1, min(left - 1, int(np.floor(unknown_start * float(
-        mask_schedule.schedule(ratio, unknown_start, method))))))
-    masked.append(left)
+  masked = scheduled_masked(unknown_start, num_iter, method)
   if method == "uniform":
     assert masked == [12, 8, 4, 1]  # 16 * (1 - t/4), at least 1
   order = (1 + parallel_decode.halton_order(SIDE, SIDE)).tolist()
@@ -257,6 +264,9 @@ def test_inpainting_reveals_only_unknown_positions_in_restricted_order(
   for b in range(len(inputs)):
     unknown = ~given[b]
     left = masks[b, start_iter:-1].sum(-1)  # masked after each but the last
+    assert left.tolist() + [masks[b, -1].sum()] == scheduled_masked(
+        unknown.sum(), num_iter, "cosine", start_iter)
+    assert not masks[b, :start_iter].any()  # iterations not run
     counts = [unknown.sum() - m for m in left] + [unknown.sum()]
     got = revealed_per_iteration(masks[b, start_iter:], unknown)
     got[-1] = got[-1] | set(np.flatnonzero(masks[b, -1]))
