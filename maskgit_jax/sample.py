@@ -34,7 +34,8 @@ results (pixels outside the edited tokens are the input's, blended over
 --blur_radius pixels; default the release's image_size // 16 - 1).
 
 Decoding: --num_iter --choice_temperature --guidance_scale --guidance_schedule
---sampling_temperature --top_k --seed (defaults: the config's `sampling`).
+--sampling_temperature --top_k --position_scheduler=confidence|halton
+--[no]halton_random_shift --seed (defaults: the config's `sampling`).
 Any `--config.key=value` overrides the config file.
 
   python -m maskgit_jax.sample --workdir=checkpoints/fashion_mnist \
@@ -123,6 +124,13 @@ _SAMPLING_T = flags.DEFINE_float("sampling_temperature", None,
                                  "Temperature of token sampling.")
 _TOP_K = flags.DEFINE_integer("top_k", None,
                               "Sample among the k likeliest tokens (0 = all).")
+_POSITION_SCHEDULER = flags.DEFINE_enum(
+    "position_scheduler", None, ["confidence", "halton"],
+    "Which tokens to keep each iteration: the most confident (the release's) "
+    "or the next ones of a fixed Halton order over the grid.")
+_HALTON_SHIFT = flags.DEFINE_bool(
+    "halton_random_shift", None,
+    "halton: a random cyclic offset of the order per sample.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 # The mode-specific flags and the modes that use them.
@@ -191,7 +199,9 @@ def decoding_overrides():
   return dict(num_iter=_NUM_ITER.value, choice_temperature=_CHOICE_T.value,
               guidance_scale=_GUIDANCE.value,
               guidance_schedule=_GUIDANCE_SCHEDULE.value,
-              sampling_temperature=_SAMPLING_T.value, top_k=_TOP_K.value)
+              sampling_temperature=_SAMPLING_T.value, top_k=_TOP_K.value,
+              position_scheduler=_POSITION_SCHEDULER.value,
+              halton_random_shift=_HALTON_SHIFT.value)
 
 
 def prepare_edit(config):
@@ -260,6 +270,7 @@ def run(mode: str) -> List[str]:
   """Checks every input, loads the models, computes, then writes."""
   check_mode_flags(mode)
   config = load_config()
+  sample_lib.decode_options(config, **decoding_overrides())  # before loading
   output = _OUTPUT.value or DEFAULT_OUTPUT[mode]
   files.check_image_path(output)
   if _GIF.value:

@@ -19,6 +19,7 @@ import tqdm
 
 from maskgit_jax.common import files
 from maskgit_jax.common import grids
+from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.store import loader
 
@@ -156,13 +157,19 @@ def sample_classes(sampler: sampling.MaskGitSampler, classes: Sequence[int],
 
 
 def decode_options(config: ml_collections.ConfigDict, **overrides):
-  """The `decode` keyword arguments from `config.sampling`, with overrides."""
+  """The `decode` keyword arguments from `config.sampling`, with overrides.
+
+  `position_scheduler` and `halton_random_shift` default to "confidence" and
+  False for configs written before they existed (a run's config.json).
+  """
   s = config.sampling
   options = dict(num_iter=s.num_iter, choice_temperature=s.choice_temperature,
                  mask_scheduling_method=s.mask_scheduling_method,
                  guidance_scale=s.guidance_scale,
                  guidance_schedule=s.guidance_schedule,
-                 sampling_temperature=s.sampling_temperature, top_k=s.top_k)
+                 sampling_temperature=s.sampling_temperature, top_k=s.top_k,
+                 position_scheduler=s.get("position_scheduler", "confidence"),
+                 halton_random_shift=s.get("halton_random_shift", False))
   options.update({k: v for k, v in overrides.items() if v is not None})
   check_decode_options(options)
   return options
@@ -181,6 +188,18 @@ def check_decode_options(options) -> None:
   number("guidance_scale", lambda v: v >= 0, "a finite number >= 0")
   number("sampling_temperature", lambda v: v > 0, "a finite number > 0")
   number("top_k", lambda v: v >= 0, "an int >= 0 (0 = off)", integer=True)
+  scheduler = options.get("position_scheduler", "confidence")
+  choices = parallel_decode.POSITION_SCHEDULERS
+  if scheduler not in choices:
+    raise ValueError(f"sampling.position_scheduler={scheduler!r} must be one "
+                     f"of {', '.join(repr(c) for c in choices)}.")
+  shift = options.get("halton_random_shift", False)
+  if not isinstance(shift, (bool, np.bool_)):
+    raise ValueError(f"sampling.halton_random_shift={shift!r} must be True or "
+                     "False.")
+  if shift and scheduler != "halton":
+    raise ValueError("sampling.halton_random_shift=True needs "
+                     "sampling.position_scheduler='halton'.")
 
 
 def class_label(config, c: int) -> str:

@@ -26,22 +26,60 @@ Extensions, all off by default:
 - `sampling_temperature` divides the logits before sampling; `top_k` > 0 keeps
   only the k best logits per position. The confidence is the probability of
   the sampled token under the distribution it was drawn from.
+- position scheduler: `position_scheduler="halton"` replaces the choice of
+  the tokens to keep (by confidence) with a fixed reveal order over the token
+  grid (Besnier et al., "Halton Scheduler for Masked Generative Image
+  Transformer", ICLR 2025); see below.
 - fast precision: pass a bfloat16 model (see `Transformer.dtype`); here the
   logits are cast to float32, so softmax, confidence and sampling always run
   in float32.
+
+The Halton position scheduler (`position_scheduler="halton"`):
+- Order. Point i = 1, 2, ... of the 2-D Halton sequence (radical inverses of i
+  in bases 2 and 3; i = 0, the origin, is skipped as in the authors' code)
+  falls in grid cell (row, col) = (floor(h * x_i), floor(w * y_i)), base 2
+  for rows and base 3 for columns; cells already hit are skipped, and points
+  are taken until every cell of the `h x w` grid appears exactly once
+  (`halton_order`). The grid is the last `h * w` positions of the sequence,
+  row-major; positions before it (the class token at position 0) are not in
+  the Halton order: they are normally given, and a masked one is revealed
+  first. `grid_shape=(h, w)` names the grid; by default a sequence of n**2
+  tokens is an n x n grid and one of n**2 + 1 tokens a class token then an
+  n x n grid. The order is computed with numpy when `decode` is traced and
+  enters the program as a constant, so the scheduler runs in the same single
+  jitted `fori_loop`.
+- Counts. After iteration t exactly the number of tokens left masked by the
+  confidence scheduler's formula (`num_masked_after`, the same mask
+  schedule) stays masked; the others are the first ones of the order. Only
+  positions that are masked in `inputs` are ever revealed, in the Halton
+  order restricted to them (inpainting, outpainting, editing), and given
+  tokens never change.
+- Tokens. At every iteration all masked tokens are sampled exactly as in the
+  confidence scheduler (guidance, `top_k`, `sampling_temperature`); those at
+  the revealed positions are kept. `choice_temperature` does not apply (no
+  confidence is computed).
+- `halton_random_shift=True` gives each sample its own random cyclic offset
+  of the order (uniform in [0, h * w), drawn from `rng`): the order starts at
+  that point of the Halton order and wraps around, as the authors' sampler
+  does with `randomize=True` (a `torch.roll` of the order), rather than a
+  Cranley-Patterson rotation of the points. Off by default: every sample
+  then uses the same order.
+The option's FID on the embedded default model is not yet measured.
 """
 
 import functools
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from maskgit_jax.libml import mask_schedule
 
 _CONFIDENCE_OF_KNOWN_TOKENS = jnp.inf
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
+POSITION_SCHEDULERS = ("confidence", "halton")
 
 
 def mask_by_random_topk(rng: jax.Array, mask_len: jax.Array, probs: jax.Array,
@@ -96,6 +134,108 @@ def guidance_weight(schedule: str, ratio):
   return 1.0 - jax.lax.cos(math.pi / 2. * ratio)  # cosine
 
 
+def radical_inverse(index, base: int):
+  """Exact radical inverse of non-negative integers: `(numerator, denominator)`
+  int64 arrays with value `numerator / denominator` in [0, 1) (the digits of
+  `index` in `base` mirrored about the radix point)."""
+  index = np.array(index, np.int64)
+  numerator = np.zeros_like(index)
+  denominator = np.ones_like(index)
+  while np.any(index > 0):
+    more = index > 0
+    numerator = np.where(more, numerator * base + index % base, numerator)
+    denominator = np.where(more, denominator * base, denominator)
+    index = index // base
+  return numerator, denominator
+
+
+def halton_points(num_points: int, start: int = 1) -> np.ndarray:
+  """float64 `[num_points, 2]`: points `start, start+1, ...` of the 2-D
+  Halton sequence (bases 2 and 3)."""
+  index = np.arange(start, start + num_points)
+  return np.stack([np.divide(*radical_inverse(index, b)) for b in (2, 3)],
+                  axis=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def halton_order(height: int, width: int) -> np.ndarray:
+  """Row-major grid positions `[height * width]` in Halton order.
+
+  Point i = 1, 2, ... of the 2-D Halton sequence falls in cell
+  `(floor(height * x_i), floor(width * y_i))` (exact integer arithmetic); the
+  first visit of each cell counts and later ones are skipped, until every
+  cell appears exactly once.
+  """
+  if height < 1 or width < 1:
+    raise ValueError(f"Grid {height}x{width} must have positive sides.")
+  size = height * width
+  seen = np.zeros(size, bool)
+  order = []
+  start, chunk = 1, 4 * size + 16
+  while len(order) < size:
+    if start > 1024 * size + 4096:  # Equidistribution makes this unreachable.
+      raise RuntimeError(f"Halton points do not cover a {height}x{width} grid.")
+    index = np.arange(start, start + chunk)
+    (rn, rd), (cn, cd) = (radical_inverse(index, b) for b in (2, 3))
+    cells = (rn * height // rd) * width + cn * width // cd
+    for cell in cells:
+      if not seen[cell]:
+        seen[cell] = True
+        order.append(cell)
+    start += chunk
+  order = np.asarray(order, np.int32)
+  order.setflags(write=False)
+  return order
+
+
+def grid_layout(seq_len: int, grid_shape=None):
+  """`(leading, height, width)`: the token grid is the last `height * width`
+  of `seq_len` positions, after `leading` others (a class token).
+
+  Without `grid_shape`: n**2 tokens are an n x n grid, n**2 + 1 a class token
+  and an n x n grid.
+  """
+  if grid_shape is not None:
+    height, width = (int(v) for v in grid_shape)
+    if height < 1 or width < 1 or height * width > seq_len:
+      raise ValueError(f"grid_shape={tuple(grid_shape)} does not fit a "
+                       f"sequence of {seq_len} tokens.")
+    return seq_len - height * width, height, width
+  for leading in (0, 1):
+    side = math.isqrt(max(seq_len - leading, 0))
+    if side >= 1 and side * side == seq_len - leading:
+      return leading, side, side
+  raise ValueError(f"A sequence of {seq_len} tokens is neither a square grid "
+                   "nor a class token and a square grid: pass grid_shape.")
+
+
+def halton_ranks(seq_len: int, grid_shape=None) -> np.ndarray:
+  """int32 `[seq_len]`: each position's place in the reveal order (positions
+  before the grid first, then the grid in `halton_order`)."""
+  leading, height, width = grid_layout(seq_len, grid_shape)
+  ranks = np.arange(seq_len, dtype=np.int32)
+  ranks[leading + halton_order(height, width)] = leading + np.arange(
+      height * width, dtype=np.int32)
+  return ranks
+
+
+def _halton_reveal_ranks(unknown, rng, grid_shape, random_shift):
+  """int32 `[batch, seq_len]`: place of each masked position in its sample's
+  reveal order, counted over masked positions only (0, 1, ...); given
+  positions get places after all masked ones."""
+  batch, seq_len = unknown.shape
+  leading, height, width = grid_layout(seq_len, grid_shape)
+  ranks = jnp.broadcast_to(jnp.asarray(halton_ranks(seq_len, grid_shape)),
+                           (batch, seq_len))
+  if random_shift:
+    size = height * width
+    shift = jax.random.randint(rng, (batch, 1), 0, size, jnp.int32)
+    ranks = jnp.where(ranks >= leading,
+                      leading + (ranks - leading + shift) % size, ranks)
+  key = jnp.where(unknown, ranks, seq_len + ranks)
+  return jnp.argsort(jnp.argsort(key, axis=-1), axis=-1).astype(jnp.int32)
+
+
 def _filter_top_k(logits: jax.Array, k: int) -> jax.Array:
   kth = jax.lax.top_k(logits, k)[0][..., -1:]
   return jnp.where(logits < kth, -jnp.inf, logits)
@@ -117,7 +257,8 @@ def _categorical(rng: jax.Array, logits: jax.Array) -> jax.Array:
     static_argnames=("tokens_to_logits", "mask_token_id", "num_iter",
                      "start_iter", "mask_scheduling_method", "guidance_schedule",
                      "null_inputs_fn", "top_k", "return_masks",
-                     "guidance_scale"))
+                     "guidance_scale", "position_scheduler",
+                     "halton_random_shift", "grid_shape"))
 def decode(inputs: jax.Array,
            rng: jax.Array,
            tokens_to_logits: Callable[[jax.Array], jax.Array],
@@ -132,7 +273,10 @@ def decode(inputs: jax.Array,
            null_inputs_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
            sampling_temperature: float = 1.0,
            top_k: int = 0,
-           return_masks: bool = False):
+           return_masks: bool = False,
+           position_scheduler: str = "confidence",
+           halton_random_shift: bool = False,
+           grid_shape: Optional[Tuple[int, int]] = None):
   """Iterative parallel decoding.
 
   Args:
@@ -155,6 +299,14 @@ def decode(inputs: jax.Array,
     sampling_temperature: temperature of token sampling.
     top_k: sample among the k most likely tokens only (0 = all).
     return_masks: also return the masks after each iteration.
+    position_scheduler: which masked tokens to keep at each iteration:
+      "confidence" (the release's: the most confident, with Gumbel noise) or
+      "halton" (the next ones of a fixed Halton order over the grid; see the
+      module docstring).
+    halton_random_shift: "halton" only: a random cyclic offset of the order
+      per sample.
+    grid_shape: "halton" only: `(h, w)` of the token grid, the last `h * w`
+      positions (default: inferred from `seq_len`, see `grid_layout`).
 
   Returns:
     int32 `[batch, num_iter, seq_len]`: the sampled sequence of each iteration
@@ -170,6 +322,12 @@ def decode(inputs: jax.Array,
     raise ValueError(f"start_iter={start_iter} must be in [0, num_iter={num_iter}].")
   if top_k < 0:
     raise ValueError(f"top_k must be >= 0, got {top_k}.")
+  if position_scheduler not in POSITION_SCHEDULERS:
+    raise ValueError(f"Unknown position scheduler {position_scheduler!r}; "
+                     f"expected one of {POSITION_SCHEDULERS}.")
+  halton = position_scheduler == "halton"
+  if halton_random_shift and not halton:
+    raise ValueError("halton_random_shift needs position_scheduler='halton'.")
   use_guidance = guidance_scale != 0
   null_inputs_fn = null_inputs_fn or functools.partial(
       drop_class_token, mask_token_id=mask_token_id)
@@ -178,6 +336,13 @@ def decode(inputs: jax.Array,
   unknown_at_start = jnp.sum(inputs == mask_token_id, axis=-1)
   final_seqs = jnp.tile(inputs[:, None, :], (1, num_iter, 1))
   masks = jnp.zeros(final_seqs.shape, bool)
+  if halton:
+    unknown_at_start_map = inputs == mask_token_id
+    shift_rng = None
+    if halton_random_shift:
+      rng, shift_rng = jax.random.split(rng)
+    reveal_rank = _halton_reveal_ranks(unknown_at_start_map, shift_rng,
+                                       grid_shape, halton_random_shift)
 
   def body(step, state):
     cur_ids, rng, final_seqs, masks = state
@@ -201,17 +366,23 @@ def decode(inputs: jax.Array,
     final_seqs = jax.lax.dynamic_update_slice(
         final_seqs, sampled_ids[:, None, :], (0, step, 0))
 
-    probs = jax.nn.softmax(logits, axis=-1)
-    selected_probs = jnp.take_along_axis(
-        probs, sampled_ids[..., None].astype(jnp.int32), -1)[..., 0]
-    selected_probs = jnp.where(unknown_map, selected_probs,
-                               _CONFIDENCE_OF_KNOWN_TOKENS)
     mask_len = num_masked_after(
         step, num_iter, unknown_at_start,
         jnp.sum(unknown_map, axis=-1), mask_scheduling_method)[:, None]
-    rng, choice_rng = jax.random.split(rng)
-    masking = mask_by_random_topk(choice_rng, mask_len, selected_probs,
-                                  choice_temperature * (1. - ratio))
+    if halton:
+      # The first `unknown_at_start - mask_len` masked positions of the order
+      # are revealed; given positions are never masked.
+      revealed = unknown_at_start[:, None] - mask_len
+      masking = unknown_at_start_map & (reveal_rank >= revealed)
+    else:
+      probs = jax.nn.softmax(logits, axis=-1)
+      selected_probs = jnp.take_along_axis(
+          probs, sampled_ids[..., None].astype(jnp.int32), -1)[..., 0]
+      selected_probs = jnp.where(unknown_map, selected_probs,
+                                 _CONFIDENCE_OF_KNOWN_TOKENS)
+      rng, choice_rng = jax.random.split(rng)
+      masking = mask_by_random_topk(choice_rng, mask_len, selected_probs,
+                                    choice_temperature * (1. - ratio))
     masks = jax.lax.dynamic_update_slice(masks, masking[:, None, :], (0, step, 0))
     cur_ids = jnp.where(masking, mask_token_id, sampled_ids)
     return cur_ids, rng, final_seqs, masks

@@ -92,11 +92,13 @@ class MaskGitSampler:
                      static_argnames=("num_iter", "start_iter",
                                       "mask_scheduling_method", "guidance_scale",
                                       "guidance_schedule", "top_k",
-                                      "return_masks"))
+                                      "return_masks", "position_scheduler",
+                                      "halton_random_shift"))
   def _decode_tokens(self, transformer_variables, inputs, rng, *, num_iter,
                      start_iter, choice_temperature, mask_scheduling_method,
                      guidance_scale, guidance_schedule, sampling_temperature,
-                     top_k, return_masks):
+                     top_k, return_masks, position_scheduler,
+                     halton_random_shift):
     return parallel_decode.decode(
         inputs, rng, self._logits_fn(transformer_variables),
         mask_token_id=MASK_TOKEN_ID, num_iter=num_iter, start_iter=start_iter,
@@ -106,7 +108,9 @@ class MaskGitSampler:
         null_inputs_fn=functools.partial(
             _set_class_token, class_id=self.null_class_id),
         sampling_temperature=sampling_temperature, top_k=top_k,
-        return_masks=return_masks)
+        return_masks=return_masks, position_scheduler=position_scheduler,
+        halton_random_shift=halton_random_shift,
+        grid_shape=(self.latent_size, self.latent_size))
 
   def decode_tokens(self, inputs, rng, *, num_iter: int = 12,
                     start_iter: int = 0, choice_temperature: float = 4.5,
@@ -114,8 +118,14 @@ class MaskGitSampler:
                     guidance_scale: float = 0.0,
                     guidance_schedule: str = "constant",
                     sampling_temperature: float = 1.0, top_k: int = 0,
-                    return_masks: bool = False):
-    """Runs `parallel_decode.decode` on `[batch, seq_len]` inputs (jitted)."""
+                    return_masks: bool = False,
+                    position_scheduler: str = "confidence",
+                    halton_random_shift: bool = False):
+    """Runs `parallel_decode.decode` on `[batch, seq_len]` inputs (jitted).
+
+    `position_scheduler="halton"` reveals the latent grid in Halton order
+    (see `parallel_decode`); the class token at position 0 is given.
+    """
     return self._decode_tokens(
         self.transformer_variables, jnp.asarray(inputs, jnp.int32), rng,
         num_iter=num_iter, start_iter=start_iter,
@@ -124,7 +134,8 @@ class MaskGitSampler:
         guidance_scale=float(guidance_scale),
         guidance_schedule=guidance_schedule,
         sampling_temperature=float(sampling_temperature), top_k=int(top_k),
-        return_masks=return_masks)
+        return_masks=return_masks, position_scheduler=str(position_scheduler),
+        halton_random_shift=bool(halton_random_shift))
 
   @functools.partial(jax.jit, static_argnums=0)
   def _detokenize(self, tokenizer_variables, ids):

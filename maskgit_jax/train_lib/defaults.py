@@ -37,11 +37,18 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def sampling(num_iter: int = 16, samples_per_class: int = 4,
              grid_scale: int = 1) -> ml_collections.ConfigDict:
   """`config.sampling`: decoding options (the release's inference defaults:
-  16 iterations, choice temperature 4.5, cosine schedule) and grid layout."""
+  16 iterations, choice temperature 4.5, cosine schedule) and grid layout.
+
+  `position_scheduler` is "confidence" (the release's) or "halton" (a fixed
+  Halton reveal order, `maskgit_jax.libml.parallel_decode`; its FID is not
+  yet measured); `halton_random_shift` gives each sample a random cyclic
+  offset of that order (Halton only).
+  """
   return ml_collections.ConfigDict(dict(
       num_iter=num_iter, choice_temperature=4.5,
       mask_scheduling_method="cosine", guidance_scale=0.0,
       guidance_schedule="constant", sampling_temperature=1.0, top_k=0,
+      position_scheduler="confidence", halton_random_shift=False,
       samples_per_class=samples_per_class, grid_scale=grid_scale))
 
 
