@@ -38,11 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskgit_jax import cli
-from maskgit_jax.nets import factory
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
-from maskgit_jax.nets import maskgit_transformer
-from maskgit_jax.nets import vqgan_tokenizer
+from maskgit_jax.store import loader
 import timing  # benchmarks/timing.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -55,23 +53,18 @@ def load_config(name="fashion_mnist"):
 
 
 def build_models(shape):
-  """(tokenizer, tokenizer vars, transformer, transformer vars, classes, size)."""
+  """(tokenizer, tokenizer vars, transformer, transformer vars, classes, size),
+  random weights from the one model loader (`store.loader`)."""
   if shape == "embedded":
     config = load_config()
-    tokenizer = factory.tokenizer_from_config(config)
-    transformer = factory.transformer_from_config(config)
-    size, classes = config.image_size, config.num_classes
   elif shape == "imagenet256":
-    tokenizer = vqgan_tokenizer.VQVAE.from_preset("imagenet")
-    size, classes = 256, 1000
-    transformer = maskgit_transformer.Transformer.from_preset(
-        256, codebook_size=tokenizer.codebook_size, num_classes=classes,
-        latent_size=size // tokenizer.downsample_factor)
+    config = load_config("imagenet")
   else:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-  tok_vars = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(0), size)
-  tr_vars = factory.init_transformer(transformer, jax.random.PRNGKey(1))
-  return tokenizer, tok_vars, transformer, tr_vars, classes, size
+  models = loader.load_models(config, random_init=True,
+                              required=loader.STAGES)
+  return (models.tokenizer, models.tokenizer_variables, models.transformer,
+          models.transformer_variables, config.num_classes, config.image_size)
 
 
 def _decode_kwargs(num_iter, method="cosine"):

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskgit_jax.nets import factory
+from maskgit_jax.store import loader
 from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
@@ -149,7 +150,8 @@ def main():
   t2 = run_lib.resolve_durations(config.transformer_training, 60000 // config.transformer_training.batch_size,
                                  "transformer_training")
   stage1 = tokenizer_task.make_task(t1, tokenizer, size, note=lambda m: None)
-  tok_vars = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(1), size)
+  tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
+                                  random_init=True)
   stage2 = transformer_task.make_task(t2, tokenizer, tok_vars, transformer,
                                       config.num_classes)
   rss_start = rss_mb()
@@ -159,8 +161,8 @@ def main():
   results["transformer"] = dict(batch_size=t2.batch_size, **bench_task(
       stage2, batch(t2.batch_size), tok_vars, repeats))
   results["transformer"]["peak_rss_mb_after"] = rss_mb()
-  tr_params = factory.init_transformer(transformer,
-                                      jax.random.PRNGKey(2))["params"]
+  tr_params = loader.load_stage(config, "transformer", transformer,
+                                random_init=True)[0]["params"]
   results["transformer"]["analytic"] = analytic_transformer_flops(
       transformer, tr_params, t2.batch_size)
   for r in results.values():

@@ -109,12 +109,16 @@ class Checkpointer:
     the first parameter that differs, with both shapes. Metadata that cannot
     be read is left for `restore` to judge."""
     try:
-      with quiet_orbax():
-        metadata = self.manager.item_metadata(step)["state"]
-      saved = flat_shapes(metadata)
+      with read_only_manager(self.directory, item_handlers={
+          "state": ocp.StandardCheckpointHandler()}) as manager:
+        with quiet_orbax():
+          metadata = manager.item_metadata(step)["state"]
+      saved = flat_shapes(metadata) if metadata is not None else {}
     except Exception:  # pylint: disable=broad-except
       return
     wanted = flat_shapes(abstract_state)
+    if not saved or not wanted:
+      return
     where = os.path.join(self.directory, str(step))
     for name in sorted(set(saved) | set(wanted)):
       if name not in wanted:

@@ -13,6 +13,12 @@ from maskgit_jax import data as data_lib
 from maskgit_jax.train_lib import sharding
 
 
+def duration(value) -> ml_collections.FieldReference:
+  """A duration field: an int (steps) or a string ("2 epochs", "50000
+  examples"), from a config file or `--config.key=value` alike."""
+  return ml_collections.FieldReference(value, field_type=object)
+
+
 def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds the keys every training config has."""
   config.stages = ("tokenizer", "transformer")
@@ -29,8 +35,8 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       enabled=False, num_samples=1000, num_real=1000, num_train=0,
       batch_size=32, seed=0, cache_dir="",
       evaluators=ml_collections.ConfigDict(dict(
-          reconstruction=ml_collections.ConfigDict(dict(every=0)),
-          generation=ml_collections.ConfigDict(dict(every=0))))))
+          reconstruction=ml_collections.ConfigDict(dict(every=duration(0))),
+          generation=ml_collections.ConfigDict(dict(every=duration(0)))))))
   return config
 
 
@@ -53,9 +59,9 @@ def sampling(num_iter: int = 16, samples_per_class: int = 4,
 
 
 def _logging(c):
-  c.log_every = 100
-  c.checkpoint_every = 1000
-  c.image_every = 1000
+  c.log_every = duration(100)
+  c.checkpoint_every = duration(1000)
+  c.image_every = duration(1000)
   c.keep_checkpoints = 3
   c.async_checkpoints = True
   c.tensorboard = True
@@ -63,7 +69,7 @@ def _logging(c):
 
 def tokenizer_training() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.num_steps = 1_000_000
+  c.num_steps = duration(1_000_000)
   c.batch_size = 256
   c.g_optimizer = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-4, b1=0.0, b2=0.99, warmup_steps=0,
@@ -78,7 +84,7 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   c.generator_adversarial_weight = 0.1
   c.r1_cost = 10.0
   c.lecam_weight = 0.0
-  c.disc_start_step = 0
+  c.disc_start_step = duration(0)
   c.ema_decay = 0.999
   c.codebook_restart_threshold = 0.0  # expected uses per step; 0 = off
   c.discriminator = ml_collections.ConfigDict(dict(
@@ -90,7 +96,7 @@ def tokenizer_training() -> ml_collections.ConfigDict:
 
 def transformer_training() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.num_steps = 2_000_000
+  c.num_steps = duration(2_000_000)
   c.batch_size = 256
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.96, weight_decay=0.045,

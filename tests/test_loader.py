@@ -1,0 +1,121 @@
+"""The one model loader (`store.loader`): each source, each failure, once."""
+import os
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from maskgit_jax.common import files
+from maskgit_jax.store import checkpoint as checkpoint_lib
+from maskgit_jax.store import loader
+import test_train
+
+
+@pytest.fixture(scope="module")
+def config():
+  return test_train.tiny_config()
+
+
+@pytest.fixture(scope="module")
+def random_models(config):
+  return loader.load_models(config, random_init=True, required=loader.STAGES)
+
+
+def _scaled(variables, factor):
+  return jax.tree.map(lambda x: np.asarray(x) * factor, variables)
+
+
+def _first_leaf(variables):
+  return np.asarray(jax.tree.leaves(variables)[0])
+
+
+def _save_run(workdir, config, models):
+  """A workdir as training writes it: config.json and, per stage, steps 2
+  and 4 with params (x2 / x4) and EMA params (x20 / x40)."""
+  files.write_config_json(config, os.path.join(workdir, "config.json"))
+  for stage in loader.STAGES:
+    params = models.variables(stage)["params"]
+    ckpt = checkpoint_lib.Checkpointer(loader.checkpoint_dir(workdir, stage),
+                                       async_save=False)
+    for step in (2, 4):
+      ckpt.save(step, {"params": _scaled(params, step),
+                       "ema_params": _scaled(params, 10 * step),
+                       "step": np.int32(step)}, {"next": step})
+    ckpt.close()
+
+
+def test_random_weights_follow_the_seed(config, random_models):
+  again = loader.load_models(config, random_init=True)
+  assert random_models.sources["tokenizer"]["source"] == "random"
+  np.testing.assert_array_equal(_first_leaf(again.tokenizer_variables),
+                                _first_leaf(random_models.tokenizer_variables))
+
+
+def test_workdir_newest_checkpoint_ema_preferred(tmp_path, config,
+                                                 random_models):
+  _save_run(str(tmp_path), config, random_models)
+  models = loader.load_models(loader.run_config(str(tmp_path)), str(tmp_path))
+  for stage in loader.STAGES:
+    info = models.sources[stage]
+    assert (info["source"], info["step"], info["params"]) == (
+        "workdir", 4, "ema")
+    np.testing.assert_allclose(
+        _first_leaf(models.variables(stage)),
+        40 * _first_leaf(random_models.variables(stage)))
+
+
+def test_exported_folder_and_released_files_each_on_its_own(
+    tmp_path, config, random_models):
+  """An exported folder's stage files are used each on its own (before: the
+  sampler needed both), and an explicit file wins over everything."""
+  folder = tmp_path / "exported"
+  folder.mkdir()
+  files.write_config_json(config, str(folder / "config.json"))
+  (folder / "tokenizer.msgpack").write_bytes(flax.serialization.to_bytes(
+      _scaled(random_models.tokenizer_variables, 3)))
+  models = loader.load_models(config, str(folder))
+  assert models.sources["tokenizer"] == {
+      "source": "file", "path": str(folder / "tokenizer.msgpack"),
+      "step": None}
+  assert models.transformer_variables is None
+  assert "transformer" not in models.sources
+  with pytest.raises(loader.WeightsNotFound,
+                     match="No readable checkpoint in .*transformer"):
+    loader.load_models(config, str(folder), required=loader.STAGES)
+  released = tmp_path / "tr.msgpack"
+  released.write_bytes(flax.serialization.to_bytes(
+      random_models.transformer_variables))
+  models = loader.load_models(config, str(folder),
+                              transformer_checkpoint=str(released),
+                              required=loader.STAGES)
+  assert models.sources["transformer"]["path"] == str(released)
+
+
+def test_given_variables_win_and_are_checked(config, random_models):
+  models = loader.load_models(
+      config, tokenizer_variables=random_models.tokenizer_variables,
+      stages=("tokenizer",))
+  assert models.sources["tokenizer"]["source"] == "given"
+  with pytest.raises(ValueError, match="the given transformer variables"):
+    loader.load_models(config, stages=("transformer",),
+                       transformer_variables=random_models.tokenizer_variables)
+
+
+def test_failures_are_one_line_each(tmp_path, config, random_models):
+  with pytest.raises(loader.RunNotFound, match=r"Training run folder not "
+                     r"found: .*nowhere \(it does not exist\)"):
+    loader.load_models(config, str(tmp_path / "nowhere"))
+  with pytest.raises(loader.RunNotFound, match="config.json does not exist"):
+    loader.run_config(str(tmp_path))
+  # Both kinds are FileNotFoundError and ValueError, as every CLI catches.
+  assert issubclass(loader.RunNotFound, (FileNotFoundError, ValueError))
+  assert issubclass(loader.WeightsNotFound, FileNotFoundError)
+  with pytest.raises(loader.WeightsNotFound, match="No readable checkpoint"):
+    loader.load_models(config, str(tmp_path), required=("tokenizer",))
+  _save_run(str(tmp_path / "run"), config, random_models)
+  other = test_train.tiny_config()
+  other.transformer.hidden_size = 32
+  with pytest.raises(ValueError, match=r"transformer/checkpoints/4: params/"
+                     r".* has shape \(16,\), the model expects \(32,\)"):
+    loader.load_models(other, str(tmp_path / "run"))
