@@ -36,13 +36,12 @@ from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import trainer
 from maskgit_jax.train_lib import transformer_task
 
-STAGES = loader.STAGES
 HookFactory = Callable[..., Sequence[trainer.Hook]]
 
 
 def _stage_rng(config, stage: str) -> jax.Array:
   return jax.random.fold_in(jax.random.PRNGKey(config.seed),
-                            STAGES.index(stage))
+                            loader.STAGES.index(stage))
 
 
 DURATION_KEYS = ("num_steps", "log_every", "checkpoint_every", "image_every",
@@ -167,9 +166,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   for stage in config.stages:
-    if stage not in STAGES:
+    if stage not in loader.STAGES:
       raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
-                       f"{STAGES}.")
+                       f"{loader.STAGES}.")
   log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
   # Fields left "auto" (configs/folder.py) come from the image folder and the
   # image size; contradictions stop here, before config.json is written.

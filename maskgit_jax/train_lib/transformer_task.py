@@ -27,7 +27,6 @@ from maskgit_jax.nets import vqgan_tokenizer
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import trainer
 
-MASK_TOKEN_ID = sampling.MASK_TOKEN_ID  # The one definition: libml.sampling.
 
 
 def make_task(c: ml_collections.ConfigDict,
@@ -68,9 +67,9 @@ def make_task(c: ml_collections.ConfigDict,
     class_tokens = codebook_size + batch["label"].astype(jnp.int32)
     if c.class_dropout:
       drop = jax.random.bernoulli(drop_rng, c.class_dropout, (b,))
-      class_tokens = jnp.where(drop, MASK_TOKEN_ID, class_tokens)
-    inputs = jnp.concatenate(
-        [class_tokens[:, None], jnp.where(mask, MASK_TOKEN_ID, ids)], axis=1)
+      class_tokens = jnp.where(drop, sampling.MASK_TOKEN_ID, class_tokens)
+    masked = jnp.where(mask, sampling.MASK_TOKEN_ID, ids)
+    inputs = jnp.concatenate([class_tokens[:, None], masked], axis=1)
     weights = jnp.ones_like(mask, jnp.float32) if c.loss_on_all_tokens else (
         mask.astype(jnp.float32))
 
