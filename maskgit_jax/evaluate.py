@@ -14,6 +14,17 @@ written.
 Started on several processes (the --distributed flags of
 maskgit_jax/common/multihost.py), process 0 evaluates on its local devices and
 writes; the others wait for it.
+
+Any generator's samples (`evaluation/samples_eval.py`):
+
+  python -m maskgit_jax.evaluate --samples=samples.npz \
+      --config=configs/fashion_mnist.py [--num_real=1000] [--output=R.json]
+
+`arr_0` uint8 [N, H, W, 3] (with `labels` for class fidelity), or a folder of
+images (one sub-folder per class, or flat), against the config's data set:
+FID beside its floor, precision/recall and class fidelity. The reference
+features are cached (--cache_dir, default next to the report) and reused.
+On several processes the feature extraction is split across them.
 """
 from absl import app
 from absl import flags
@@ -22,11 +33,17 @@ from ml_collections import config_flags
 from maskgit_jax import cli
 from maskgit_jax.common import multihost
 from maskgit_jax.evaluation import evaluate_lib
+from maskgit_jax.evaluation import samples_eval
+from maskgit_jax.store import loader
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (default: WORKDIR/config.json).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (must exist).")
+_SAMPLES = flags.DEFINE_string(
+    "samples", None, "Evaluate these samples instead of a run's models: an "
+    ".npz (arr_0, labels) or a folder of images; needs --config or "
+    "--workdir (for the data set).")
 _TOK = flags.DEFINE_string("tokenizer_checkpoint", None,
                            "Tokenizer weights (released msgpack format).")
 _TR = flags.DEFINE_string("transformer_checkpoint", None,
@@ -55,9 +72,38 @@ _OUTPUT = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _SAMPLES.value:
+    _samples()
+    return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
   multihost.run_on_process_zero(_work)
+
+
+def _samples():
+  """--samples: every process featurises its share; process 0 reports."""
+  try:
+    multihost.initialize_from_flags()
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  try:
+    try:
+      config = _CONFIG.value
+      if config is None:
+        if not _WORKDIR.value:
+          raise ValueError("--samples needs --config=FILE (or --workdir) for "
+                           "the data set to compare with.")
+        config = loader.run_config(_WORKDIR.value)
+      report = samples_eval.evaluate_samples(
+          config, _SAMPLES.value, num_real=_NUM_REAL.value,
+          num_train=_NUM_TRAIN.value, batch_size=_BATCH.value,
+          cache_dir=_CACHE.value, output=_OUTPUT.value)
+    except (ValueError, FileNotFoundError) as e:
+      raise SystemExit(f"error: {e}") from None
+    if multihost.is_primary():
+      print(evaluate_lib.format_report(report))
+  finally:
+    multihost.wait_for_all("maskgit_exit")
 
 
 def _work():

@@ -10,7 +10,7 @@ more for c < num_samples % C), decoded with the options of `config.sampling`:
     beside its accuracy on the real reference images.
 """
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import ml_collections
@@ -68,14 +68,30 @@ def evaluate_transformer(config: ml_collections.ConfigDict,
   feats = generate_features(sampler, labels, jax.random.PRNGKey(seed),
                             feature_fn, batch_size=batch_size,
                             progress=progress, **options)
+  out = {"decode_options": options}
+  out.update(sample_metrics(feats, labels, ref, train, config.num_classes,
+                            class_names))
+  return out
+
+
+def sample_metrics(feats: np.ndarray, labels: Optional[np.ndarray],
+                   ref: real_images.FidReference,
+                   train: Optional[real_images.RealSet], num_classes: int,
+                   class_names: Sequence[str]) -> Dict[str, Any]:
+  """The metrics of generated images' features `[N, D]` (whatever made them):
+  FID beside its floor at the same N, precision / recall / density /
+  coverage, and, given their class `labels` and the `train` features, the
+  k-NN class fidelity."""
+  num_samples = feats.shape[0]
   floor, floor_note = ref.floor(num_samples)
   real = ref.real.features[:ref.num_reference]
   out = {
       "num_samples": int(num_samples),
-      "samples_per_class_min": int(np.bincount(
-          labels, minlength=config.num_classes).min()),
-      "samples_per_class_max": int(np.bincount(labels).max()),
-      "decode_options": options,
+      "samples_per_class_min": (int(np.bincount(
+          labels, minlength=num_classes).min()) if labels is not None
+                                else None),
+      "samples_per_class_max": (int(np.bincount(labels).max())
+                                if labels is not None else None),
       "fid": ref.fid(feats, "FID"),
       "fid_reference_images": int(ref.num_reference),
       "fid_floor": floor,
@@ -84,9 +100,11 @@ def evaluate_transformer(config: ml_collections.ConfigDict,
       "precision_recall_k": PR_K,
   }
   out.update(prdc.prdc(real, feats, k=PR_K))
-  out["class_fidelity"] = _class_fidelity(
-      train, feats, labels, ref.real.features[:ref.num_reference],
-      ref.real.labels[:ref.num_reference], config.num_classes, class_names)
+  out["class_fidelity"] = None
+  if labels is not None and train is not None:
+    out["class_fidelity"] = _class_fidelity(
+        train, feats, labels, ref.real.features[:ref.num_reference],
+        ref.real.labels[:ref.num_reference], num_classes, class_names)
   return out
 
 

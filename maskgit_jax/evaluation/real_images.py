@@ -61,7 +61,8 @@ def _tree_digest(tree) -> str:
 
 
 def make_feature_fn(feature_extractor=None, inception_params=None,
-                    batch_size: int = DEFAULT_BATCH_SIZE
+                    batch_size: int = DEFAULT_BATCH_SIZE,
+                    shard_batch: bool = False
                     ) -> Tuple[FeatureFn, Optional[str]]:
   """The image -> feature function and its name (the cache key).
 
@@ -73,6 +74,7 @@ def make_feature_fn(feature_extractor=None, inception_params=None,
       `inception.random_params()` in tests); default: the real weights
       (`inception.load_params()`).
     batch_size: the Inception batch.
+    shard_batch: split each Inception batch over the local devices.
 
   Returns:
     (function, name or None).
@@ -83,7 +85,8 @@ def make_feature_fn(feature_extractor=None, inception_params=None,
     return feature_extractor, getattr(feature_extractor, "name", None)
   params = (inception_params if inception_params is not None
             else inception.load_params())
-  extractor = features_lib.InceptionFeatureExtractor(batch_size, params=params)
+  extractor = features_lib.InceptionFeatureExtractor(
+      batch_size, params=params, shard_batch=shard_batch)
   return extractor, f"inception_v3-{_tree_digest(params)[:12]}"
 
 

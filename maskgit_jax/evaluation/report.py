@@ -92,6 +92,34 @@ def _model_text(info: Dict[str, Any]) -> str:
   return info.get("source", "?")
 
 
+def _sample_lines(section: Dict[str, Any], max_classes: int):
+  """The rows of generated images' metrics."""
+  lines = [
+      f"  FID                  {_num(section['fid'])}  " + _floor_text(
+          section["fid_floor"], section["fid_floor_images"],
+          section["fid_floor_note"]),
+      f"  precision / recall   {_num(section['precision'], '.3f')} / "
+      f"{_num(section['recall'], '.3f')}  (k={section['precision_recall_k']})",
+      f"  density / coverage   {_num(section['density'], '.3f')} / "
+      f"{_num(section['coverage'], '.3f')}",
+  ]
+  cf = section.get("class_fidelity")
+  if not cf:
+    return lines + ["  class fidelity       n/a (no class labels)"]
+  lines.append(
+      f"  class fidelity       {_num(cf['generated_accuracy'], '.3f')} "
+      f"generated, {_num(cf['real_eval_accuracy'], '.3f')} real eval "
+      f"(k-NN k={cf['k']}, {cf['classifier_train_images']} train images)")
+  per_class = cf["per_class"]
+  if len(per_class) <= max_classes:
+    lines.append(f"    {'class':<24} {'generated':>10} {'real eval':>10}")
+    for c, row in per_class.items():
+      lines.append(f"    {(c + ' ' + row['name'])[:24]:<24} "
+                   f"{_num(row['generated'], '.3f'):>10} "
+                   f"{_num(row['real_eval'], '.3f'):>10}")
+  return lines
+
+
 def format_report(report: Dict[str, Any], max_classes: int = 20) -> str:
   """A readable table of a report."""
   lines = [f"Evaluation of {report['workdir']}"]
@@ -114,28 +142,20 @@ def format_report(report: Dict[str, Any], max_classes: int = 20) -> str:
     ]
   tr = report.get("transformer")
   if tr:
-    cf = tr["class_fidelity"]
-    lines += [
+    lines.append(
         f"Stage 2, transformer ({tr['num_samples']} samples, "
         f"{tr['samples_per_class_min']}-{tr['samples_per_class_max']} per "
-        f"class, {tr['decode_options']['num_iter']} iterations)",
-        f"  FID                  {_num(tr['fid'])}  " + _floor_text(
-            tr["fid_floor"], tr["fid_floor_images"], tr["fid_floor_note"]),
-        f"  precision / recall   {_num(tr['precision'], '.3f')} / "
-        f"{_num(tr['recall'], '.3f')}  (k={tr['precision_recall_k']})",
-        f"  density / coverage   {_num(tr['density'], '.3f')} / "
-        f"{_num(tr['coverage'], '.3f')}",
-        f"  class fidelity       {_num(cf['generated_accuracy'], '.3f')} "
-        f"generated, {_num(cf['real_eval_accuracy'], '.3f')} real eval "
-        f"(k-NN k={cf['k']}, {cf['classifier_train_images']} train images)",
-    ]
-    per_class = cf["per_class"]
-    if len(per_class) <= max_classes:
-      lines.append(f"    {'class':<24} {'generated':>10} {'real eval':>10}")
-      for c, row in per_class.items():
-        lines.append(f"    {(c + ' ' + row['name'])[:24]:<24} "
-                     f"{_num(row['generated'], '.3f'):>10} "
-                     f"{_num(row['real_eval'], '.3f'):>10}")
+        f"class, {tr['decode_options']['num_iter']} iterations)")
+    lines += _sample_lines(tr, max_classes)
+  given = report.get("samples")
+  if given:
+    per_class = (f", {given['samples_per_class_min']}-"
+                 f"{given['samples_per_class_max']} per class"
+                 if given.get("samples_per_class_min") is not None
+                 else ", no labels")
+    lines.append(f"Samples from {given['source']} ({given['num_samples']} "
+                 f"images{per_class})")
+    lines += _sample_lines(given, max_classes)
   rows = (report.get("quality") or {}).get("rows")
   if rows:
     lines.append("Ratios to the floors and to real accuracy, with the targets")

@@ -53,11 +53,13 @@ class InceptionFeatureExtractor:
     quantize: round to 8-bit levels first (the FID convention; see
       `inception.preprocess_images`).
     progress: show a tqdm bar over batches.
+    shard_batch: split each batch over this process's local devices (when
+      there are several and they divide `batch_size`; else one device).
   """
 
   def __init__(self, batch_size: int = 32, params=None, weights_path=None,
                cache_dir=None, quantize: bool = True,
-               progress: bool = False):
+               progress: bool = False, shard_batch: bool = False):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if params is None:
@@ -65,6 +67,14 @@ class InceptionFeatureExtractor:
     self.batch_size = batch_size
     self.quantize = quantize
     self.progress = progress
+    self._sharding = None
+    devices = jax.local_devices()
+    if shard_batch and len(devices) > 1 and batch_size % len(devices) == 0:
+      mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+      self._sharding = jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec("batch"))
+      params = jax.device_put(params, jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec()))
     self.params = jax.device_put(params)
     net = inception.FIDInceptionV3(preprocess=False)
     self._network = jax.jit(lambda p, x: net.apply({"params": p}, x))
@@ -81,6 +91,8 @@ class InceptionFeatureExtractor:
       pad = [(0, self.batch_size - n)] + [(0, 0)] * (batch.ndim - 1)
       xp = jnp if isinstance(batch, jax.Array) else np
       batch = xp.pad(batch, pad)
+    if self._sharding is not None:
+      batch = jax.device_put(batch, self._sharding)
     feats = self._network(self.params, self._preprocess(batch))
     return np.asarray(feats)[:n]
 

@@ -71,7 +71,7 @@ def summary(report: Mapping[str, Any],
     usage = None if usage is None else usage / 100.
     rows.append(_row("codebook usage", usage, None, None, targets,
                      "codebook_usage", False))
-  tr = report.get("transformer")
+  tr = report.get("transformer") or report.get("samples")
   if tr:
     rows.append(_row("sample FID / floor", tr.get("fid"), tr.get("fid_floor"),
                      _ratio(tr.get("fid"), tr.get("fid_floor")), targets,
