@@ -227,7 +227,7 @@ def test_fid_eigh_rejects_non_covariances():
   with pytest.raises(ValueError, match="sigma2 is not positive semi-definite"):
     fid.frechet_distance(np.zeros(3), eye, np.zeros(3),
                          np.diag([1.0, 2.0, -0.1]))
-  # Both singular (the eigh factor path), one of them indefinite.
+  # Both singular (the pivoted-Cholesky path), one of them indefinite.
   with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
     fid.frechet_distance(np.zeros(3), np.diag([1.0, 0.0, -0.5]), np.zeros(3),
                          np.diag([1.0, 1.0, 0.0]))
