@@ -33,6 +33,20 @@ def _reference_frechet(mu1, s1, mu2, s2):
                - 2 * tr_covmean)
 
 
+def _nuclear_norm_frechet(mu1, s1, mu2, s2):
+  """tr (S1 S2)^(1/2) = sum of singular values of F2^T F1 (F F^T = S, from
+  eigh with the eigenvalues under the numerical rank tolerance dropped):
+  singular values carry errors ~eps |F2^T F1| instead of the
+  sqrt(eps |A|) that eigenvalues near 0 get under a square root."""
+  def factor(s):
+    w, v = scipy.linalg.eigh(s)
+    keep = w > w[-1] * len(w) * np.finfo(float).eps
+    return v[:, keep] * np.sqrt(w[keep])
+  tr_covmean = np.sum(scipy.linalg.svdvals(factor(s2).T @ factor(s1)))
+  return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+               - 2 * tr_covmean)
+
+
 # ----------------------------------------------------------------------------
 # FID.
 
@@ -40,9 +54,11 @@ def _reference_frechet(mu1, s1, mu2, s2):
 def test_fid_of_a_set_against_itself_is_zero():
   x = np.random.RandomState(0).normal(size=(400, 32)) * 3 + 1
   assert abs(fid.fid_from_features(x, x)) < 1e-8
-  # Rank-deficient covariance (fewer samples than dims) takes the eps path.
+  # Rank-deficient covariance (fewer samples than dims): exact for eigh,
+  # the eps path (if sqrtm flags it) for sqrtm.
   y = np.random.RandomState(1).normal(size=(10, 48))
-  assert abs(fid.fid_from_features(y, y)) < 1e-3
+  assert abs(fid.fid_from_features(y, y)) < 1e-6
+  assert abs(fid.fid_from_features(y, y, method="sqrtm")) < 1e-3
 
 
 def test_fid_matches_reference_on_random_features():
@@ -87,7 +103,8 @@ def test_fid_of_large_gaussian_samples_approaches_closed_form():
 
 def test_fid_near_singular_uses_eps_offset_and_matches_reference():
   # Dead (constant) feature dimensions make both covariances exactly
-  # singular; sqrtm flags that, and the eps * I offset is applied.
+  # singular; sqrtm flags that, and the eps * I offset is applied (the
+  # sqrtm route, pytorch-fid's protocol). The eigh route needs no offset.
   rng = np.random.RandomState(5)
   a = rng.normal(size=(200, 8))
   b = rng.normal(size=(200, 8)) * 1.5 + 0.2
@@ -97,7 +114,7 @@ def test_fid_near_singular_uses_eps_offset_and_matches_reference():
   eps = 1e-2                         # Large, so that the offset is visible.
   with warnings.catch_warnings():
     warnings.simplefilter("error")   # No LinAlgWarning escapes.
-    got = fid.frechet_distance(mu1, s1, mu2, s2, eps=eps)
+    got = fid.frechet_distance(mu1, s1, mu2, s2, eps=eps, method="sqrtm")
   # Expected: plain traces, and the square-root trace of the offset product
   # (S1 + eps I)(S2 + eps I).
   off = eps * np.eye(8)
@@ -109,16 +126,23 @@ def test_fid_near_singular_uses_eps_offset_and_matches_reference():
   assert got == pytest.approx(expected, rel=1e-9)
   without_offset = _reference_frechet(mu1, s1, mu2, s2)
   assert abs(got - without_offset) > 0.05
+  assert fid.frechet_distance(mu1, s1, mu2, s2, eps=eps) == pytest.approx(
+      without_offset, rel=1e-10)
   # A well-conditioned product does not get the offset.
   s3 = _random_cov(rng, 8)
-  assert fid.frechet_distance(mu1, s3, mu2, s3 * 2, eps=eps) == (
-      pytest.approx(_reference_frechet(mu1, s3, mu2, s3 * 2), rel=1e-10))
+  for method in fid.METHODS:
+    assert fid.frechet_distance(mu1, s3, mu2, s3 * 2, eps=eps,
+                                method=method) == (
+        pytest.approx(_reference_frechet(mu1, s3, mu2, s3 * 2), rel=1e-10))
 
 
 def test_fid_rejects_invalid_input():
   with pytest.raises(ValueError, match="imaginary"):
     fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2),
-                         np.eye(2))
+                         np.eye(2), method="sqrtm")
+  with pytest.raises(ValueError, match="method must be one of"):
+    fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2),
+                         method="svd")
   with pytest.raises(ValueError, match="same length"):
     fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
   with pytest.raises(ValueError, match="covariances"):
@@ -128,6 +152,100 @@ def test_fid_rejects_invalid_input():
                          np.eye(2))
   with pytest.raises(ValueError, match="at least 2"):
     fid.compute_statistics(np.zeros((1, 4)))
+
+
+def _features(rng, n, d, gamma=False):
+  """Correlated, non-Gaussian features with unequal scales."""
+  mix = rng.normal(size=(d, d)) * rng.uniform(0.1, 2.0, size=d)
+  base = rng.gamma(2.0, size=(n, d)) if gamma else rng.normal(size=(n, d))
+  return base @ mix + rng.normal(size=d)
+
+
+def test_fid_eigh_matches_sqrtm_on_full_rank_covariances():
+  rng = np.random.RandomState(10)
+  d = 256
+  for n1, n2 in ((1000, 800), (3000, 300 + d)):
+    a, b = _features(rng, n1, d), _features(rng, n2, d, gamma=True)
+    mu1, s1 = fid.compute_statistics(a)
+    mu2, s2 = fid.compute_statistics(b)
+    reference = fid.frechet_distance(mu1, s1, mu2, s2, method="sqrtm")
+    assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+        reference, rel=1e-9)
+    # The same distribution (small FID, so the trace term cancels most).
+    mu3, s3 = fid.compute_statistics(_features(np.random.RandomState(11),
+                                               2000, d))
+    mu4, s4 = fid.compute_statistics(_features(np.random.RandomState(11),
+                                               4000, d)[2000:])
+    small = fid.frechet_distance(mu3, s3, mu4, s4, method="sqrtm")
+    assert fid.frechet_distance(mu3, s3, mu4, s4) == pytest.approx(
+        small, rel=1e-6)
+
+
+def test_fid_eigh_matches_sqrtm_on_rank_deficient_covariances():
+  # N < D as in FID at N=1000 with 2048-d features: S1 alone, S2 alone, or
+  # both singular (three code paths of the eigh route).
+  rng = np.random.RandomState(12)
+  d, eps = 256, fid.DEFAULT_EPS
+  full = fid.compute_statistics(_features(rng, 2 * d, d))
+  low1 = fid.compute_statistics(_features(rng, 100, d))
+  low2 = fid.compute_statistics(_features(rng, 180, d, gamma=True))
+  off = eps * np.eye(d)
+  for (mu1, s1), (mu2, s2) in ((low1, full), (full, low2), (low1, low2)):
+    assert np.linalg.matrix_rank(s1) < d or np.linalg.matrix_rank(s2) < d
+    # On the eps-offset protocol both routes compute the same (full-rank)
+    # quantity: tr ((S1 + eps I)(S2 + eps I))^(1/2). Its smallest
+    # eigenvalues (~eps^2 .. eps |S|) lie under the eigh route's rank
+    # tolerance D * 2e-16 * max and are dropped: ~5e-8 relative here.
+    tr_sqrtm = fid._sqrtm_trace(s1 + off, s2 + off, eps)  # pylint: disable=protected-access
+    tr_eigh = fid._eigh_trace(s1 + off, s2 + off)  # pylint: disable=protected-access
+    assert tr_eigh == pytest.approx(tr_sqrtm, rel=1e-6)
+    # The eigh route takes singular inputs as they are (no offset: the
+    # offset moves this FID by ~3e-5 relative); it matches the most accurate
+    # form (singular values, rank-truncated factors) to round-off, the
+    # clipped-eigenvalue reference (sqrt of round-off per null direction) to
+    # ~2e-8, and the sqrtm route without offset (SciPy does not flag these
+    # products) to 1e-6.
+    got = fid.frechet_distance(mu1, s1, mu2, s2)
+    assert got == pytest.approx(_nuclear_norm_frechet(mu1, s1, mu2, s2),
+                                rel=1e-12)
+    assert got == pytest.approx(_reference_frechet(mu1, s1, mu2, s2),
+                                rel=1e-7)
+    assert got == pytest.approx(
+        fid.frechet_distance(mu1, s1, mu2, s2, method="sqrtm"), rel=1e-6)
+  # Exactly singular and degenerate inputs.
+  assert fid.frechet_distance(np.zeros(3), np.zeros((3, 3)), np.ones(3),
+                              np.zeros((3, 3))) == pytest.approx(3.0)
+  assert fid.frechet_distance(np.zeros(3), np.zeros((3, 3)), np.zeros(3),
+                              np.diag([1.0, 4.0, 0.0])) == pytest.approx(5.0)
+
+
+def test_fid_eigh_rejects_non_covariances():
+  eye = np.eye(3)
+  with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
+    fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2),
+                         np.eye(2))
+  with pytest.raises(ValueError, match="sigma2 is not positive semi-definite"):
+    fid.frechet_distance(np.zeros(3), eye, np.zeros(3),
+                         np.diag([1.0, 2.0, -0.1]))
+  # Both singular (the pivoted-Cholesky path), one of them indefinite.
+  with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
+    fid.frechet_distance(np.zeros(3), np.diag([1.0, 0.0, -0.5]), np.zeros(3),
+                         np.diag([1.0, 1.0, 0.0]))
+  with pytest.raises(ValueError, match="sigma2 is not symmetric"):
+    fid.frechet_distance(np.zeros(3), eye, np.zeros(3),
+                         eye + np.triu(np.ones((3, 3)), 1))
+  # Round-off: tiny asymmetry and tiny negative eigenvalues are accepted.
+  rng = np.random.RandomState(13)
+  x = rng.normal(size=(20, 40))
+  s = np.cov(x, rowvar=False)           # Rank 19: eigenvalues ~ -1e-16.
+  s_noisy = s + 1e-12 * rng.normal(size=s.shape)
+  assert fid.frechet_distance(np.zeros(40), s_noisy, np.zeros(40), s) == (
+      pytest.approx(0.0, abs=1e-4))
+  # A float32-stored covariance is accepted.
+  s32 = np.cov(rng.normal(size=(100, 40)) @ rng.normal(size=(40, 40)),
+               rowvar=False).astype(np.float32)
+  assert fid.frechet_distance(np.zeros(40), s32, np.zeros(40), s32) == (
+      pytest.approx(0.0, abs=1e-2))
 
 
 def test_real_vs_real_fid_floor():
