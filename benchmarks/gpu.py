@@ -71,7 +71,6 @@ if "--tiny" in sys.argv[1:]:
 
 import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from maskgit_jax.nets import factory
@@ -80,7 +79,6 @@ from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
 import sampler  # benchmarks/sampler.py
-import timing  # benchmarks/timing.py
 import train_step  # benchmarks/train_step.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -212,6 +210,13 @@ def largest_fitting(batches, attempt, deadline, min_left):
   return None, None, tried
 
 
+def no_batch_error(batches, tried):
+  if tried and "skipped" in tried[-1]:
+    return (f"the time budget ran out before a batch of {batches} ran "
+            f"({tried[-1]['skipped']})")
+  return f"no batch of {batches} fitted in memory"
+
+
 def load_config(name, tiny):
   config = sampler.load_config(name)
   return sampler.tiny(config) if tiny else config
@@ -326,7 +331,7 @@ def run_stage2(args, peaks, deadline):
             "dtype": "bfloat16", "input": "cached tokens",
             "batches_tried": tried, "batch": b}
   if r is None:
-    fields["error"] = f"no batch of {args.stage2_batches} fitted or ran"
+    fields["error"] = no_batch_error(args.stage2_batches, tried)
     return None, fields
   analytic = train_step.analytic_transformer_flops(
       transformer, loader.expected_tree(None, "transformer", transformer), b)
@@ -368,7 +373,7 @@ def run_stage1(args, peaks, deadline):
             "batches_tried": tried, "batch": b,
             "flops_counting": "XLA cost analysis of the compiled step"}
   if r is None:
-    fields["error"] = f"no batch of {args.stage1_batches} fitted or ran"
+    fields["error"] = no_batch_error(args.stage1_batches, tried)
     return None, fields
   peak, peak16 = peaks.get("float32"), peaks.get("bfloat16")
   fields.update(r, matmul_peak=peak)

@@ -7,6 +7,7 @@
 #
 #   bash benchmarks/gpu.sh            # on the GPU machine
 #   bash benchmarks/gpu.sh --tiny     # CPU-sized check of the script itself
+#                                     # (writes ${TMPDIR:-/tmp}/gpu_tiny.json)
 #
 # Extra arguments go to benchmarks/gpu.py (see its --help). Installs
 # nothing: it expects the repository's requirements and a CUDA jax. If the
@@ -29,6 +30,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # default); override by setting it before the call.
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
 OUT="$ROOT/benchmarks/results/gpu.json"
+for arg in "$@"; do  # a tiny (CPU) run never replaces the GPU figures
+  if [[ "$arg" == "--tiny" ]]; then OUT="${TMPDIR:-/tmp}/gpu_tiny.json"; fi
+done
 LIMIT_S="${GPU_BENCH_TIMEOUT_S:-300}"
 
 echo "python: $PY"
