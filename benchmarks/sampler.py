@@ -9,6 +9,8 @@ Shapes (random weights; timing does not depend on the weights):
   imagenet256  the released ImageNet sizes: tokenizer preset "imagenet"
                (codebook 1024), Transformer preset 256 (24 layers, hidden
                768), 16x16 tokens, 1000 classes.
+  tiny         for tests (benchmarks/gpu.py --tiny): the ImageNet config
+               with the "tiny" presets, 16x16 images, 8x8 tokens, 3 classes.
 
 Ratios are measured in the same run, with the timed calls interleaved (round
 r runs every function once before round r + 1), each time the median of
@@ -35,6 +37,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from maskgit_jax import cli
@@ -44,12 +47,22 @@ from maskgit_jax.store import loader
 import timing  # benchmarks/timing.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHAPES = ("embedded", "imagenet256")
+SHAPES = ("embedded", "imagenet256", "tiny")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def load_config(name="fashion_mnist"):
   return cli.load_config_file(str(ROOT / "configs" / f"{name}.py"))
+
+
+def tiny(config):
+  """`config` shrunk to the "tiny" presets (16x16 images, 3 classes), in
+  place; for CPU tests of the full-size benchmarks."""
+  config.tokenizer = ml_collections.ConfigDict(dict(preset="tiny"))
+  config.transformer = ml_collections.ConfigDict(dict(preset="tiny"))
+  config.image_size = 16
+  config.num_classes = 3
+  return config
 
 
 def build_models(shape):
@@ -59,6 +72,8 @@ def build_models(shape):
     config = load_config()
   elif shape == "imagenet256":
     config = load_config("imagenet")
+  elif shape == "tiny":
+    config = tiny(load_config("imagenet"))
   else:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
   models = loader.load_models(config, random_init=True,
@@ -71,7 +86,8 @@ def _decode_kwargs(num_iter, method="cosine"):
   return dict(num_iter=num_iter, start_iter=0, choice_temperature=4.5,
               mask_scheduling_method=method, guidance_scale=0.0,
               guidance_schedule="constant", sampling_temperature=1.0, top_k=0,
-              return_masks=False)
+              return_masks=False, position_scheduler="confidence",
+              halton_random_shift=False)
 
 
 def _inputs(s, batch):

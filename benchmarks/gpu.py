@@ -1,0 +1,501 @@
+r"""One-GPU benchmark (issue 14 item 5): throughput and MFU at full size.
+
+  bash benchmarks/gpu.sh            # the command (a 300 s wall-clock limit)
+  python benchmarks/gpu.py [--tiny] [--out=benchmarks/results/gpu.json]
+
+Measurements (random weights from `store.loader`; timing does not depend on
+the weights), in this order, each written to --out as soon as it ends (the
+file is replaced atomically; it starts with every measurement marked as not
+finished, so a run killed by the timeout still leaves a readable file):
+
+  matmul_peak       the device's matmul rate, float32 and bfloat16 inputs
+                    (float32 accumulation): train_step.py's `matmul_peak`,
+                    the best of square n x n matmuls, n in 2048..8192.
+  sampler_float32,  sampler.py's `bench_shape` at the ImageNet-256 shape
+  sampler_bfloat16  (tokenizer "imagenet", Transformer 256), batch 64, the
+                    config's num_iter (16), no guidance; the bf16 mode is the
+                    transformer's `dtype` field (the tokenizer stays float32
+                    unless --fast_tokenizer_dtype). value: images/s of the
+                    whole sampler (decode + detokenize). mfu: the transformer
+                    forward's model FLOP utilisation, FLOPs per forward
+                    2*N*B*S + 4*L*B*S^2*d (one third of train_step.py's
+                    analytic 6NBS + 12LBS^2d) / the median forward time /
+                    the matmul peak of the same precision. sample_mfu: the
+                    same FLOPs x num_iter forwards (x2 with guidance) over
+                    the whole sampler time (detokenize included).
+                    Target: forward MFU >= 40% on an H200.
+  stage2_train      the stage-2 train step (transformer_task's own), bfloat16
+                    transformer, on cached tokens (the token-cache path, so
+                    the step is the transformer's and the analytic count
+                    covers it), at the largest batch of --stage2_batches
+                    that fits (RESOURCE_EXHAUSTED moves on to the next).
+                    value: MFU = analytic 6NBS + 12LBS^2d / step time /
+                    bf16 matmul peak; XLA's cost analysis beside it.
+                    Target: >= 45% on an H200.
+  stage1_train      the stage-1 train step (tokenizer_task's own, with the
+                    configs/imagenet_vqgan.py recipe: GAN, R1; the perceptual
+                    loss is off without its weights file), 256x256 images,
+                    float32, the largest batch of --stage1_batches that fits.
+                    value: MFU = XLA cost analysis FLOPs / step time /
+                    float32 matmul peak (also given against the bf16 peak).
+  peak_memory       jax's device memory_stats()['peak_bytes_in_use'] (the
+                    whole run; each measurement also records the running
+                    peak when it ended); null where the backend has none.
+
+Every measurement has a `value` (a number) or an `error` (a string); a
+failure of one does not stop the others. Without a GPU the script records
+an error for every measurement and exits, unless --tiny or --allow_cpu.
+--tiny: CPU-sized shapes for tests ("tiny" presets, 16x16 images, batch 2,
+one repeat, two decoding iterations, small matmuls).
+
+Precision: float32 matmuls use jax's default precision (recorded as
+`default_matmul_precision`; on NVIDIA GPUs XLA may use TF32 for them), the
+same for the peak and for the models.
+"""
+import argparse
+import datetime
+import gc
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+import traceback
+
+if "--tiny" in sys.argv[1:]:
+  # XLA:CPU compiles ~3x faster unoptimised; the tiny run is all compiling.
+  # (Read when the backend starts, after these imports.)
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_backend_optimization_level=0").strip()
+
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp
+import numpy as np
+
+from maskgit_jax.nets import factory
+from maskgit_jax.store import loader
+from maskgit_jax.train_lib import run as run_lib
+from maskgit_jax.train_lib import tokenizer_task
+from maskgit_jax.train_lib import transformer_task
+import sampler  # benchmarks/sampler.py
+import train_step  # benchmarks/train_step.py
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
+         "stage1_train", "peak_memory")
+TARGETS = {"sampler_float32": {"mfu": 0.40}, "sampler_bfloat16": {"mfu": 0.40},
+           "stage2_train": {"mfu": 0.45}}
+NOT_FINISHED = ("not finished: the run ended (wall-clock timeout or crash) "
+                "before this measurement completed")
+FORWARD_FORMULA = "2*N*B*S + 4*L*B*S^2*d"
+STEPS_PER_EPOCH = 1000  # only resolves durations; nothing here depends on it
+
+
+def is_oom(e: BaseException) -> bool:
+  text = f"{type(e).__name__}: {e}"
+  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or (
+      "out of memory" in text)
+
+
+def error_text(e: BaseException, limit: int = 600) -> str:
+  text = f"{type(e).__name__}: {e}".strip()
+  return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def memory_stats():
+  """jax's device memory_stats() ({} where the backend has none)."""
+  try:
+    return jax.devices()[0].memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    return {}
+
+
+def peak_bytes():
+  return memory_stats().get("peak_bytes_in_use")
+
+
+def free_memory():
+  gc.collect()
+  jax.clear_caches()
+  gc.collect()
+
+
+class Report:
+  """The JSON file, rewritten atomically after every change."""
+
+  def __init__(self, path, header):
+    self.path = path
+    self.data = dict(header)
+    self.data["measurements"] = {
+        name: {"value": None, "error": NOT_FINISHED,
+               **({"target": TARGETS[name]} if name in TARGETS else {})}
+        for name in NAMES}
+    self.write()
+
+  def set(self, name, value=None, error=None, **fields):
+    entry = self.data["measurements"][name]
+    entry.update(fields)
+    entry["value"] = value
+    entry["error"] = error if value is None else None
+    if value is None and error is None:
+      entry["error"] = "no value (no error was raised)"
+    if name in TARGETS and value is not None:
+      entry["target_met"] = {k: (entry.get(k) is not None and
+                                 entry[k] >= threshold)
+                             for k, threshold in TARGETS[name].items()}
+    self.write()
+
+  def write(self):
+    self.data["wall_s"] = time.perf_counter() - START
+    directory = os.path.dirname(os.path.abspath(self.path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{self.path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(self.data, f, indent=1, default=str)
+    os.replace(tmp, self.path)
+
+
+START = time.perf_counter()
+
+
+def measure(report, name, fn, deadline):
+  """Runs fn() -> (value, fields) into report[name]; errors are recorded."""
+  left = deadline - time.perf_counter()
+  if left < 5:
+    report.set(name, error=f"skipped: the time budget ran out ({left:.0f} s "
+                           "left)")
+    return
+  t0 = time.perf_counter()
+  try:
+    value, fields = fn()
+  except Exception as e:  # pylint: disable=broad-except
+    traceback.print_exc()
+    value, fields = None, {"error": error_text(e)}
+  fields.setdefault("error", None)
+  error = fields.pop("error")
+  fields["wall_s"] = time.perf_counter() - t0
+  fields["peak_bytes_in_use_so_far"] = peak_bytes()
+  report.set(name, value=value, error=error, **fields)
+  state = "ok" if value is not None else f"error: {error}"
+  print(f"[{time.perf_counter() - START:6.1f} s] {name}: "
+        f"{value if value is not None else ''} ({state[:200]})", flush=True)
+  free_memory()
+
+
+def largest_fitting(batches, attempt, deadline, min_left):
+  """Tries attempt(batch) for each batch in order; returns (batch, result,
+  tried) for the first that does not run out of memory. Other errors are
+  raised; (None, None, tried) when none fits or the time ran out."""
+  tried = []
+  for b in batches:
+    left = deadline - time.perf_counter()
+    if left < min_left:
+      tried.append({"batch": b, "skipped": f"time budget ({left:.0f} s left)"})
+      break
+    t0 = time.perf_counter()
+    try:
+      result = attempt(b)
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_oom(e):
+        raise
+      tried.append({"batch": b, "out_of_memory": error_text(e, 300),
+                    "wall_s": time.perf_counter() - t0})
+      print(f"  batch {b}: out of memory, trying a smaller one", flush=True)
+      free_memory()
+      continue
+    tried.append({"batch": b, "fits": True,
+                  "wall_s": time.perf_counter() - t0})
+    return b, result, tried
+  return None, None, tried
+
+
+def no_batch_error(batches, tried):
+  if tried and "skipped" in tried[-1]:
+    return (f"the time budget ran out before a batch of {batches} ran "
+            f"({tried[-1]['skipped']})")
+  return f"no batch of {batches} fitted in memory"
+
+
+def load_config(name, tiny):
+  config = sampler.load_config(name)
+  return sampler.tiny(config) if tiny else config
+
+
+def forward_flops(transformer, batch):
+  """FLOPs of one transformer forward: a third of train_step.py's analytic
+  count of a train step (backward = 2 x forward)."""
+  shapes = loader.expected_tree(None, "transformer", transformer)
+  a = train_step.analytic_transformer_flops(transformer, shapes, batch)
+  return dict(a, formula=FORWARD_FORMULA,
+              flops_per_forward=a["flops_per_step"] / 3,
+              train_formula=a["formula"]), a["flops_per_step"] / 3
+
+
+def run_peak(sizes, repeats):
+  peaks = {}
+  by_size = {}
+  for name in sampler.DTYPES:
+    peaks[name], sizes_ = train_step.matmul_peak(sampler.DTYPES[name], sizes,
+                                                 repeats)
+    by_size[name] = {str(k): v for k, v in sizes_.items()}
+  fields = {"unit": "FLOP/s", "float32": peaks["float32"],
+            "bfloat16": peaks["bfloat16"], "by_size": by_size,
+            "method": "train_step.matmul_peak: best of n x n matmuls, n in "
+                      f"{list(sizes)}, 2 n^3 FLOPs, float32 accumulation, "
+                      f"median of {repeats} after a warm-up"}
+  return peaks["bfloat16"], fields
+
+
+def sampler_entries(args, peaks):
+  """({mode: (images/s, fields)}) of one interleaved sampler.bench_shape run
+  (float32 and bfloat16 measured together)."""
+  shape = "tiny" if args.tiny else "imagenet256"
+  config = load_config("imagenet", args.tiny)
+  num_iter = args.num_iter or config.sampling.num_iter
+  guidance = 0.0  # sampler._decode_kwargs
+  forwards = num_iter * (2 if guidance else 1)
+  r = sampler.bench_shape(shape, args.sampler_batch, num_iter, args.repeats,
+                          args.fast_tokenizer_dtype)
+  transformer = factory.transformer_from_config(config)
+  analytic, flops = forward_flops(transformer, args.sampler_batch)
+  out = {}
+  for mode in sampler.DTYPES:
+    m = r[mode]
+    peak = peaks.get(mode)
+    fields = {
+        "unit": "images/s", "shape": shape, "batch": r["batch"],
+        "image_size": r["image_size"], "latent_size": r["latent_size"],
+        "num_iter": num_iter, "guidance_scale": guidance,
+        "forwards_per_batch": forwards, "repeats": r["repeats"],
+        "transformer_dtype": mode,
+        "tokenizer_dtype": ("float32" if mode == "float32"
+                            else args.fast_tokenizer_dtype),
+        "forward_s": m["forward_s"], "detokenize_s": m["detokenize_s"],
+        "sample_s": m["sample_s"], "overhead": m["overhead"],
+        "compile_s": m["compile_s"], "times": m["times"],
+        "forward_flops": analytic,
+        "forward_flops_per_s": flops / m["forward_s"],
+        "matmul_peak": peak, "mfu_reference": f"{mode} matmul peak",
+        "mfu": flops / m["forward_s"] / peak if peak else None,
+        "sample_mfu": (forwards * flops / m["sample_s"] / peak if peak
+                       else None),
+        "bf16_speedup": r["bf16_speedup"],
+        "load_average_start": r["load_average_start"]}
+    if not peak:
+      fields["mfu_error"] = "no matmul peak (see matmul_peak)"
+    out[mode] = (r["batch"] / m["sample_s"], fields)
+  return out
+
+
+def run_sampler(report, args, peaks, deadline):
+  """Both sampler entries (one shared run: one error fills both)."""
+  holder = {}
+
+  def bench():
+    holder.update(sampler_entries(args, peaks))
+    return holder["float32"]
+  measure(report, "sampler_float32", bench, deadline)
+  entry = report.data["measurements"]["sampler_float32"]
+  if "bfloat16" not in holder:
+    report.set("sampler_bfloat16", error=entry["error"])
+    return
+  value, fields = holder["bfloat16"]
+  report.set("sampler_bfloat16", value=value, wall_s=entry["wall_s"],
+             peak_bytes_in_use_so_far=entry["peak_bytes_in_use_so_far"],
+             **fields)
+
+
+def run_stage2(args, peaks, deadline):
+  config = load_config("imagenet", args.tiny)
+  config.transformer.dtype = "bfloat16"
+  tokenizer = factory.tokenizer_from_config(config)
+  transformer = factory.transformer_from_config(config)
+  section = run_lib.resolve_durations(config.transformer_training,
+                                      STEPS_PER_EPOCH, "transformer_training")
+  task = transformer_task.make_task(section, tokenizer, None, transformer,
+                                    config.num_classes)
+  n_tokens = transformer.max_position_embeddings - 1
+  rs = np.random.RandomState(0)
+
+  def attempt(b):
+    batch = {"tokens": jnp.asarray(rs.randint(0, tokenizer.codebook_size,
+                                              (b, n_tokens)), jnp.int32),
+             "label": jnp.asarray(rs.randint(0, config.num_classes, b),
+                                  jnp.int32)}
+    return train_step.bench_task(task, batch, None, args.repeats)
+
+  b, r, tried = largest_fitting(args.stage2_batches, attempt, deadline,
+                                args.min_attempt_s)
+  fields = {"unit": "MFU (fraction of the bf16 matmul peak)",
+            "dtype": "bfloat16", "input": "cached tokens",
+            "batches_tried": tried, "batch": b}
+  if r is None:
+    fields["error"] = no_batch_error(args.stage2_batches, tried)
+    return None, fields
+  analytic = train_step.analytic_transformer_flops(
+      transformer, loader.expected_tree(None, "transformer", transformer), b)
+  peak = peaks.get("bfloat16")
+  fields.update(r, analytic=analytic, matmul_peak=peak,
+                flops_counting="analytic " + analytic["formula"])
+  fields["analytic_flops_per_s"] = analytic["flops_per_step"] / r["step_s"]
+  fields["mfu"] = fields["analytic_flops_per_s"] / peak if peak else None
+  fields["xla_mfu"] = r["achieved_flops_per_s"] / peak if peak else None
+  if not peak:
+    fields["error"] = "no bf16 matmul peak (see matmul_peak)"
+  return fields["mfu"], fields
+
+
+def run_stage1(args, peaks, deadline):
+  config = load_config("imagenet_vqgan", args.tiny)
+  if args.tiny:  # the recipe's discriminator is 512 wide whatever the size
+    config.tokenizer_training.discriminator.max_filters = 16
+    config.tokenizer_training.discriminator.conv_as_matmul = True
+  tokenizer = factory.tokenizer_from_config(config)
+  section = run_lib.resolve_durations(config.tokenizer_training,
+                                      STEPS_PER_EPOCH, "tokenizer_training")
+  task = tokenizer_task.make_task(section, tokenizer, config.image_size,
+                                  note=lambda m: None)
+  size, ch = config.image_size, tokenizer.channels
+  rs = np.random.RandomState(0)
+
+  def attempt(b):
+    batch = {"image": jnp.asarray(rs.rand(b, size, size, ch), jnp.float32),
+             "label": jnp.asarray(rs.randint(0, config.num_classes, b),
+                                  jnp.int32)}
+    return train_step.bench_task(task, batch, None, args.repeats)
+
+  b, r, tried = largest_fitting(args.stage1_batches, attempt, deadline,
+                                args.min_attempt_s)
+  fields = {"unit": "MFU (fraction of the float32 matmul peak)",
+            "dtype": "float32", "image_size": size,
+            "perceptual_loss": bool(section.perceptual_weights),
+            "batches_tried": tried, "batch": b,
+            "flops_counting": "XLA cost analysis of the compiled step"}
+  if r is None:
+    fields["error"] = no_batch_error(args.stage1_batches, tried)
+    return None, fields
+  peak, peak16 = peaks.get("float32"), peaks.get("bfloat16")
+  fields.update(r, matmul_peak=peak)
+  fields["mfu"] = r["achieved_flops_per_s"] / peak if peak else None
+  fields["mfu_of_bf16_peak"] = (r["achieved_flops_per_s"] / peak16
+                                if peak16 else None)
+  if not peak:
+    fields["error"] = "no float32 matmul peak (see matmul_peak)"
+  return fields["mfu"], fields
+
+
+def ints(text):
+  return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--tiny", action="store_true",
+                      help="CPU-sized shapes (tests)")
+  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+                                           "gpu.json"))
+  parser.add_argument("--allow_cpu", action="store_true",
+                      help="run the full sizes without a GPU (slow)")
+  parser.add_argument("--budget_s", type=float, default=270.0,
+                      help="no new measurement or batch attempt starts "
+                           "after this many seconds (gpu.sh kills at 300)")
+  parser.add_argument("--min_attempt_s", type=float, default=None,
+                      help="a train-step batch attempt needs this much "
+                           "budget left (default 40, 0 with --tiny)")
+  parser.add_argument("--repeats", type=int, default=None,
+                      help="timed runs after the warm-up (default 10, 1 "
+                           "with --tiny)")
+  parser.add_argument("--sampler_batch", type=int, default=None)
+  parser.add_argument("--num_iter", type=int, default=None,
+                      help="decoding iterations (default: the config's, "
+                           "2 with --tiny)")
+  parser.add_argument("--fast_tokenizer_dtype", default="float32",
+                      choices=sorted(sampler.DTYPES))
+  parser.add_argument("--stage2_batches", type=ints, default=None,
+                      help="descending, comma-separated (default "
+                           "512,256,128,64,32)")
+  parser.add_argument("--stage1_batches", type=ints, default=None,
+                      help="descending, comma-separated (default "
+                           "32,16,8,4)")
+  parser.add_argument("--peak_sizes", type=ints, default=None)
+  args = parser.parse_args(argv)
+  t = args.tiny
+  defaults = dict(repeats=1 if t else 10, sampler_batch=2 if t else 64,
+                  num_iter=2 if t else None, min_attempt_s=0 if t else 40,
+                  stage2_batches=[2] if t else [512, 256, 128, 64, 32],
+                  stage1_batches=[2] if t else [32, 16, 8, 4],
+                  peak_sizes=[64, 128] if t else
+                  list(train_step.PEAK_SIZES["gpu"]))
+  for k, v in defaults.items():
+    if getattr(args, k) is None:
+      setattr(args, k, v)
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  deadline = START + args.budget_s
+  device = jax.devices()[0]
+  header = {
+      "benchmark": "benchmarks/gpu.py (issue 14 item 5)",
+      "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+      "tiny": args.tiny, "started": datetime.datetime.now(
+          datetime.timezone.utc).isoformat(timespec="seconds"),
+      "device": str(device), "platform": device.platform,
+      "device_kind": getattr(device, "device_kind", None),
+      "device_count": jax.device_count(), "jax_version": jax.__version__,
+      "default_matmul_precision": jax.config.jax_default_matmul_precision,
+      "machine": platform.platform(), "cpu_count": os.cpu_count(),
+      "memory_bytes_limit": memory_stats().get("bytes_limit"),
+      "args": {k: v for k, v in vars(args).items() if k != "out"},
+      "targets": {"stage2_train.mfu": ">= 0.45 on an H200",
+                  "sampler forward mfu": ">= 0.40 on an H200"},
+      "complete": False}
+  report = Report(args.out, header)
+  print(f"device: {device} ({device.platform}); writing {args.out}",
+        flush=True)
+  if device.platform != "gpu" and not (args.tiny or args.allow_cpu):
+    msg = (f"no GPU: jax's device is {device.platform} ({device}); install "
+           "a CUDA jax (pip install -e . 'jax[cuda12]') or pass --tiny / "
+           "--allow_cpu")
+    for name in NAMES:
+      report.set(name, error=msg)
+    print(msg, file=sys.stderr)
+    return 2
+  peaks = {}
+
+  def peak():
+    value, fields = run_peak(args.peak_sizes, max(args.repeats, 3))
+    peaks.update(float32=fields["float32"], bfloat16=fields["bfloat16"])
+    return value, fields
+  measure(report, "matmul_peak", peak, deadline)
+  run_sampler(report, args, peaks, deadline)
+  measure(report, "stage2_train", lambda: run_stage2(args, peaks, deadline),
+          deadline)
+  measure(report, "stage1_train", lambda: run_stage1(args, peaks, deadline),
+          deadline)
+  stats = memory_stats()
+  report.set("peak_memory", value=stats.get("peak_bytes_in_use"),
+             error=(None if stats.get("peak_bytes_in_use") is not None else
+                    f"memory_stats() has no peak_bytes_in_use on "
+                    f"{device.platform} (null)"),
+             unit="bytes", memory_stats={k: v for k, v in stats.items()
+                                         if isinstance(v, (int, float))})
+  report.data["complete"] = True
+  report.write()
+  ms = report.data["measurements"]
+  print("| measurement | value | mfu | error |")
+  print("|---|---|---|---|")
+  for name, m in ms.items():
+    v = m["value"]
+    mfu = m.get("mfu")
+    print(f"| {name} | {'' if v is None else f'{v:.4g}'} | "
+          f"{'' if mfu is None else f'{mfu:.1%}'} | "
+          f"{(m['error'] or '')[:80]} |")
+  print(f"wrote {args.out} ({report.data['wall_s']:.0f} s)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

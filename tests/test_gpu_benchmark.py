@@ -1,0 +1,82 @@
+"""benchmarks/gpu.py --tiny on CPU: the one-GPU benchmark's script runs end
+to end and writes every measurement (a number or an explicit error)."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
+         "stage1_train", "peak_memory")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+  out = tmp_path_factory.mktemp("gpu") / "gpu.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join(
+                 [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")]
+                                if p]))
+  env.pop("XLA_FLAGS", None)  # not conftest's 8 simulated devices
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny",
+       f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return json.loads(out.read_text())
+
+
+def test_every_measurement_has_a_number_or_an_error(report):
+  assert report["tiny"] is True and report["complete"] is True
+  assert report["platform"] == "cpu"
+  assert set(report["measurements"]) == set(NAMES)
+  for name, m in report["measurements"].items():
+    has_number = isinstance(m["value"], (int, float))
+    has_error = isinstance(m["error"], str) and m["error"]
+    assert has_number != bool(has_error), (name, m)
+
+
+def test_tiny_cpu_values(report):
+  m = report["measurements"]
+  # Everything but the device's peak memory runs on a CPU.
+  for name in NAMES[:-1]:
+    assert m[name]["error"] is None, (name, m[name]["error"])
+    assert m[name]["value"] > 0, name
+  assert m["matmul_peak"]["float32"] > 0 and m["matmul_peak"]["bfloat16"] > 0
+  for mode in ("float32", "bfloat16"):
+    s = m[f"sampler_{mode}"]
+    assert s["batch"] == 2 and s["image_size"] == 16
+    assert s["transformer_dtype"] == mode
+    assert 0 < s["mfu"] and 0 < s["sample_mfu"]
+    assert s["target"] == {"mfu": 0.40} and "mfu" in s["target_met"]
+    assert s["forwards_per_batch"] == s["num_iter"]
+  s2 = m["stage2_train"]
+  assert s2["batch"] == 2 and s2["dtype"] == "bfloat16"
+  assert s2["target"] == {"mfu": 0.45} and s2["value"] == s2["mfu"]
+  assert s2["analytic"]["B"] == 2 and s2["flops_per_step"] > 0
+  s1 = m["stage1_train"]
+  assert s1["batch"] == 2 and s1["image_size"] == 16
+  assert s1["value"] == s1["mfu"] and s1["flops_per_step"] > 0
+  # XLA:CPU keeps no allocator statistics: null, with a reason.
+  assert m["peak_memory"]["value"] is None
+  assert "peak_bytes_in_use" in m["peak_memory"]["error"]
+
+
+def test_no_gpu_without_tiny_records_errors(tmp_path):
+  """Without a GPU (and without --tiny/--allow_cpu) every measurement gets
+  the same explicit error and the script exits 2 at once."""
+  out = tmp_path / "gpu.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), f"--out={out}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+      check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  report = json.loads(out.read_text())
+  for name in NAMES:
+    m = report["measurements"][name]
+    assert m["value"] is None and m["error"].startswith("no GPU"), name
