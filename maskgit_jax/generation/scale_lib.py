@@ -6,11 +6,15 @@ process, resumable, in the layout evaluation suites read.
 
 The labels (balanced over the classes, `sample_lib.balanced_labels`) are cut
 by global index into shards of `shard_size`; process p samples the shards i
-with i % process_count == p, each in batches of `batch_size` that are split
-data-parallel over its local devices. Batch k of shard i uses the key
-`fold_in(fold_in(PRNGKey(seed), i), k)` (`sample_lib.label_batches`), so the
-images depend on the seed, shard size and batch size, not on the number of
-processes or devices. Each shard is written atomically to
+with i % process_count == p, each in batches of `batch_size`
+(`sample_lib.label_batches` over the global indices) that are split
+data-parallel over its local devices. Sample j decodes alone (a `vmap` over
+the batch) with the key `fold_in(PRNGKey(seed), j)`, so its random draws
+depend on the seed and j only, not on the batch, shard, process or device
+counts; the images are bit-identical whenever the per-device batch
+(`batch_size / local devices`) is the same (another per-device batch can move
+a pixel by 1/255: float rounding in batched convolutions). Each shard is
+written atomically to
 `<output>.shards/shard_{i:05d}.npz`; a rerun skips the complete ones. After
 a barrier, process 0 joins them in index order into the output, atomically:
 an `.npz` (`arr_0` uint8 `[N, H, W, 3]`, grey repeated to 3 channels,
@@ -107,7 +111,7 @@ def plan(output: str, num_samples: int, num_classes: int, *,
   labels = labels.astype(np.int64)
   meta = json.dumps(dict(
       format=FORMAT, num_samples=int(num_samples), seed=int(seed),
-      shard_size=int(shard_size), batch_size=int(batch_size),
+      shard_size=int(shard_size),
       labels_sha256=hashlib.sha256(labels.tobytes()).hexdigest(),
       settings=settings or {}), sort_keys=True, default=str)
   return Plan(output, labels, int(seed), int(shard_size), int(batch_size),
@@ -185,13 +189,17 @@ def to_rgb_uint8(images) -> np.ndarray:
 
 
 def sharded_images_fn(sampler: sampling.MaskGitSampler,
-                      devices: Sequence[jax.Device], **decode_options
+                      devices: Sequence[jax.Device], labels: np.ndarray,
+                      seed: int, **decode_options
                       ) -> Callable[[List[int], jax.Array], np.ndarray]:
-  """`(labels, key) -> uint8 [b, H, W, 3]`, data-parallel over `devices`.
+  """`(indices, unused_key) -> uint8 [b, H, W, 3]`, data-parallel over
+  `devices`: sample j has class `labels[j]` and key `fold_in(PRNGKey(seed),
+  j)`.
 
   The variables are replicated over a 1-D mesh of `devices` and the batch
-  split over it; the jitted decode and detokenize follow the inputs'
-  sharding. b must be a multiple of len(devices).
+  split over it; the jitted decode (vmapped: each sample alone with its own
+  key) and detokenize follow the inputs' sharding. b must be a multiple of
+  len(devices).
   """
   mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
   spec = jax.sharding.PartitionSpec
@@ -204,15 +212,20 @@ def sharded_images_fn(sampler: sampling.MaskGitSampler,
                                           replicated),
       num_classes=sampler.num_classes)
   side = local.latent_size
+  base = jax.random.PRNGKey(seed)
+  keys_of = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0)))
+  decode = jax.vmap(lambda x, key: local.decode_tokens(
+      x[None], key, **decode_options)[0, -1, 1:])
 
-  def images(labels, key):
-    if len(labels) % len(devices):
-      raise ValueError(f"--batch_size={len(labels)} must be a multiple of "
+  def images(indices, unused_key):
+    del unused_key
+    if len(indices) % len(devices):
+      raise ValueError(f"--batch_size={len(indices)} must be a multiple of "
                        f"the {len(devices)} local devices.")
-    inputs = jax.device_put(local.generation_inputs(labels), batch)
-    seqs = local.decode_tokens(inputs, jax.device_put(key, replicated),
-                               **decode_options)
-    ids = seqs[:, -1, 1:].reshape(-1, side, side)
+    indices = np.asarray(indices)
+    inputs = jax.device_put(local.generation_inputs(labels[indices]), batch)
+    keys = jax.device_put(keys_of(base, indices), batch)
+    ids = decode(inputs, keys).reshape(-1, side, side)
     return to_rgb_uint8(local.detokenize(ids))
   return images
 
@@ -223,20 +236,20 @@ def sample_shards(p: Plan, fn, *, process_index: int = 0,
                   ) -> List[int]:
   """Samples and writes this process's missing shards; returns their ids.
 
-  `fn(labels, key)`: uint8 images of a batch (`sharded_images_fn`).
+  `fn(indices, key)`: uint8 images of a batch of global sample indices
+  (`sharded_images_fn`; label_batches' batch key is not used).
   `after_shard(i)`: called after shard i is written (tests stop a run here).
   """
   mine = range(process_index, p.num_shards, process_count)
   todo = [i for i in mine if not shard_complete(p, i)]
   total = sum(p.shard_range(i)[1] - p.shard_range(i)[0] for i in todo)
-  base = jax.random.PRNGKey(p.seed)
   with tqdm.tqdm(total=total, unit="img", desc="samples",
                  disable=not progress) as bar:
     for i in todo:
       start, end = p.shard_range(i)
       parts = []
       for part in sample_lib.label_batches(
-          fn, p.labels[start:end], jax.random.fold_in(base, i), p.batch_size,
+          fn, range(start, end), jax.random.PRNGKey(p.seed), p.batch_size,
           shrink=False):
         parts.append(part)
         bar.update(len(part))
@@ -330,7 +343,8 @@ def write_samples(config: ml_collections.ConfigDict,
                      f"{jax.local_device_count()} local devices.")
   if output_done(p):
     return p.output if multihost.is_primary() else None
-  fn = sharded_images_fn(build_sampler(), jax.local_devices(), **options)
+  fn = sharded_images_fn(build_sampler(), jax.local_devices(), p.labels,
+                         p.seed, **options)
   sample_shards(p, fn, process_index=jax.process_index(),
                 process_count=jax.process_count(),
                 progress=progress and multihost.is_primary(),
