@@ -24,6 +24,7 @@ an `.npz` (`arr_0` uint8 `[N, H, W, 3]`, grey repeated to 3 channels,
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import uuid
 import zipfile
@@ -147,7 +148,7 @@ def output_done(p: Plan) -> bool:
     if os.path.isdir(out) and not os.listdir(out):
       pass  # An empty folder is replaced.
     elif not os.path.isdir(out) or not os.path.isfile(marker) or (
-        open(marker).read() != p.meta):
+        pathlib.Path(marker).read_text() != p.meta):
       raise ValueError(f"{out} exists and does not hold these samples (other "
                        "settings, or not written by this command); remove it "
                        "or choose another --output.")
@@ -165,17 +166,24 @@ def output_done(p: Plan) -> bool:
   return done
 
 
-def shard_complete(p: Plan, i: int) -> bool:
-  """Whether shard i's file holds exactly its indices and labels."""
+def read_shard(p: Plan, i: int) -> Optional[np.ndarray]:
+  """Shard i's images when its file holds exactly its indices and labels
+  (of this plan), else None."""
   try:
     with np.load(p.shard_path(i), allow_pickle=False) as f:
       start, end = p.shard_range(i)
-      return (str(f["meta"]) == p.meta and
-              np.array_equal(f["indices"], np.arange(start, end)) and
-              np.array_equal(f["labels"], p.labels[start:end]) and
-              f["images"].shape[0] == end - start)
+      if (str(f["meta"]) == p.meta and
+          np.array_equal(f["indices"], np.arange(start, end)) and
+          np.array_equal(f["labels"], p.labels[start:end])):
+        images = f["images"]
+        return images if images.shape[0] == end - start else None
   except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
-    return False
+    pass
+  return None
+
+
+def shard_complete(p: Plan, i: int) -> bool:
+  return read_shard(p, i) is not None
 
 
 def to_rgb_uint8(images) -> np.ndarray:
@@ -268,11 +276,12 @@ def sample_shards(p: Plan, fn, *, process_index: int = 0,
 def _shards(p: Plan):
   """Each shard's (start, images, labels), checked, in index order."""
   for i in range(p.num_shards):
-    if not shard_complete(p, i):
+    images = read_shard(p, i)
+    if images is None:
       raise ValueError(f"{p.shard_path(i)} is missing or incomplete; run the "
                        "same command again to finish it.")
-    with np.load(p.shard_path(i), allow_pickle=False) as f:
-      yield p.shard_range(i)[0], f["images"], f["labels"]
+    start, end = p.shard_range(i)
+    yield start, images, p.labels[start:end]
 
 
 def join(p: Plan, *, keep_shards: bool = False) -> str:
