@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -96,7 +97,7 @@ def test_a_stopped_run_resumes_to_the_same_file(tmp_path, tiny):
   assert not os.path.exists(p.output)
   # A write killed midway leaves only a temporary file (atomic_write).
   (shards / ".tmp-killed.npz").write_bytes(b"PK\x03\x04 half")
-  fn = scale_lib.sharded_images_fn(sampler, sampler_devices(), p.labels,
+  fn = scale_lib.sharded_images_fn(sampler, jax.local_devices(), p.labels,
                                    p.seed, **sample_lib.decode_options(config))
   done = scale_lib.sample_shards(p, fn)
   assert done == [2, 3, 4]  # only the missing shards
@@ -110,11 +111,6 @@ def test_a_stopped_run_resumes_to_the_same_file(tmp_path, tiny):
   before = os.stat(p.output).st_mtime_ns
   scale_lib.write_samples(config, lambda: pytest.fail("loaded"), p)
   assert os.stat(p.output).st_mtime_ns == before
-
-
-def sampler_devices():
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.local_devices()
 
 
 def test_layouts_npz_and_png_folder(tmp_path, tiny):
