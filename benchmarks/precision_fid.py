@@ -74,7 +74,7 @@ def main():
       s32.transformer_variables, num_classes=config.num_classes)
   samplers = {"float32": s32, "bfloat16": s16}
   options = sample_lib.decode_options(config)
-  labels = generation.balanced_labels(args.num_samples, config.num_classes)
+  labels = sample_lib.balanced_labels(args.num_samples, config.num_classes)
   feature_fn, feature_name = real_images.make_feature_fn(
       batch_size=args.batch_size)
 

@@ -12,6 +12,16 @@ Models, one of:
 Modes (--mode, default generate):
   generate  a grid, one labelled row per class:
               --classes=0,3 --samples_per_class=8 [--tokens_output=t.npy]
+            or, with --num_samples, N images for evaluation suites, split
+            over every device of every process (same command on each):
+              --num_samples=50000 --output=samples.npz | --output=DIR
+              [--classes=...] [--shard_size=1000] [--keep_shards]
+            .npz: arr_0 uint8 [N, H, W, 3] (grey as 3 channels) and labels
+            [N]; DIR: {index:06d}_{class}.png. Classes are balanced over
+            --classes (default all). Shards go to OUTPUT.shards/ and a rerun
+            of the same command resumes; images depend on --seed,
+            --batch_size (a multiple of the local device count) and
+            --shard_size, not on the number of devices or processes.
   strip     the canvas after each iteration (rows = samples, columns =
             iterations, masked tokens grey) as PNG, and an animated GIF
             (--gif_output, default: --output with .gif):
@@ -45,8 +55,9 @@ Any `--config.key=value` overrides the config file.
 Errors are one line `error: ...` on stderr, exit code 1, and leave existing
 outputs untouched. Started on several processes (the --distributed flags of
 maskgit_jax/common/multihost.py), process 0 samples on its local devices and
-writes; the others wait for it.
+writes; the others wait for it (with --num_samples every process samples).
 """
+import json
 import os
 from typing import List
 
@@ -60,6 +71,7 @@ from maskgit_jax.common import multihost
 from maskgit_jax.generation import edit_lib
 from maskgit_jax.nets import factory
 from maskgit_jax.generation import sample_lib
+from maskgit_jax.generation import scale_lib
 from maskgit_jax.store import loader
 from maskgit_jax.libml import editing
 
@@ -93,6 +105,13 @@ _PER_CLASS = flags.DEFINE_integer(
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Images per decoding batch.")
 _TOKENS = flags.DEFINE_string("tokens_output", None,
                               "generate: also write the token grids (.npy).")
+_NUM_SAMPLES = flags.DEFINE_integer(
+    "num_samples", None, "generate: N images as .npz or a PNG folder, over "
+    "all devices and processes (instead of a grid).")
+_SHARD_SIZE = flags.DEFINE_integer(
+    "shard_size", 1000, "--num_samples: images per resumable shard file.")
+_KEEP_SHARDS = flags.DEFINE_bool(
+    "keep_shards", False, "--num_samples: keep OUTPUT.shards/ after joining.")
 _GIF = flags.DEFINE_string("gif_output", None,
                            "strip: the GIF (default: --output with .gif).")
 # inpaint, outpaint, edit
@@ -139,6 +158,9 @@ MODE_FLAGS = {
     "samples_per_class": ("generate", "strip"),
     "batch_size": ("generate", "strip"),
     "tokens_output": ("generate",),
+    "num_samples": ("generate",),
+    "shard_size": ("generate",),
+    "keep_shards": ("generate",),
     "gif_output": ("strip",),
     "input": ("inpaint", "outpaint", "edit"),
     "box": ("inpaint", "edit"),
@@ -169,7 +191,16 @@ def check_mode_flags(mode: str) -> None:
   if mode == "outpaint" and not any(f.value for f in _EXTEND.values()):
     raise ValueError("--mode=outpaint needs a positive --extend_left, "
                      "--extend_right, --extend_up or --extend_down.")
-  for flag in (_VARIATIONS, _SCALE, _BATCH, _PER_CLASS, _NUM_ITER):
+  if _NUM_SAMPLES.value is None:
+    for flag in (_SHARD_SIZE, _KEEP_SHARDS):
+      if flag.present:
+        raise ValueError(f"--{flag.name} applies only with --num_samples.")
+  else:
+    for flag in (_PER_CLASS, _TOKENS, _SCALE):
+      if flag.present:
+        raise ValueError(f"--{flag.name} does not apply with --num_samples.")
+  for flag in (_VARIATIONS, _SCALE, _BATCH, _PER_CLASS, _NUM_ITER,
+               _NUM_SAMPLES, _SHARD_SIZE):
     if flag.value is not None and flag.value < 1:
       raise ValueError(f"--{flag.name} must be >= 1, got {flag.value}.")
   if _BLUR.value is not None and _BLUR.value < 0:
@@ -266,11 +297,40 @@ def run_sampling(config, sampler, mode, classes, output):
   return [output, gif]
 
 
+def model_settings(config):
+  """What fixes the model, for the resume check of --num_samples."""
+  path = lambda p: os.path.abspath(p) if p else None  # noqa: E731
+  return dict(workdir=path(_WORKDIR.value), tokenizer=path(_TOK.value),
+              transformer=path(_TR.value), random_init=_RANDOM.value,
+              config=files.config_to_json(config))
+
+
+def run_at_scale(config, classes) -> List[str]:
+  """--num_samples: every process samples its shards, process 0 joins."""
+  options = sample_lib.decode_options(config, **decoding_overrides())
+  plan = scale_lib.plan(
+      _OUTPUT.value or "samples.npz", _NUM_SAMPLES.value, config.num_classes,
+      classes=classes, seed=_SEED.value, batch_size=_BATCH.value,
+      shard_size=_SHARD_SIZE.value,
+      settings=dict(decode=options, model=json.dumps(model_settings(config),
+                                                     sort_keys=True)))
+  build = lambda: sample_lib.build_sampler(  # noqa: E731
+      config, tokenizer_checkpoint=_TOK.value,
+      transformer_checkpoint=_TR.value, random_init=_RANDOM.value,
+      workdir=_WORKDIR.value)
+  written = scale_lib.write_samples(config, build, plan,
+                                    keep_shards=_KEEP_SHARDS.value,
+                                    **decoding_overrides())
+  return [written] if written else []
+
+
 def run(mode: str) -> List[str]:
   """Checks every input, loads the models, computes, then writes."""
   check_mode_flags(mode)
   config = load_config()
   sample_lib.decode_options(config, **decoding_overrides())  # before loading
+  if _NUM_SAMPLES.value is not None:
+    return run_at_scale(config, parse_classes())
   output = _OUTPUT.value or DEFAULT_OUTPUT[mode]
   files.check_image_path(output)
   if _GIF.value:
@@ -294,7 +354,15 @@ def run(mode: str) -> List[str]:
 def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
-  multihost.run_on_process_zero(_work)
+  if _NUM_SAMPLES.value is None:
+    multihost.run_on_process_zero(_work)
+    return
+  try:  # --num_samples: every process works; an error exits at once.
+    multihost.initialize_from_flags()
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  _work()
+  multihost.wait_for_all("maskgit_exit")
 
 
 def _work():
@@ -302,7 +370,8 @@ def _work():
     written = run(_MODE.value)
   except (ValueError, OSError) as e:
     raise SystemExit(f"error: {e}") from None
-  print(f"wrote {', '.join(written)}")
+  if written:
+    print(f"wrote {', '.join(written)}")
 
 
 if __name__ == "__main__":

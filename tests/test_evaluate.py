@@ -21,9 +21,9 @@ import pytest
 from maskgit_jax.common import files
 from maskgit_jax.evaluation import evaluate_lib
 from maskgit_jax.evaluation import evaluators
-from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import real_images
 from maskgit_jax.evaluation import report as report_lib
+from maskgit_jax.generation import sample_lib
 from maskgit_jax.nets import factory
 from maskgit_jax.metrics import features
 from maskgit_jax.metrics import fid
@@ -377,7 +377,7 @@ def test_training_hook(run_dir, tmp_path):
 
 
 def test_balanced_labels():
-  labels = generation.balanced_labels(23, 10)
+  labels = sample_lib.balanced_labels(23, 10)
   assert np.bincount(labels).tolist() == [3, 3, 3] + [2] * 7
   assert np.all(np.diff(labels) >= 0)
 

@@ -27,14 +27,6 @@ PR_K = prdc.DEFAULT_K
 CLASSIFIER_K = classifier.DEFAULT_K
 
 
-def balanced_labels(num_samples: int, num_classes: int) -> np.ndarray:
-  """`[num_samples]` class ids, spread evenly (the first classes get the
-  remainder), grouped by class."""
-  per_class = [num_samples // num_classes + (c < num_samples % num_classes)
-               for c in range(num_classes)]
-  return np.repeat(np.arange(num_classes), per_class)
-
-
 def generate_features(sampler: sampling.MaskGitSampler, labels: np.ndarray,
                       rng: jax.Array, feature_fn: real_images.FeatureFn, *,
                       batch_size: int, progress: bool,
@@ -63,7 +55,7 @@ def evaluate_transformer(config: ml_collections.ConfigDict,
                          progress: bool) -> Dict[str, Any]:
   """Stage-2 metrics (see the module docstring)."""
   sampler = sample_lib.sampler_of(config, loaded)
-  labels = balanced_labels(num_samples, config.num_classes)
+  labels = sample_lib.balanced_labels(num_samples, config.num_classes)
   options = sample_lib.decode_options(config)
   feats = generate_features(sampler, labels, jax.random.PRNGKey(seed),
                             feature_fn, batch_size=batch_size,

@@ -99,6 +99,14 @@ def check_class_ids(classes: Sequence[int], num_classes: int) -> None:
       raise ValueError(f"Class id {c} is out of range [0, {num_classes}).")
 
 
+def balanced_labels(num_samples: int, num_classes: int) -> np.ndarray:
+  """`[num_samples]` class ids, spread evenly (the first classes get the
+  remainder), grouped by class."""
+  per_class = [num_samples // num_classes + (c < num_samples % num_classes)
+               for c in range(num_classes)]
+  return np.repeat(np.arange(num_classes), per_class)
+
+
 def label_batches(fn: Callable[[List[int], jax.Array], Any],
                   labels: Sequence[int], rng: jax.Array, batch_size: int, *,
                   shrink: bool = True, progress: bool = False,

@@ -161,18 +161,21 @@ class MaskGitSampler:
     return np.asarray(self._tokenize(self.tokenizer_variables, images))
 
   # ------------------------------------------------------------- generation
+  def generation_inputs(self, labels: Sequence[Optional[int]]) -> np.ndarray:
+    """int32 `[b, seq_len]`: each label's class token, then all masked."""
+    labels = list(labels)
+    return np.concatenate([
+        self.class_tokens(labels, len(labels)),
+        np.full((len(labels), self.latent_size**2), MASK_TOKEN_ID, np.int32)
+    ], axis=1)
+
   def generate_tokens(self, labels: Sequence[Optional[int]], rng, **kwargs):
     """Class-conditional token grids `[b, latent, latent]` (last iteration).
 
     With `return_masks=True` returns `(seqs [b, T, seq_len], masks)` instead,
     the whole decoding history. Other keyword arguments go to `decode`.
     """
-    labels = list(labels)
-    inputs = np.concatenate([
-        self.class_tokens(labels, len(labels)),
-        np.full((len(labels), self.latent_size**2), MASK_TOKEN_ID, np.int32)
-    ], axis=1)
-    out = self.decode_tokens(inputs, rng, **kwargs)
+    out = self.decode_tokens(self.generation_inputs(labels), rng, **kwargs)
     if kwargs.get("return_masks"):
       return out
     return self._grid(out[:, -1])
