@@ -30,7 +30,6 @@ from maskgit_jax.metrics import fid
 from maskgit_jax.metrics import reference
 from maskgit_jax.nets import inception
 from maskgit_jax.store import checkpoint as checkpoint_lib
-from maskgit_jax.train_lib import run
 import release_params
 import test_train
 

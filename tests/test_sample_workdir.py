@@ -14,7 +14,6 @@ from maskgit_jax.generation import edit_lib
 from maskgit_jax.store import checkpoint as checkpoint_lib
 from maskgit_jax.generation import sample_lib
 from maskgit_jax.libml import editing
-from maskgit_jax.train_lib import run as run_lib
 import tiny_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
