@@ -33,8 +33,12 @@ demo: setup
 	$(PY) -m maskgit_jax.train --config=configs/fashion_mnist.py \
 	  --workdir=$(WORKDIR)
 
+# Two pytest workers (pytest-xdist), one test file each at a time: a single
+# pytest keeps ~1.3 of 2 cores busy (compiling is mostly one thread).
+TEST_WORKERS ?= 2
 test: setup
-	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q tests
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q \
+	  -n $(TEST_WORKERS) --dist=loadfile tests
 
 # Regenerates checkpoints/fashion_mnist (the shipped model): exactly the
 # demo's run (configs/fashion_mnist.py as it is), exported, then evaluated at

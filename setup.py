@@ -27,7 +27,8 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8,<10", "nbclient>=0.10,<0.12", "nbformat>=5.10,<6",
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4",
+                 "nbclient>=0.10,<0.12", "nbformat>=5.10,<6",
                  "ipykernel>=6.29,<8"],
         # Preparing TFDS data sets (e.g. ImageNet) needs TensorFlow; reading
         # them does not.

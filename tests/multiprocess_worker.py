@@ -47,7 +47,7 @@ def check_to_host():
       jax.process_count() > 1)
 
 
-SLOW_EVAL_SECONDS = 40
+SLOW_EVAL_SECONDS = 35
 
 
 def slow_hooks(config, workdir, stage, *, log, **unused):

@@ -89,6 +89,8 @@ def test_folders_flat_and_per_class(tmp_path, config):
     ("missing", "Samples not found"),
     ("no_arr_0", "no arr_0"),
     ("bad_shape", "arr_0 must be"),
+    ("bad_dtype", r"arr_0 must be uint8 \(or float in \[0, 1\]\), got int32"),
+    ("empty_folder", "no images"),
     ("bad_labels", r"class ids must be in \[0, 10\)"),
     ("too_few", "need at least 4 samples"),
 ])
@@ -99,6 +101,11 @@ def test_bad_samples_are_one_clear_error(tmp_path, config, case, match):
     np.savez(path, images=good)
   elif case == "bad_shape":
     np.savez(path, arr_0=np.zeros((12, 16, 16, 2), np.uint8))
+  elif case == "bad_dtype":
+    np.savez(path, arr_0=good.astype(np.int32))
+  elif case == "empty_folder":
+    path = tmp_path / "empty"
+    path.mkdir()
   elif case == "bad_labels":
     np.savez(path, arr_0=good, labels=np.full(12, 10))
   elif case == "too_few":
