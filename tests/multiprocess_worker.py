@@ -75,7 +75,13 @@ def main():
   check_to_host()
   from maskgit_jax.train_lib import trainer  # pylint: disable=import-outside-toplevel
   try:
-    out = run.train_and_evaluate(config_for_test(), workdir,
+    config = config_for_test()
+    if slow:  # Both stages, as short as they go: the evaluator is the point.
+      for section in (config.tokenizer_training,
+                      config.transformer_training):
+        section.num_steps = 2
+        section.image_every = 0
+    out = run.train_and_evaluate(config, workdir,
                                  hooks=slow_hooks if slow else None)
   except trainer.Preempted as e:  # As `python -m maskgit_jax.train` does.
     print(f"stopped: {e}; run the same command to resume.", flush=True)

@@ -37,7 +37,9 @@ def perceptual_loss_fn(weights_path: Optional[str], note=logging.info):
   """
   if not weights_path:
     note("perceptual loss off: no feature-network weights given "
-         "(set perceptual_weights to the FID Inception default_1.pt).")
+         "(perceptual_weights). The one network it takes is the FID "
+         "Inception: a run whose quality is measured by FID must not train "
+         "against it.")
     return None
   from maskgit_jax.nets import inception  # pylint: disable=import-outside-toplevel
   params = inception.load_params(weights_path)
