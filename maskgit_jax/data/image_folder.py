@@ -51,7 +51,8 @@ _CACHE_FORMAT = 1
 _EXAMPLES = 3  # Example paths quoted per warning.
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+  """Whether a file name has one of IMAGE_EXTENSIONS."""
   return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
@@ -70,7 +71,7 @@ def _walk(folder: str, rel: str, files: list[tuple[str, int, int]],
     if entry.is_dir():
       _walk(entry.path, relpath, files, others)
     elif entry.is_file():
-      if _is_image_name(entry.name):
+      if is_image_name(entry.name):
         st = entry.stat()
         files.append((relpath, st.st_size, st.st_mtime_ns))
       else:

@@ -28,11 +28,10 @@ import json
 import os
 from typing import Any, Callable, Dict, List, Optional
 
-import flax
 import ml_collections
-import numpy as np
 
 from maskgit_jax.evaluation import evaluate_lib
+from maskgit_jax.evaluation import real_images
 from maskgit_jax.evaluation import report as report_lib
 from maskgit_jax.store import loader
 from maskgit_jax.train_lib import trainer
@@ -67,20 +66,7 @@ def evaluator_names(section: ml_collections.ConfigDict, stage: str):
 def every(section: ml_collections.ConfigDict, name: str):
   """The raw `every` duration of evaluator `name` (0: at the end only)."""
   spec = (section.get("evaluators", None) or {}).get(name, None)
-  if spec is None:
-    return 0
-  return spec.get("every", 0) if hasattr(spec, "get") else 0
-
-
-def _digest(tree) -> str:
-  h = hashlib.sha256()
-  flat = flax.traverse_util.flatten_dict(tree, sep="/")
-  for key in sorted(flat):
-    value = np.ascontiguousarray(np.asarray(flat[key]))
-    h.update(key.encode())
-    h.update(str((value.shape, value.dtype)).encode())
-    h.update(value.tobytes())
-  return h.hexdigest()[:16]
+  return spec.get("every", 0) if spec else 0
 
 
 def evaluator_key(config: ml_collections.ConfigDict, stage: str,
@@ -95,8 +81,8 @@ def evaluator_key(config: ml_collections.ConfigDict, stage: str,
                    if stage == "transformer" and config.get("sampling")
                    else None),
       "data": config.data.to_dict() if config.get("data") else None,
-      "weights": _digest(variables),
-      "tokenizer": (_digest(tokenizer_variables)
+      "weights": real_images.tree_digest(variables)[:16],
+      "tokenizer": (real_images.tree_digest(tokenizer_variables)[:16]
                     if tokenizer_variables is not None else None),
   }
   text = json.dumps(what, sort_keys=True, default=str)

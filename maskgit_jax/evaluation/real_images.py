@@ -48,7 +48,7 @@ _DATA_KEYS = ("source", "name", "path", "eval_path", "train_split",
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
 
-def _tree_digest(tree) -> str:
+def tree_digest(tree) -> str:
   """sha256 of a params tree's paths, shapes and values."""
   h = hashlib.sha256()
   flat = flax.traverse_util.flatten_dict(tree, sep="/")
@@ -87,7 +87,7 @@ def make_feature_fn(feature_extractor=None, inception_params=None,
             else inception.load_params())
   extractor = features_lib.InceptionFeatureExtractor(
       batch_size, params=params, shard_batch=shard_batch)
-  return extractor, f"inception_v3-{_tree_digest(params)[:12]}"
+  return extractor, f"inception_v3-{tree_digest(params)[:12]}"
 
 
 def subset_order(num_examples: int) -> np.ndarray:

@@ -46,17 +46,15 @@ import numpy as np
 from PIL import Image
 
 from maskgit_jax import data as data_lib
+from maskgit_jax.data import image_folder
 from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import real_images
 from maskgit_jax.evaluation import report as report_lib
 from maskgit_jax.metrics import quality
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
 def _image_files(folder: str):
   return sorted(n for n in os.listdir(folder)
-                if n.lower().endswith(IMAGE_EXTENSIONS) and
+                if image_folder.is_image_name(n) and
                 os.path.isfile(os.path.join(folder, n)))
 
 
@@ -89,7 +87,8 @@ def load_samples(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
                 for f in _image_files(path)]
       labels = None
     if not images:
-      raise ValueError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+      raise ValueError(f"{path}: no images "
+                       f"({', '.join(image_folder.IMAGE_EXTENSIONS)})")
     shapes = {i.shape for i in images}
     if len(shapes) > 1:
       raise ValueError(f"{path}: the images differ in size ({sorted(shapes)[:3]}"
