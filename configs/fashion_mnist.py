@@ -38,10 +38,10 @@ def get_config():
   # No entropy loss: with l2-normalised codes and dead-code restarts every
   # code is used anyway, and the entropy term cost ~4 dB PSNR in the budget.
   config.tokenizer = ml_collections.ConfigDict(dict(
-      preset="small", channels=1, entropy_loss_ratio=0.0))
+      preset="small", channels=1, entropy_loss_ratio=0.0, remat="none"))
   config.transformer = ml_collections.ConfigDict(dict(
       preset="small", hidden_dropout_prob=0.0,
-      attention_probs_dropout_prob=0.0))
+      attention_probs_dropout_prob=0.0, remat="none", scan_layers=False))
 
   t = config.tokenizer_training = defaults.tokenizer_training()
   t.num_steps = 3000

@@ -49,8 +49,10 @@ def get_config():
       filters=placeholder(int), channel_multipliers=placeholder(tuple),
       num_res_blocks=placeholder(int), embedding_dim=placeholder(int),
       codebook_size=placeholder(int), num_groups=placeholder(int),
-      code_dim=placeholder(int), l2_normalized=placeholder(bool)))
-  config.transformer = ml_collections.ConfigDict(dict(preset="small"))
+      code_dim=placeholder(int), l2_normalized=placeholder(bool),
+      remat="none"))
+  config.transformer = ml_collections.ConfigDict(dict(
+      preset="small", remat="none", scan_layers=False))
 
   # The Fashion-MNIST demo's recipe (configs/fashion_mnist.py): no GAN and no
   # perceptual loss in a CPU budget; l2-normalised codes with dead-code

@@ -12,6 +12,10 @@ import jax
 import numpy as np
 import pytest
 
+from maskgit_jax.nets import layer_stack
+from maskgit_jax.store import export
+from maskgit_jax.store import loader
+from maskgit_jax.store import released
 from maskgit_jax.train_lib import run
 from maskgit_jax.train_lib import trainer
 
@@ -55,7 +59,12 @@ def leaves(tree):
 
 
 def test_both_stages_end_to_end(tmp_path):
+  """With the GAN recipe, rematerialised tokenizer blocks and scanned,
+  rematerialised transformer layers (exported in the release's layout)."""
   config = tiny_config()
+  config.tokenizer.remat = "minimal"
+  config.transformer.scan_layers = True
+  config.transformer.remat = "full"
   config.tokenizer_training.generator_adversarial_weight = 0.1
   config.tokenizer_training.discriminator.max_filters = 8
   config.tokenizer_training.lecam_weight = 0.01
@@ -85,6 +94,20 @@ def test_both_stages_end_to_end(tmp_path):
   again = run.train_and_evaluate(config, str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, out["transformer"],
                again["transformer"])
+  assert layer_stack.is_scanned(out["transformer"]["params"])
+  # Exported in the release's layout; either layout loads it.
+  export.export(str(tmp_path), str(tmp_path / "out"))
+  params = released.read_msgpack(tmp_path / "out" / "transformer.msgpack")
+  params = params.get("params", params)
+  assert "TransformerLayer_0" in params and layer_stack.STACK not in params
+  for scan in (False, True):
+    config.transformer.scan_layers = scan
+    for where in (tmp_path / "out", tmp_path):
+      models = loader.load_models(config, workdir=str(where),
+                                  stages=("transformer",),
+                                  required=("transformer",))
+      assert layer_stack.is_scanned(
+          models.transformer_variables["params"]) == scan, (where, scan)
 
 
 def _train_with_mesh(tmp_path, mesh, name, devices=None):

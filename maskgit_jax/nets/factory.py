@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from maskgit_jax.nets import layers
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
 
@@ -50,11 +51,18 @@ def _fields(section: ml_collections.ConfigDict, allowed, what: str,
   return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
+def _check_remat(fields, what: str) -> None:
+  if fields.get("remat", "none") not in layers.REMAT_POLICIES:
+    raise ValueError(f"config.{what}.remat={fields['remat']!r} is not one of "
+                     f"{list(layers.REMAT_POLICIES)}.")
+
+
 def tokenizer_from_config(config: ml_collections.ConfigDict
                           ) -> vqgan_tokenizer.VQVAE:
   """`config.tokenizer`: `preset` plus any VQVAE field overriding it."""
   fields = _fields(config.tokenizer, {"preset", *vqgan_tokenizer.VQVAE.field_names()},
                    "tokenizer", optional=("code_dim",))
+  _check_remat(fields, "tokenizer")
   preset = fields.pop("preset", None)
   if preset:
     return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)
@@ -64,7 +72,7 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
 TRANSFORMER_KEYS = {
     "preset", "hidden_size", "num_hidden_layers", "num_attention_heads",
     "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob",
-    "initializer_range", "dtype"}
+    "initializer_range", "dtype", "remat", "scan_layers"}
 
 
 def transformer_from_config(config: ml_collections.ConfigDict,
@@ -79,6 +87,7 @@ def transformer_from_config(config: ml_collections.ConfigDict,
   if config.num_classes is None or config.num_classes == "auto":
     raise ValueError(f"config.num_classes {_UNRESOLVED}.")
   fields = _fields(config.transformer, TRANSFORMER_KEYS, "transformer")
+  _check_remat(fields, "transformer")
   preset = fields.pop("preset", None)
   if preset and preset not in maskgit_transformer.PRESETS:
     raise ValueError(f"Unknown transformer preset {preset!r}; expected one of "

@@ -1,4 +1,4 @@
-"""Small shared layers: activations, resampling, l2 normalisation."""
+"""Small shared layers: activations, resampling, l2 normalisation, remat."""
 
 from typing import Callable
 
@@ -48,3 +48,33 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   """Scales `x` to unit L2 norm along `axis`."""
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
+
+
+REMAT_POLICIES = ("none", "minimal", "full")
+
+
+def remat(module_class, policy: str, static_argnums=(), prevent_cse=True):
+  """`module_class`, rematerialised in the backward pass by `policy`.
+
+  - "none": unchanged (every activation autodiff needs is kept);
+  - "minimal": keeps the outputs of matmuls without batch dimensions (the
+    dense projections) and recomputes the rest (attention, norms,
+    activations) from them;
+  - "full": keeps only the block's inputs and recomputes the whole block.
+
+  Variables, their names and the function are those of `module_class`; give
+  each instance an explicit `name` (flax would otherwise prefix
+  "Checkpoint"). `static_argnums` counts `self` as 0, as `nn.remat` does;
+  `prevent_cse=False` inside `nn.scan`, which needs no CSE barrier.
+  """
+  if policy == "none":
+    return module_class
+  if policy == "minimal":
+    saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  elif policy == "full":
+    saveable = None
+  else:
+    raise ValueError(f"Unknown remat policy {policy!r}; expected one of "
+                     f"{list(REMAT_POLICIES)}.")
+  return nn.remat(module_class, policy=saveable, static_argnums=static_argnums,
+                  prevent_cse=prevent_cse)

@@ -30,6 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from maskgit_jax.nets import layer_stack
+from maskgit_jax.nets import layers
+
 LAYERNORM_EPSILON = 1e-12  # BERT's.
 Dtype = Any
 
@@ -232,6 +235,16 @@ class TransformerLayer(nn.Module):
     return _constrain(x, self.activation_rules)
 
 
+class _ScanStep(TransformerLayer):
+  """A TransformerLayer as an `nn.scan` step: `(x [b, l, d], None) -> (x,
+  None)`, with `deterministic` a field (a scan carries arrays only)."""
+  deterministic: bool = True
+
+  def __call__(self, x: jax.Array, unused) -> Tuple[jax.Array, None]:
+    del unused
+    return TransformerLayer.__call__(self, x, self.deterministic), None
+
+
 class Embed(nn.Module):
   """Word plus position embeddings, LayerNorm, dropout.
 
@@ -306,6 +319,10 @@ class Transformer(nn.Module):
       bfloat16 (fast precision mode, float32 accumulation).
     activation_rules: logical-to-mesh axis rules for activation sharding
       constraints (None: unconstrained).
+    remat: rematerialisation of each layer in the backward pass ("none",
+      "minimal", "full"; see `layers.remat`). The variables are the same.
+    scan_layers: the layers as one `nn.scan` (variables stacked under
+      `layer_stack.STACK`; `layer_stack.to_layout` converts either way).
   """
   vocab_size: int
   hidden_size: int = 768
@@ -318,6 +335,8 @@ class Transformer(nn.Module):
   initializer_range: float = 0.02
   dtype: Dtype = jnp.float32
   activation_rules: Optional[Tuple[Tuple[str, Any], ...]] = None
+  remat: str = "none"
+  scan_layers: bool = False
 
   @classmethod
   def from_preset(cls, name, **overrides) -> "Transformer":
@@ -347,15 +366,27 @@ class Transformer(nn.Module):
                   initializer_range=self.initializer_range)
     x = embed(ids, deterministic)
     x = _constrain(x, self.activation_rules)
-    for _ in range(self.num_hidden_layers):
-      x = TransformerLayer(
-          hidden_size=self.hidden_size,
-          num_attention_heads=self.num_attention_heads,
-          intermediate_size=self.intermediate_size,
-          hidden_dropout_prob=self.hidden_dropout_prob,
-          attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-          initializer_range=self.initializer_range, dtype=self.dtype,
-          activation_rules=self.activation_rules)(x, deterministic)
+    fields = dict(
+        hidden_size=self.hidden_size,
+        num_attention_heads=self.num_attention_heads,
+        intermediate_size=self.intermediate_size,
+        hidden_dropout_prob=self.hidden_dropout_prob,
+        attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+        initializer_range=self.initializer_range, dtype=self.dtype,
+        activation_rules=self.activation_rules)
+    if self.scan_layers:
+      stack = nn.scan(
+          layers.remat(_ScanStep, self.remat, prevent_cse=False),
+          variable_axes={"params": 0},
+          split_rngs={"params": True, "dropout": True},
+          length=self.num_hidden_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(deterministic=deterministic, name=layer_stack.STACK,
+                   **fields)(x, None)
+    else:
+      layer = layers.remat(TransformerLayer, self.remat, static_argnums=(2,))
+      for i in range(self.num_hidden_layers):
+        x = layer(**fields, name=f"TransformerLayer_{i}")(x, deterministic)
     embeddings = embed.variables["params"]["word_embeddings"]["embedding"]
     embeddings = nn.meta.unbox(embeddings)
     return MlmLayer(hidden_size=self.hidden_size,

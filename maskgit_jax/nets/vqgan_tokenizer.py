@@ -76,6 +76,17 @@ class ResBlock(nn.Module):
     return h + shortcut
 
 
+def _blocks(parent: nn.Module):
+  """`filters -> ResBlock` of `parent`'s settings, rematerialised by
+  `parent.remat`, named `ResBlock_<i>` in creation order (flax's own names,
+  so the variables are the same whatever the policy)."""
+  cls = layers.remat(ResBlock, parent.remat)
+  count = iter(range(1 << 30))
+  return lambda filters: cls(
+      filters, parent.num_groups, parent.activation, parent.release_shortcut,
+      parent.dtype, name=f"ResBlock_{next(count)}")
+
+
 class Encoder(nn.Module):
   """Images `[b, H, W, C]` -> features `[b, H/f, W/f, embedding_dim]`."""
   filters: int
@@ -87,11 +98,11 @@ class Encoder(nn.Module):
   conv_downsample: bool = False
   release_shortcut: bool = True
   dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    block = lambda f: ResBlock(  # pylint: disable=g-long-lambda
-        f, self.num_groups, self.activation, self.release_shortcut, self.dtype)
+    block = _blocks(self)
     x = nn.Conv(self.filters, (3, 3), use_bias=False, dtype=self.dtype)(x)
     num_levels = len(self.channel_multipliers)
     filters = self.filters
@@ -121,11 +132,11 @@ class Decoder(nn.Module):
   activation: str = "swish"
   release_shortcut: bool = True
   dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    block = lambda f: ResBlock(  # pylint: disable=g-long-lambda
-        f, self.num_groups, self.activation, self.release_shortcut, self.dtype)
+    block = _blocks(self)
     filters = self.filters * self.channel_multipliers[-1]
     x = nn.Conv(filters, (3, 3), dtype=self.dtype)(x)
     for _ in range(self.num_res_blocks):
@@ -259,7 +270,9 @@ class VQVAE(nn.Module):
   """The tokenizer: encoder, quantizer, decoder (release names kept).
 
   Images are float `[batch, H, W, channels]` in [0, 1]; H and W divisible by
-  `downsample_factor`.
+  `downsample_factor`. `remat` rematerialises each residual block in the
+  backward pass ("none", "minimal", "full"; see `layers.remat`); the
+  variables are the same.
   """
   filters: int = 128
   channel_multipliers: Sequence[int] = (1, 1, 2, 2, 4)
@@ -279,6 +292,7 @@ class VQVAE(nn.Module):
   l2_normalized: bool = False
   compute_stats: bool = False
   dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   @classmethod
   def from_preset(cls, name: str, **overrides) -> "VQVAE":
@@ -302,7 +316,7 @@ class VQVAE(nn.Module):
         filters=self.filters, channel_multipliers=tuple(self.channel_multipliers),
         num_res_blocks=self.num_res_blocks, num_groups=self.num_groups,
         activation=self.activation, release_shortcut=self.release_shortcut,
-        dtype=self.dtype)
+        dtype=self.dtype, remat=self.remat)
     self.encoder = Encoder(
         embedding_dim=self.embedding_dim, conv_downsample=self.conv_downsample,
         **common)

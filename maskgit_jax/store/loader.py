@@ -34,6 +34,7 @@ import numpy as np
 
 from maskgit_jax.common import files
 from maskgit_jax.nets import factory
+from maskgit_jax.nets import layer_stack
 from maskgit_jax.store import checkpoint as checkpoint_lib
 from maskgit_jax.store import released
 
@@ -129,6 +130,7 @@ def load_stage(config: ml_collections.ConfigDict, stage: str, module, *,
     raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
   args, kwargs = example_inputs(config, stage, module)
   if variables is not None:
+    variables = released.to_module_layout(variables, module)
     released.check_tree(variables, released.model_shapes(
         module, *args, **kwargs), f"the given {stage} variables")
     # Host copies: arrays sharded over a training mesh would pin a later
@@ -147,6 +149,7 @@ def load_stage(config: ml_collections.ConfigDict, stage: str, module, *,
     with checkpoint_lib.quiet_orbax():
       restored, info = checkpoint_lib.restore_params_with_info(directory)
     if restored is not None:
+      restored = released.to_module_layout(restored, module)
       released.check_tree(restored, released.model_shapes(
           module, *args, **kwargs), f"{directory}/{info['step']}")
       return restored, {"source": "workdir", "path": directory, **info}
@@ -239,11 +242,15 @@ def load_models(config: ml_collections.ConfigDict,
 
 def stage_params(workdir: str, stage: str) -> Dict[str, Any]:
   """`{"params": ...}` of a stage's newest checkpoint (EMA preferred), as
-  numpy arrays, without a config (what `export` writes)."""
+  numpy arrays, without a config (what `export` writes), with a scanned
+  transformer's layers in the release's layout."""
   directory = checkpoint_dir(workdir, stage)
   with checkpoint_lib.quiet_orbax():
     variables, _ = checkpoint_lib.restore_params_with_info(directory)
   if variables is None:
     raise WeightsNotFound(f"{workdir}: no {stage} checkpoint to export "
                           f"(nothing in {directory})")
+  params = variables.get("params")
+  if isinstance(params, dict) and layer_stack.is_scanned(params):
+    variables = {**variables, "params": layer_stack.unstack(params)}
   return variables

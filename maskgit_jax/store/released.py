@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgit_jax.nets import layer_stack
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
 
@@ -98,6 +99,20 @@ def model_shapes(module: nn.Module, *example_args, **kwargs) -> Variables:
       module.init(jax.random.key(0), *example_args, **kwargs)))
 
 
+def to_module_layout(variables: Variables, module: nn.Module) -> Variables:
+  """`variables` with a transformer's layers in `module`'s layout (scanned
+  or the release's, nets/layer_stack.py); other trees unchanged."""
+  if not isinstance(module, maskgit_transformer.Transformer) or not (
+      isinstance(variables, dict) and isinstance(variables.get("params"),
+                                                 dict)):
+    return variables
+  params = variables["params"]
+  if not module.scan_layers and not layer_stack.is_scanned(params):
+    return variables
+  return {**variables,
+          "params": layer_stack.to_layout(params, module.scan_layers)}
+
+
 def load_variables(path: str, module: nn.Module, *example_args,
                    **kwargs) -> Variables:
   """Reads `path` and checks it against `module.init(*example_args)`.
@@ -109,7 +124,8 @@ def load_variables(path: str, module: nn.Module, *example_args,
   if "params" not in tree:
     tree = {"params": tree}
   expected = model_shapes(module, *example_args, **kwargs)
-  tree = {k: v for k, v in tree.items() if k in expected}
+  tree = to_module_layout({k: v for k, v in tree.items() if k in expected},
+                          module)
   check_tree(tree, expected, os.fspath(path))
   return jax.tree.map(
       lambda x, s: jnp.asarray(x, dtype=s.dtype), tree, expected)

@@ -30,7 +30,8 @@ CHANGES_FILE = "config_changes.jsonl"
 FREE_KEYS = frozenset((
     "num_steps", "log_every", "checkpoint_every", "image_every",
     "keep_checkpoints", "async_checkpoints", "tensorboard", "stages",
-    "worker_count", "read_threads", "prefetch_batches", "per_class"))
+    "worker_count", "read_threads", "prefetch_batches", "per_class",
+    "remat"))
 # Sections whose keys may all change.
 FREE_SECTIONS = ("sampling", "evaluation", "quality_targets", "mesh",
                  "logical_axis_rules")

@@ -37,6 +37,7 @@ DEFAULT_RULES = (
     ("kv", None),
     ("vocab", "model"),
     ("norm", None),
+    ("layers", None),  # the scanned layer stack (transformer.scan_layers)
 )
 
 
