@@ -70,7 +70,7 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
   assert result.stderr.strip().splitlines() == [
       "error: unknown config key 'tokenizer.filterz' in configs/fashion_mnist.py"
       " (no 'filterz' at tokenizer; known there: channels, entropy_loss_ratio,"
-      " preset)"]
+      " preset, remat)"]
 
 
 def load_config(name):
