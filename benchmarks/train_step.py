@@ -3,6 +3,9 @@ r"""Train-step benchmark: steps/s and achieved FLOP/s against the machine's peak
   python benchmarks/train_step.py --out=benchmarks/results/train_step.json
   python benchmarks/train_step.py --transformer_dtype=bfloat16 \
       --out=benchmarks/results/train_step_bf16.json
+  python benchmarks/train_step.py --config=configs/imagenet.py \
+      --stages=transformer --batch_size=2 --token_cache --repeats=3 \
+      --train_examples=1281167 [--transformer_dtype=bfloat16]
 
 For each stage of the embedded default (configs/fashion_mnist.py), the jitted
 train step (the project's own `Task.train_step`) runs on random batches.
@@ -29,7 +32,6 @@ aliased + temporaries), the process's peak resident set size after each
 stage, and on a GPU the allocator's peak bytes in use.
 """
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -67,12 +69,10 @@ def matmul_peak(dtype, sizes, repeats=5):
   return max(by_size.values()), by_size
 
 
-def load_config():
-  spec = importlib.util.spec_from_file_location(
-      "fashion_mnist", ROOT / "configs" / "fashion_mnist.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+def load_config(path):
+  from maskgit_jax import cli  # pylint: disable=import-outside-toplevel
+  return cli.load_config_file(str(ROOT / path) if not os.path.isabs(path)
+                              else path)
 
 
 def rss_mb() -> float:
@@ -138,43 +138,71 @@ def main():
                       help="stage 2's compute dtype (bfloat16: the fast "
                       "precision mode, float32 parameters and accumulation; "
                       "its utilisation is against the bfloat16 peak)")
+  parser.add_argument("--config", default="configs/fashion_mnist.py",
+                      help="config file (default: the embedded default's)")
+  parser.add_argument("--batch_size", type=int, default=0,
+                      help="batch of both stages (default: the config's)")
+  parser.add_argument("--stages", default="tokenizer,transformer")
+  parser.add_argument("--token_cache", action="store_true",
+                      help="stage 2 on token batches (no tokenizer forward "
+                      "in the step), as with transformer_training.token_cache")
+  parser.add_argument("--train_examples", type=int, default=60000,
+                      help="resolves epoch durations (1281167 for ImageNet)")
   args = parser.parse_args()
   device = jax.devices()[0]
   gpu = device.platform == "gpu"
   repeats = args.repeats * (5 if gpu else 1)  # GPU steps take milliseconds
-  config = load_config()
+  config = load_config(args.config)
   config.transformer.dtype = args.transformer_dtype
+  stages = args.stages.split(",")
+  sections = {"tokenizer": config.tokenizer_training,
+              "transformer": config.transformer_training}
+  for stage, section in sections.items():
+    if args.batch_size:
+      section.batch_size = args.batch_size
+    sections[stage] = run_lib.resolve_durations(
+        section, args.train_examples // section.batch_size, f"{stage}_training")
+  sections["transformer"].token_cache = args.token_cache
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config)
   size, ch = config.image_size, tokenizer.channels
   rs = np.random.RandomState(0)
 
-  def batch(n):
-    return {"image": jnp.asarray(rs.rand(n, size, size, ch), jnp.float32),
-            "label": jnp.asarray(rs.randint(0, 10, n), jnp.int32)}
+  def batch(n, keys=("image", "label")):
+    seq = (size // tokenizer.downsample_factor) ** 2
+    out = {"image": jnp.asarray(rs.rand(n, size, size, ch), jnp.float32),
+           "label": jnp.asarray(rs.randint(0, config.num_classes, n),
+                                jnp.int32),
+           "tokens": jnp.asarray(rs.randint(0, tokenizer.codebook_size,
+                                            (n, seq)), jnp.int32)}
+    return {k: out[k] for k in keys}
 
-  t1 = run_lib.resolve_durations(config.tokenizer_training, 60000 // config.tokenizer_training.batch_size,
-                                 "tokenizer_training")
-  t2 = run_lib.resolve_durations(config.transformer_training, 60000 // config.transformer_training.batch_size,
-                                 "transformer_training")
-  stage1 = tokenizer_task.make_task(t1, tokenizer, size, note=lambda m: None)
-  tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
-                                  random_init=True)
-  stage2 = transformer_task.make_task(t2, tokenizer, tok_vars, transformer,
-                                      config.num_classes)
   rss_start = rss_mb()
-  results = {"tokenizer": dict(batch_size=t1.batch_size, **bench_task(
-      stage1, batch(t1.batch_size), None, repeats))}
-  results["tokenizer"]["peak_rss_mb_after"] = rss_mb()
-  results["transformer"] = dict(batch_size=t2.batch_size, **bench_task(
-      stage2, batch(t2.batch_size), tok_vars, repeats))
-  results["transformer"]["peak_rss_mb_after"] = rss_mb()
-  tr_params = loader.load_stage(config, "transformer", transformer,
-                                random_init=True)[0]["params"]
-  results["transformer"]["analytic"] = analytic_transformer_flops(
-      transformer, tr_params, t2.batch_size)
-  results["tokenizer"]["dtype"] = "float32"
-  results["transformer"]["dtype"] = args.transformer_dtype
+  results = {}
+  if "tokenizer" in stages:
+    t1 = sections["tokenizer"]
+    stage1 = tokenizer_task.make_task(t1, tokenizer, size,
+                                      note=lambda m: None)
+    results["tokenizer"] = dict(batch_size=t1.batch_size, dtype="float32",
+                                **bench_task(stage1, batch(t1.batch_size),
+                                             None, repeats))
+    results["tokenizer"]["peak_rss_mb_after"] = rss_mb()
+  if "transformer" in stages:
+    t2 = sections["transformer"]
+    tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
+                                    random_init=True)
+    stage2 = transformer_task.make_task(t2, tokenizer, tok_vars, transformer,
+                                        config.num_classes)
+    results["transformer"] = dict(
+        batch_size=t2.batch_size, dtype=args.transformer_dtype,
+        token_cache=args.token_cache,
+        **bench_task(stage2, batch(t2.batch_size, stage2.batch_keys),
+                     tok_vars, repeats))
+    results["transformer"]["peak_rss_mb_after"] = rss_mb()
+    tr_params = loader.load_stage(config, "transformer", transformer,
+                                  random_init=True)[0]["params"]
+    results["transformer"]["analytic"] = analytic_transformer_flops(
+        transformer, tr_params, t2.batch_size)
 
   sizes = PEAK_SIZES["gpu" if gpu else "cpu"]
   peak16, sizes16 = matmul_peak(jnp.bfloat16, sizes)
