@@ -126,3 +126,14 @@ def test_scanned_layers_compute_the_release_layout_function():
     for a, b in zip(jax.tree.leaves(layer_stack.unstack(grads)),
                     jax.tree.leaves(want_grads)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_tree_that_cannot_be_stacked_is_left_for_the_tree_check():
+  params = {"Embed_0": {"a": np.zeros(2)},
+            "TransformerLayer_0": {"k": np.zeros((2, 2))},
+            "TransformerLayer_1": {"k": np.zeros((3, 2))}}
+  gap = {"TransformerLayer_1": {"k": np.zeros(2)}}
+  for tree in (params, gap):
+    out = layer_stack.stack(tree)
+    assert set(out) == set(tree)
+    assert all(out[k] is tree[k] for k in tree)

@@ -11,6 +11,7 @@ load into a scanned model and exports stay in the release's layout.
 import re
 from typing import Any, Dict
 
+import jax
 import numpy as np
 
 STACK = "TransformerLayers"
@@ -18,27 +19,31 @@ _LAYER = re.compile(r"^TransformerLayer_(\d+)$")
 
 
 def is_scanned(params: Dict[str, Any]) -> bool:
+  """Whether a transformer's parameter tree has its layers stacked."""
   return STACK in params
 
 
 def stack(params: Dict[str, Any]) -> Dict[str, Any]:
   """`TransformerLayer_<i>` subtrees -> one `STACK` subtree, leaves
-  `[num_layers, ...]` in layer order."""
-  import jax  # pylint: disable=import-outside-toplevel
+  `[num_layers, ...]` in layer order. A tree without the layers
+  `TransformerLayer_0..N-1` comes back unchanged, for the tree check that
+  follows every load to name the file and what differs; so do layers that
+  differ in structure or shapes."""
   found = sorted((int(m.group(1)), k) for k in params
                  for m in [_LAYER.match(k)] if m)
-  if [i for i, _ in found] != list(range(len(found))) or not found:
-    raise ValueError("expected TransformerLayer_0..N-1, found "
-                     f"{[k for _, k in found]}")
+  if not found or [i for i, _ in found] != list(range(len(found))):
+    return dict(params)
   rest = {k: v for k, v in params.items() if not _LAYER.match(k)}
   layers = [params[k] for _, k in found]
-  rest[STACK] = jax.tree.map(lambda *xs: np.stack(xs), *layers)
+  try:
+    rest[STACK] = jax.tree.map(lambda *xs: np.stack(xs), *layers)
+  except ValueError:  # layers of different structure or shapes
+    return dict(params)
   return rest
 
 
 def unstack(params: Dict[str, Any]) -> Dict[str, Any]:
   """The inverse of `stack`."""
-  import jax  # pylint: disable=import-outside-toplevel
   rest = {k: v for k, v in params.items() if k != STACK}
   stacked = params[STACK]
   count = jax.tree.leaves(stacked)[0].shape[0]
