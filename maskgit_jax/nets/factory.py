@@ -51,18 +51,13 @@ def _fields(section: ml_collections.ConfigDict, allowed, what: str,
   return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
-def _check_remat(fields, what: str) -> None:
-  if fields.get("remat", "none") not in layers.REMAT_POLICIES:
-    raise ValueError(f"config.{what}.remat={fields['remat']!r} is not one of "
-                     f"{list(layers.REMAT_POLICIES)}.")
-
-
 def tokenizer_from_config(config: ml_collections.ConfigDict
                           ) -> vqgan_tokenizer.VQVAE:
   """`config.tokenizer`: `preset` plus any VQVAE field overriding it."""
   fields = _fields(config.tokenizer, {"preset", *vqgan_tokenizer.VQVAE.field_names()},
                    "tokenizer", optional=("code_dim",))
-  _check_remat(fields, "tokenizer")
+  layers.check_remat_policy(fields.get("remat", "none"),
+                            "config.tokenizer.remat")
   preset = fields.pop("preset", None)
   if preset:
     return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)
@@ -87,7 +82,8 @@ def transformer_from_config(config: ml_collections.ConfigDict,
   if config.num_classes is None or config.num_classes == "auto":
     raise ValueError(f"config.num_classes {_UNRESOLVED}.")
   fields = _fields(config.transformer, TRANSFORMER_KEYS, "transformer")
-  _check_remat(fields, "transformer")
+  layers.check_remat_policy(fields.get("remat", "none"),
+                            "config.transformer.remat")
   preset = fields.pop("preset", None)
   if preset and preset not in maskgit_transformer.PRESETS:
     raise ValueError(f"Unknown transformer preset {preset!r}; expected one of "

@@ -53,6 +53,13 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
 REMAT_POLICIES = ("none", "minimal", "full")
 
 
+def check_remat_policy(policy: str, key: str = "remat policy") -> None:
+  """Raises a one-line ValueError naming `key` unless `policy` is one of
+  REMAT_POLICIES."""
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"{key}={policy!r} is not one of {list(REMAT_POLICIES)}.")
+
+
 def remat(module_class, policy: str, static_argnums=(), prevent_cse=True):
   """`module_class`, rematerialised in the backward pass by `policy`.
 
@@ -67,14 +74,10 @@ def remat(module_class, policy: str, static_argnums=(), prevent_cse=True):
   "Checkpoint"). `static_argnums` counts `self` as 0, as `nn.remat` does;
   `prevent_cse=False` inside `nn.scan`, which needs no CSE barrier.
   """
+  check_remat_policy(policy)
   if policy == "none":
     return module_class
-  if policy == "minimal":
-    saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
-  elif policy == "full":
-    saveable = None
-  else:
-    raise ValueError(f"Unknown remat policy {policy!r}; expected one of "
-                     f"{list(REMAT_POLICIES)}.")
+  saveable = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+              if policy == "minimal" else None)
   return nn.remat(module_class, policy=saveable, static_argnums=static_argnums,
                   prevent_cse=prevent_cse)

@@ -14,6 +14,7 @@ Beyond the release, off by default:
 """
 
 import dataclasses
+import itertools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -81,7 +82,7 @@ def _blocks(parent: nn.Module):
   `parent.remat`, named `ResBlock_<i>` in creation order (flax's own names,
   so the variables are the same whatever the policy)."""
   cls = layers.remat(ResBlock, parent.remat)
-  count = iter(range(1 << 30))
+  count = itertools.count()
   return lambda filters: cls(
       filters, parent.num_groups, parent.activation, parent.release_shortcut,
       parent.dtype, name=f"ResBlock_{next(count)}")

@@ -250,7 +250,7 @@ def stage_params(workdir: str, stage: str) -> Dict[str, Any]:
   if variables is None:
     raise WeightsNotFound(f"{workdir}: no {stage} checkpoint to export "
                           f"(nothing in {directory})")
-  params = variables.get("params")
-  if isinstance(params, dict) and layer_stack.is_scanned(params):
-    variables = {**variables, "params": layer_stack.unstack(params)}
+  if isinstance(variables.get("params"), dict):
+    variables = {**variables, "params": layer_stack.to_layout(
+        variables["params"], scanned=False)}
   return variables

@@ -106,11 +106,8 @@ def to_module_layout(variables: Variables, module: nn.Module) -> Variables:
       isinstance(variables, dict) and isinstance(variables.get("params"),
                                                  dict)):
     return variables
-  params = variables["params"]
-  if not module.scan_layers and not layer_stack.is_scanned(params):
-    return variables
-  return {**variables,
-          "params": layer_stack.to_layout(params, module.scan_layers)}
+  return {**variables, "params": layer_stack.to_layout(variables["params"],
+                                                      module.scan_layers)}
 
 
 def load_variables(path: str, module: nn.Module, *example_args,
