@@ -14,7 +14,8 @@ Benchmarks (NAME for --skip / --only):
   precision_fid       bf16 vs f32 sample statistics (FID), shipped checkpoint
   train_step          steps/s, FLOP/s vs measured matmul peak, memory
   input_pipeline      images/s of the input pipeline (informational)
-  inception           FID Inception images/s (informational)
+  inception           FID Inception images/s; against torch when
+                      $MASKGIT_TORCH_PYTHON names an interpreter with torch
   demo                `make demo` from a fresh clone (~10 min): only with
                       --demo; otherwise the last measured figures are
                       reported, marked as not measured in this run.
@@ -301,6 +302,18 @@ def build_rows(res, demo_measured):
                      f"batch {inc['batch_size']}, {inc['input_size']}px "
                      f"resized to {inc['resized_to']}, weights "
                      f"{inc['weights']}", fmt="{:.1f}"))
+    sbs = inc.get("network_side_by_side") or {}
+    if "jax_over_torch" in sbs:
+      ips = sbs["images_per_s"]
+      rows.append(_row(
+          "FID Inception network vs the TorchScript network run by torch",
+          sbs["jax_over_torch"], "x", 1.0,
+          f"batch {sbs['batch_size']} at 299x299, {sbs['repeats']} "
+          f"interleaved rounds: {ips['jax_matmul']} images/s against torch "
+          f"{sbs['torch']['torch_version']}'s {ips['torch']} (XLA "
+          f"convolutions: {ips['jax_xla']}); features differ by "
+          f"{sbs['max_abs_diff_vs_torch']:.1e}", higher_is_better=True,
+          fmt="{:.2f}"))
   _tag(rows, "inception")
   return rows
 

@@ -253,9 +253,39 @@ def test_weights_located_without_importing_the_package():
 # Batched extraction (random weights: no file needed).
 
 
+@pytest.mark.parametrize("kernel,strides,padding,cin", [
+    ((1, 1), 1, (0, 0), 16), ((3, 3), 1, (1, 1), 8), ((3, 3), 2, (0, 0), 8),
+    ((1, 7), 1, (0, 3), 16), ((7, 1), 1, (3, 0), 16), ((5, 5), 1, (2, 2), 4),
+    ((3, 3), 2, (0, 0), 3), ((1, 3), 1, (0, 1), 32)])
+def test_matmul_convolution_equals_xla(kernel, strides, padding, cin):
+  rng = np.random.RandomState(0)
+  x = rng.randn(2, 11, 13, cin).astype(np.float32)
+  k = rng.randn(*kernel, cin, 5).astype(np.float32)
+  want = inception.conv2d(x, k, strides, padding, "xla")
+  got = inception.conv2d(x, k, strides, padding, "matmul")
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  # A known answer: a centred one-hot kernel with "same" padding copies the
+  # input channel.
+  one_hot = np.zeros((*kernel, cin, 1), np.float32)
+  one_hot[kernel[0] // 2, kernel[1] // 2, cin - 1, 0] = 1
+  if strides == 1 and padding == ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2):
+    np.testing.assert_array_equal(
+        inception.conv2d(x, one_hot, 1, padding, "matmul")[..., 0],
+        x[..., cin - 1])
+
+
+def test_conv_impl_is_checked():
+  assert inception.conv_impl_for_backend("auto") == "matmul"  # CPU tests.
+  assert inception.conv_impl_for_backend("xla") == "xla"
+  with pytest.raises(ValueError, match="conv_impl must be one of"):
+    inception.conv_impl_for_backend("cudnn")
+
+
 def test_extractor_batches_pads_and_accepts_grayscale_uint8():
   params = inception.random_params()
-  extractor = features.InceptionFeatureExtractor(batch_size=4, params=params)
+  # A batch of 8 runs as two micro-batches of 4 (features.CPU_MICRO_BATCH).
+  extractor = features.InceptionFeatureExtractor(batch_size=8, params=params)
   gray = np.random.RandomState(1).randint(0, 256, (6, 28, 28), np.uint8)
   feats = extractor(gray)
   assert feats.shape == (6, inception.FEATURE_DIM)
@@ -268,6 +298,12 @@ def test_extractor_batches_pads_and_accepts_grayscale_uint8():
   # Padding rows do not leak: a sub-batch gives the same rows.
   np.testing.assert_allclose(extractor(gray[4:5]), direct[4:5], rtol=1e-5,
                              atol=1e-5)
+  # XLA's convolutions on the whole batch: the same features.
+  whole = jax.jit(features.network_function(8, "xla", micro_batch=8))
+  x = np.zeros((8, 299, 299, 3), np.float32)
+  x[:6] = inception.preprocess_images(rgb)
+  np.testing.assert_allclose(np.asarray(whole(params, x))[:6], direct,
+                             rtol=1e-4, atol=1e-4)
   # Streaming, with a limit that cuts a batch.
   streamed = extractor.from_batches((gray[i:i + 3] for i in range(0, 6, 3)),
                                     limit=5)
