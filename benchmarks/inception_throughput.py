@@ -42,6 +42,7 @@ import jax
 import numpy as np
 
 from maskgit_jax.metrics import features
+from maskgit_jax.nets import conv
 from maskgit_jax.nets import inception
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -195,7 +196,7 @@ def main(argv=None):
       "weights": weights,
       "batch_size": args.batch_size,
       "resized_to": inception.INPUT_SIZE,
-      "conv_impl": inception.conv_impl_for_backend("auto"),
+      "conv_impl": conv.conv_impl_for_backend("auto"),
   }
   record.update(end_to_end(params, args.batch_size, args.image_size,
                            args.num_batches))

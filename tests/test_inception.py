@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from maskgit_jax.metrics import features
+from maskgit_jax.nets import conv
 from maskgit_jax.nets import inception
 from maskgit_jax.nets import torch_pickle
 
@@ -261,8 +262,8 @@ def test_matmul_convolution_equals_xla(kernel, strides, padding, cin):
   rng = np.random.RandomState(0)
   x = rng.randn(2, 11, 13, cin).astype(np.float32)
   k = rng.randn(*kernel, cin, 5).astype(np.float32)
-  want = inception.conv2d(x, k, strides, padding, "xla")
-  got = inception.conv2d(x, k, strides, padding, "matmul")
+  want = conv.conv2d(x, k, strides, padding, "xla")
+  got = conv.conv2d(x, k, strides, padding, "matmul")
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
   # A known answer: a centred one-hot kernel with "same" padding copies the
@@ -271,15 +272,15 @@ def test_matmul_convolution_equals_xla(kernel, strides, padding, cin):
   one_hot[kernel[0] // 2, kernel[1] // 2, cin - 1, 0] = 1
   if strides == 1 and padding == ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2):
     np.testing.assert_array_equal(
-        inception.conv2d(x, one_hot, 1, padding, "matmul")[..., 0],
+        conv.conv2d(x, one_hot, 1, padding, "matmul")[..., 0],
         x[..., cin - 1])
 
 
 def test_conv_impl_is_checked():
-  assert inception.conv_impl_for_backend("auto") == "matmul"  # CPU tests.
-  assert inception.conv_impl_for_backend("xla") == "xla"
+  assert conv.conv_impl_for_backend("auto") == "matmul"  # CPU tests.
+  assert conv.conv_impl_for_backend("xla") == "xla"
   with pytest.raises(ValueError, match="conv_impl must be one of"):
-    inception.conv_impl_for_backend("cudnn")
+    conv.conv_impl_for_backend("cudnn")
 
 
 def test_extractor_batches_pads_and_accepts_grayscale_uint8():

@@ -55,8 +55,8 @@ def network_function(batch_size: int, conv_impl: str = "auto",
                      micro_batch: int | None = None):
   """A jittable `f(params, x [batch_size, 299, 299, 3]) -> [batch_size, 2048]`.
 
-  `conv_impl`: see `inception.conv2d`. `micro_batch`: images per step of a
-  `lax.map` over the batch (None: `CPU_MICRO_BATCH` on CPU, else the whole
+  `conv_impl`: see `maskgit_jax.nets.conv.conv2d`. `micro_batch`: images
+  per step of a `lax.map` over the batch (None: `CPU_MICRO_BATCH` on CPU, else the whole
   batch; a size that does not divide `batch_size` becomes their gcd).
   """
   net = inception.FIDInceptionV3(preprocess=False, conv_impl=conv_impl)
