@@ -27,6 +27,13 @@ utilisation is against the float32 peak. On a GPU
 (`jax.devices()[0].platform == "gpu"`) the peak is the card's bfloat16
 matmul rate and the utilisation is model FLOP utilisation (MFU) against it.
 
+Devices: the config's `cpu_devices` (the embedded default: one CPU device
+per core) unless `--cpu_devices` says otherwise; the step runs data parallel
+over every device (batch sharded, state replicated), as the trainer's
+default mesh does, and its FLOPs are the partitioned program's cost times the
+device count. `--cpu_devices=0` measures one device (the figures before
+`config.cpu_devices`).
+
 Memory: XLA's memory analysis of each compiled step (arguments + outputs -
 aliased + temporaries), the process's peak resident set size after each
 stage, and on a GPU the allocator's peak bytes in use.
@@ -43,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgit_jax.common import cpu_devices
 from maskgit_jax.nets import factory
 from maskgit_jax.store import loader
 from maskgit_jax.train_lib import run as run_lib
@@ -98,12 +106,23 @@ def _memory(compiled):
 
 
 def bench_task(task, batch, frozen, repeats):
-  state = jax.jit(lambda r: nn.meta.unbox(task.init(r)))(jax.random.PRNGKey(0))
-  step = jax.jit(task.train_step, donate_argnums=0)
+  # Data parallel over every device (one device: the plain jit): the batch
+  # sharded, the state replicated, as the trainer's default mesh does.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batch = jax.device_put(batch, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec("data")))
+  if frozen is not None:
+    frozen = jax.device_put(frozen, replicated)
+  state = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
+                  out_shardings=replicated)(jax.random.PRNGKey(0))
+  step = jax.jit(task.train_step, donate_argnums=0,
+                 out_shardings=(replicated, replicated))
   compiled = step.lower(state, batch, frozen).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0))
+  # The cost of the partitioned program is one device's share.
+  flops = float(cost.get("flops", 0.0)) * len(jax.devices())
   holder = {"state": state}
 
   def one():
@@ -148,11 +167,20 @@ def main():
                       "in the step), as with transformer_training.token_cache")
   parser.add_argument("--train_examples", type=int, default=60000,
                       help="resolves epoch durations (1281167 for ImageNet)")
+  parser.add_argument("--cpu_devices", type=int, default=None,
+                      help="config.cpu_devices (default: the config's): 0 = "
+                      "JAX's one CPU device, -1 = one per core (data "
+                      "parallel, batch sharded), N = N devices")
   args = parser.parse_args()
+  config = load_config(args.config)
+  if args.cpu_devices is None:
+    args.cpu_devices = config.get("cpu_devices", 0)
+  note = cpu_devices.apply(args.cpu_devices)
+  if note:
+    print(note)
   device = jax.devices()[0]
   gpu = device.platform == "gpu"
   repeats = args.repeats * (5 if gpu else 1)  # GPU steps take milliseconds
-  config = load_config(args.config)
   config.transformer.dtype = args.transformer_dtype
   stages = args.stages.split(",")
   sections = {"tokenizer": config.tokenizer_training,
@@ -220,6 +248,7 @@ def main():
       "device": str(device), "platform": device.platform,
       "device_kind": device.device_kind, "machine": platform.platform(),
       "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
+      "num_devices": len(jax.devices()), "cpu_devices_flag": args.cpu_devices,
       "flops_counting": "XLA cost analysis of the compiled train step "
                         "(forward + backward + optimizer update; stage 2 "
                         "includes the frozen tokenizer's encoder); stage 2 "

@@ -29,6 +29,7 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
 def get_config():
   config = defaults.common(ml_collections.ConfigDict())
   config.seed = 42
+  config.cpu_devices = -1  # one device per core (data parallel) on a CPU
   config.image_size = 32
   config.num_classes = 10
   config.class_names = CLASS_NAMES

@@ -36,6 +36,7 @@ from maskgit_jax.train_lib import defaults
 def get_config():
   config = defaults.common(ml_collections.ConfigDict())
   config.seed = 42
+  config.cpu_devices = -1  # one device per core (data parallel) on a CPU
   config.image_size = 32
   # Derived from the folder when None (see the docstring).
   config.num_classes = placeholder(int)

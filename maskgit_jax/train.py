@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from maskgit_jax import cli
+from maskgit_jax.common import cpu_devices
 from maskgit_jax.common import multihost
 from maskgit_jax.evaluation import evaluators
 from maskgit_jax.train_lib import run
@@ -29,6 +30,9 @@ def main(argv):
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required.")
   try:
+    note = cpu_devices.apply(_CONFIG.value.get("cpu_devices", 0))
+    if note:
+      print(note)
     multihost.initialize_from_flags()
     try:
       run.train_and_evaluate(_CONFIG.value, _WORKDIR.value,

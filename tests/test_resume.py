@@ -122,6 +122,7 @@ def test_d_a_longer_run_is_recorded(tmp_path):
 def test_d_free_and_fixed_keys():
   assert config_record.is_free("transformer_training.num_steps")
   assert config_record.is_free("evaluation.num_samples")
+  assert config_record.is_free("cpu_devices")  # like the mesh
   assert not config_record.is_free("transformer.hidden_size")
   assert not config_record.is_free("transformer_training.optimizer.lr")
   assert config_record.differences({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}}

@@ -5,7 +5,7 @@ was started with against the record:
 - the same: nothing to do;
 - only keys that do not change what the weights are (how long to train,
   how often to log, save or evaluate, sampling and evaluation settings, the
-  mesh): the change is recorded (WORKDIR/config_changes.jsonl gets one line
+  mesh, cpu_devices): the change is recorded (WORKDIR/config_changes.jsonl gets one line
   per resume with each key's old and new value) and config.json is updated;
 - any other key (model sizes, data, optimizer, seed, ...): the run stops
   with one line naming the keys that differ, and nothing is written. Train
@@ -34,7 +34,7 @@ FREE_KEYS = frozenset((
     "remat"))
 # Sections whose keys may all change.
 FREE_SECTIONS = ("sampling", "evaluation", "quality_targets", "mesh",
-                 "logical_axis_rules")
+                 "cpu_devices", "logical_axis_rules")
 
 
 def _flat(tree: Any, prefix: str = "") -> Dict[str, Any]:

@@ -23,6 +23,9 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds the keys every training config has."""
   config.stages = ("tokenizer", "transformer")
   config.mesh = (-1, 1, 1)  # (data, fsdp, model); -1 = the remaining devices
+  # CPU only: 0 = JAX's one device, -1 = one device per core (data parallel
+  # over the cores; maskgit_jax/common/cpu_devices.py), N = N devices.
+  config.cpu_devices = 0
   config.logical_axis_rules = tuple(
       (name, axes) for name, axes in sharding.DEFAULT_RULES)
   config.tokenizer_checkpoint = ""  # stage 2 from a released tokenizer file

@@ -177,6 +177,8 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   os.makedirs(workdir, exist_ok=True)
   config_record.record(config, workdir, log=log)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
+  log(f"mesh {dict(mesh.shape)} over {mesh.devices.size} "
+      f"{mesh.devices.flat[0].platform} device(s)")
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config, activation_rules=rules)
