@@ -15,8 +15,14 @@ Recipe (README "Measured"): stage 1 is reconstruction only, 3000 steps (a
 GAN step costs 3.7x a reconstruction step on XLA:CPU even with
 discriminator.conv_as_matmul, see the ablation);
 stage 2 reads the frozen tokenizer's codes from a token cache (computed once:
-centre view and mirror image) and trains 2000 steps with the paper's ceiling
-mask count.
+centre view and mirror image) and trains 3000 steps with the paper's ceiling
+mask count. On a CPU the train steps run data parallel over one JAX device
+per core (`cpu_devices=-1`), which made the stage-1 step 0.65x and the
+stage-2 step 0.87x as long as on one device: the time saved pays for 1000
+more stage-2 steps (2000 -> 2800 steps: sample FID 2.96x -> 2.70x the floor,
+class accuracy 0.89 -> 0.93 of real, with the same tokenizer).
+Sampling: token temperature 0.8 (1.0 -> 0.8 on the same weights: FID 2.70x
+-> 2.67x, class accuracy 0.93 -> 0.96 of real; README "Measured").
 """
 import ml_collections
 
@@ -60,7 +66,7 @@ def get_config():
   t.image_every = 1000
 
   m = config.transformer_training = defaults.transformer_training()
-  m.num_steps = 2000
+  m.num_steps = 3000
   m.batch_size = 64
   m.token_cache = True
   m.optimizer.lr = 1e-3
@@ -80,6 +86,9 @@ def get_config():
   # rows in the final grid.
   config.sampling.guidance_scale = 2.0
   config.sampling.guidance_schedule = "linear"
+  # Tokens drawn from the logits / 0.8: sharper samples, a little diversity
+  # traded (measured: README "Measured").
+  config.sampling.sampling_temperature = 0.8
   # What `make eval` (N=1000) checks this run against (README "Measured").
   config.quality_targets = ml_collections.ConfigDict(dict(
       rfid_over_floor=1.2, fid_over_floor=1.5, class_accuracy_over_real=1.0,
