@@ -23,7 +23,10 @@ with both configs' train steps timed in one process on the development set
 (1,906 Twemoji images, 9 classes): image_size=32 (default): stage-1 step
 2.2x the demo's, stage-2 step 1.0x, about 13 minutes in all; image_size=64
 (one more 2x downsampling level, 16 base filters): 3.9x and 1.5x, about 20
-minutes. Memory: peak resident 1.5 GB (a 20 + 20-step run at 64).
+minutes. Memory: peak resident 1.5 GB (a 20 + 20-step run at 64). These times were
+measured on one CPU device; with `cpu_devices=-1` (one device per core, as
+in the demo, whose steps it made 0.65x and 0.87x as long) they are shorter,
+not yet re-measured on this set.
 Models: tokenizer 0.60M parameters at 32, 0.62M at 64 (512 l2-normalised
 16-d codes, 8x8 tokens); transformer "small" (4 layers, hidden 128).
 """
