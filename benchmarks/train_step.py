@@ -54,6 +54,7 @@ from maskgit_jax.common import cpu_devices
 from maskgit_jax.nets import factory
 from maskgit_jax.store import loader
 from maskgit_jax.train_lib import run as run_lib
+from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
 import timing  # benchmarks/timing.py
@@ -108,10 +109,10 @@ def _memory(compiled):
 def bench_task(task, batch, frozen, repeats):
   # Data parallel over every device (one device: the plain jit): the batch
   # sharded, the state replicated, as the trainer's default mesh does.
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mesh = sharding_lib.make_mesh((-1, 1, 1))
+  replicated = sharding_lib.replicated(mesh)
   batch = jax.device_put(batch, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec("data")))
+      mesh, jax.sharding.PartitionSpec(sharding_lib.BATCH_AXES)))
   if frozen is not None:
     frozen = jax.device_put(frozen, replicated)
   state = jax.jit(lambda r: nn.meta.unbox(task.init(r)),

@@ -5,8 +5,8 @@ embedded default's sizes most of its operations are too small to keep two
 cores busy. Split into one device per core, the data-parallel train step
 (batch sharded over the `data` mesh axis, parameters replicated) keeps both
 busy: on the 2-core development machine the demo's stage-1 step takes 0.65x
-and its stage-2 step 0.90x the time of one device
-(`benchmarks/train_step.py --cpu_devices=2`).
+and its stage-2 step 0.87x the time of one device (`benchmarks/train_step.py`
+against `--cpu_devices=0`, in one session).
 
 `config.cpu_devices`: 0 leaves JAX's default (one CPU device, or what
 `XLA_FLAGS=--xla_force_host_platform_device_count=N` says); -1 makes one
