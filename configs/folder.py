@@ -58,45 +58,10 @@ def get_config():
   config.transformer = ml_collections.ConfigDict(dict(
       preset="small", remat="none", scan_layers=False))
 
-  # The Fashion-MNIST demo's recipe (configs/fashion_mnist.py): no GAN and no
-  # perceptual loss in a CPU budget; l2-normalised codes with dead-code
-  # restarts instead of the entropy loss; stage 2 from a token cache at
-  # learning rate 4e-3; token temperature 0.8.
-  t = config.tokenizer_training = defaults.tokenizer_training()
-  t.num_steps = 2000
-  t.batch_size = 32
-  t.g_optimizer.lr = 3e-3
-  t.g_optimizer.b1 = 0.9
-  t.g_optimizer.lr_schedule = "cosine"
-  t.g_optimizer.warmup_steps = 100
-  t.generator_adversarial_weight = 0.0
-  t.perceptual_weight = 0.0
-  t.ema_decay = 0.99
-  t.codebook_restart_threshold = 0.1
-  t.log_every = 100
-  t.checkpoint_every = 500
-  t.image_every = 500
-
-  m = config.transformer_training = defaults.transformer_training()
-  m.num_steps = 2500
-  m.batch_size = 64
-  # The frozen tokenizer's codes computed once (centre crop and mirror
-  # image) instead of a tokenizer forward in every step.
-  m.token_cache = True
-  m.optimizer.lr = 4e-3
-  m.optimizer.warmup_steps = 200
-  m.optimizer.weight_decay = 0.01
-  m.class_dropout = 0.1  # the null class, for classifier-free guidance
-  m.samples.per_class = 4
-  m.log_every = 100
-  m.checkpoint_every = 500
-  m.image_every = 500
-
-  config.sampling = defaults.sampling(num_iter=12, samples_per_class=8,
-                                     grid_scale=2)
-  config.sampling.guidance_scale = 2.0
-  config.sampling.guidance_schedule = "linear"
-  config.sampling.sampling_temperature = 0.8
+  # The Fashion-MNIST demo's recipe (configs/fashion_mnist.py, measured
+  # there), with its own step counts.
+  defaults.cpu_recipe(config, tokenizer_steps=2000, transformer_steps=2500,
+                      save_every=500)
   # What `python -m maskgit_jax.evaluate --workdir=RUN` checks the run
   # against (at N=1000 or more; README "Train on your own images").
   config.quality_targets = ml_collections.ConfigDict(dict(
