@@ -21,25 +21,43 @@ def _config_path(argv: Sequence[str], name: str):
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """Runs `get_config()` of a config file (a path, as `--config` takes)."""
+  """Runs `get_config()` of a config file (a path, as `--config` takes).
+
+  A missing file, a file that is not Python (such as a run's config.json),
+  or one that fails to run exits with one `error:` line naming the file.
+  """
   path = path.split(":", 1)[0]
   if not os.path.isfile(path):
     raise SystemExit(f"error: config file not found: {path}")
+  if not path.endswith(".py"):
+    hint = (" (a run's config.json is read from its folder: pass "
+            "--workdir=RUN and no --config)" if path.endswith(".json") else "")
+    raise SystemExit(f"error: --config={path}: a config is a Python file with "
+                     f"get_config(), such as configs/fashion_mnist.py{hint}")
   spec = importlib.util.spec_from_file_location("maskgit_cli_config", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise SystemExit(f"error: {path} has no get_config() function")
-  return module.get_config()
+  try:
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise SystemExit(f"error: {path} has no get_config() function")
+    return module.get_config()
+  except SystemExit:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
+    raise SystemExit(f"error: config file {path}{where}: "
+                     f"{type(e).__name__}: {e}") from None
 
 
 def check_config_overrides(argv: Sequence[str], name: str = "config") -> None:
   """Exits with one line if a `--config.a.b=v` names a key the config lacks."""
   overrides = [a[len(f"--{name}."):].split("=", 1)[0] for a in argv
                if a.startswith(f"--{name}.")]
-  if not overrides:
-    return
   path = _config_path(argv, name)
+  if not overrides:
+    if path is not None:
+      load_config_file(path)  # one line for a missing or broken file
+    return
   if path is None:
     raise SystemExit(f"error: --{name}.* overrides need --{name}=FILE")
   config = load_config_file(path)

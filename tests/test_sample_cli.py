@@ -9,7 +9,9 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+import pytest
 
+from maskgit_jax import cli
 from maskgit_jax.generation import sample_lib
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
@@ -92,3 +94,26 @@ def test_library_grid_shapes():
       sampler, [0, 9], 3, jnp.zeros((2,), jnp.uint32), batch_size=4,
       progress=False, num_iter=3)
   assert images.shape == (2, 3, 8, 8, 1) and tokens.shape == (2, 3, 4, 4)
+
+
+@pytest.mark.parametrize("name,text,expected", [
+    ("missing.py", None, "error: config file not found: {path}"),
+    ("config.json", '{"seed": null}',
+     "error: --config={path}: a config is a Python file with get_config(), "
+     "such as configs/fashion_mnist.py (a run's config.json is read from its "
+     "folder: pass --workdir=RUN and no --config)"),
+    ("broken.py", "def get_config(:\n", "error: config file {path} (line 1): "),
+    ("raises.py", "def get_config():\n  return 1 / 0\n",
+     "error: config file {path}: ZeroDivisionError: division by zero"),
+    ("empty.py", "", "error: {path} has no get_config() function"),
+])
+def test_bad_config_file_is_one_line(tmp_path, name, text, expected):
+  # Every entry point checks --config before absl runs the file (which
+  # otherwise ends in a traceback: a run's config.json gave NameError 'null').
+  path = tmp_path / name
+  if text is not None:
+    path.write_text(text)
+  with pytest.raises(SystemExit) as e:
+    cli.check_config_overrides([f"--config={path}", "--workdir=x"])
+  assert str(e.value).startswith(expected.format(path=path))
+  assert "\n" not in str(e.value)
