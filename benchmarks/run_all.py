@@ -240,8 +240,12 @@ def build_rows(res, demo_measured):
         how += (f"; analytic {a['formula']} = "
                 f"{a['flops_per_step'] / 1e9:.2f} GFLOP, N={a['N']}, "
                 f"B={a['B']}, S={a['S']}, L={a['L']}, d={a['d']}")
-      how += (f") / step time, vs the {ref} matmul peak; "
+      how += (f") / step time, vs the {ref} matmul rate timed in turn "
+              "with each step (median over rounds); "
               f"{s['achieved_flops_per_s'] / 1e9:.0f} GFLOP/s")
+      if "utilisation_vs_best_peak" in s:
+        how += (f"; {s['utilisation_vs_best_peak']:.1%} of the best-of-sizes "
+                "peak measured after the steps")
       rows.append(_row(f"{title} train step: FLOP utilisation",
                        s["utilisation"], "", None, how, fmt="{:.1%}"))
       rows.append(_row(f"{title} train step: steps/s", s["steps_per_s"], "",

@@ -1,0 +1,57 @@
+"""benchmarks/train_step.py: the utilisation is measured interleaved.
+
+A fake task (one matmul) and fake timings with a known answer: each round's
+achieved FLOP/s is divided by the matmul rate of the same round, and the
+figure is the median over rounds, so a slow spell of the machine that hits
+a step and its round's matmul alike cancels out.
+"""
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] /
+                       "benchmarks"))
+import train_step  # pylint: disable=wrong-import-position
+
+
+class _MatmulTask:
+  """State `{"w": [16, 16]}`; the step multiplies a `[8, 16]` batch by it."""
+
+  def init(self, rng):
+    return {"w": jax.random.normal(rng, (16, 16))}
+
+  def train_step(self, state, batch, frozen):
+    del frozen
+    loss = jnp.sum(batch["x"] @ state["w"])
+    return {"w": state["w"] * 0.5}, {"loss": loss}
+
+
+def test_utilisation_is_the_median_of_per_round_ratios(monkeypatch):
+  calls = []
+
+  def fake_times(fns, repeats):
+    for fn in fns.values():  # both functions really run
+      calls.append(jax.block_until_ready(fn()))
+    # Round 2 is a slow spell: the step and the matmul both take 4x.
+    return {"step": [1.0, 4.0, 1.5][:repeats],
+            "peak": [2.0, 8.0, 2.0][:repeats]}
+
+  monkeypatch.setattr(train_step.timing, "interleaved_times", fake_times)
+  batch = {"x": jnp.asarray(np.ones((8, 16)), jnp.float32)}
+  peak_flops = 1000.0
+  out = train_step.bench_task(_MatmulTask(), batch, None, 3,
+                              peak=(lambda: jnp.ones(()), peak_flops))
+  flops = out["flops_per_step"]
+  assert flops >= 2 * 8 * 16 * 16  # XLA's count of the step (x devices)
+  # Per round: (flops / step) / (peak_flops / peak_time).
+  ratios = [flops / 1.0 / 500.0, flops / 4.0 / 125.0, flops / 1.5 / 500.0]
+  got = out["interleaved"]
+  np.testing.assert_allclose(got["utilisation"], np.median(ratios))
+  np.testing.assert_allclose(got["utilisation_min"], min(ratios))
+  np.testing.assert_allclose(got["utilisation_max"], max(ratios))
+  np.testing.assert_allclose(out["step_s"], 1.5)  # median step
+  np.testing.assert_allclose(got["peak_median_flops_per_s"], 500.0)
+  assert len(calls) == 2
