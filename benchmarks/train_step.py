@@ -12,7 +12,9 @@ train step (the project's own `Task.train_step`) runs on random batches.
 
 FLOPs per step: XLA's cost analysis of the compiled step (forward, backward
 and optimizer update as compiled; for stage 2 it includes the frozen
-tokenizer's forward). For stage 2 the analytic count is given beside it:
+tokenizer's forward unless the step reads a token cache, which it does when
+the config's `transformer_training.token_cache` is set, as the embedded
+default's is, or with `--token_cache`). For stage 2 the analytic count is given beside it:
 6 * N * B * S + 12 * L * B * S^2 * d, with N the parameters that multiply
 activations (every kernel plus the tied output embedding), B the batch,
 S the sequence length, L layers, d the hidden size (2 FLOPs per
@@ -195,9 +197,11 @@ def main():
   parser.add_argument("--batch_size", type=int, default=0,
                       help="batch of both stages (default: the config's)")
   parser.add_argument("--stages", default="tokenizer,transformer")
-  parser.add_argument("--token_cache", action="store_true",
+  parser.add_argument("--token_cache", action=argparse.BooleanOptionalAction,
+                      default=None,
                       help="stage 2 on token batches (no tokenizer forward "
-                      "in the step), as with transformer_training.token_cache")
+                      "in the step), as with transformer_training.token_cache"
+                      " (default: the config's setting)")
   parser.add_argument("--train_examples", type=int, default=60000,
                       help="resolves epoch durations (1281167 for ImageNet)")
   parser.add_argument("--cpu_devices", type=int, default=None,
@@ -223,6 +227,8 @@ def main():
       section.batch_size = args.batch_size
     sections[stage] = run_lib.resolve_durations(
         section, args.train_examples // section.batch_size, f"{stage}_training")
+  if args.token_cache is None:
+    args.token_cache = bool(config.transformer_training.token_cache)
   sections["transformer"].token_cache = args.token_cache
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config)
@@ -293,7 +299,8 @@ def main():
       "num_devices": len(jax.devices()), "cpu_devices_flag": args.cpu_devices,
       "flops_counting": "XLA cost analysis of the compiled train step "
                         "(forward + backward + optimizer update; stage 2 "
-                        "includes the frozen tokenizer's encoder); stage 2 "
+                        "includes the frozen tokenizer's encoder unless it "
+                        "reads a token cache); stage 2 "
                         f"also analytic {ANALYTIC_FORMULA}",
       "peak_method": "utilisation: median over rounds of one step and one "
                      f"{peak_n} x {peak_n} matmul timed in turn; "
