@@ -73,18 +73,31 @@ PEAK_SIZES = {"cpu": (512, 1024, 2048), "gpu": (2048, 4096, 8192)}
 ANALYTIC_FORMULA = "6*N*B*S + 12*L*B*S^2*d"
 
 
+def peak_matmul_fn(dtype, n):
+  """(fn, FLOPs): one n x n matmul, float32 accumulation, inputs ready."""
+  rs = np.random.RandomState(n)
+  a = jnp.asarray(rs.rand(n, n), dtype)
+  b = jnp.asarray(rs.rand(n, n), dtype)
+  return (lambda: _matmul(a, b)), 2.0 * n**3
+
+
+_matmul = jax.jit(lambda x, y: jnp.matmul(x, y,
+                                          preferred_element_type=jnp.float32))
+
+
 def matmul_peak(dtype, sizes, repeats=5):
   """(best FLOP/s, {n: FLOP/s}) of n x n matmuls, float32 accumulation."""
   by_size = {}
-  f = jax.jit(lambda x, y: jnp.matmul(x, y,
-                                      preferred_element_type=jnp.float32))
   for n in sizes:
-    rs = np.random.RandomState(n)
-    a = jnp.asarray(rs.rand(n, n), dtype)
-    b = jnp.asarray(rs.rand(n, n), dtype)
-    t = timing.median_time(lambda: f(a, b), repeats)
-    by_size[n] = 2 * n**3 / t
+    fn, flops = peak_matmul_fn(dtype, n)
+    by_size[n] = flops / timing.median_time(fn, repeats)
   return max(by_size.values()), by_size
+
+
+def reference_is_bf16(gpu: bool, dtype_name: str) -> bool:
+  """Whether a step is measured against the bfloat16 peak: on a GPU always
+  (MFU), on a CPU when it computes in bfloat16."""
+  return gpu or dtype_name == "bfloat16"
 
 
 def load_config(path):
@@ -115,19 +128,11 @@ def _memory(compiled):
   return out
 
 
-def peak_matmul_fn(dtype, n):
-  """(fn, FLOPs): one n x n matmul, float32 accumulation, inputs ready."""
-  rs = np.random.RandomState(n)
-  a = jnp.asarray(rs.rand(n, n), dtype)
-  b = jnp.asarray(rs.rand(n, n), dtype)
-  f = jax.jit(lambda x, y: jnp.matmul(x, y,
-                                      preferred_element_type=jnp.float32))
-  return (lambda: f(a, b)), 2.0 * n**3
-
-
 def bench_task(task, batch, frozen, repeats, peak=None):
-  """Times the compiled step; `peak` = (matmul fn, its FLOPs) adds the
-  interleaved utilisation (see the module docstring)."""
+  """Times the compiled step; `peak` = (matmul fn, its FLOPs) times it
+  interleaved with the step, for the utilisation (see the module
+  docstring). Without it (benchmarks/gpu.py, which measures its own peak)
+  the step alone."""
   # Data parallel over every device (one device: the plain jit): the batch
   # sharded, the state replicated, as the trainer's default mesh does.
   mesh = sharding_lib.make_mesh((-1, 1, 1))
@@ -249,8 +254,7 @@ def main():
   peak_n = PEAK_SIZES["gpu" if gpu else "cpu"][-1]
 
   def peak_fn(dtype_name):
-    # The precision the step is measured against (see the loop below).
-    bf16 = gpu or dtype_name == "bfloat16"
+    bf16 = reference_is_bf16(gpu, dtype_name)
     return peak_matmul_fn(jnp.bfloat16 if bf16 else jnp.float32, peak_n)
 
   if "tokenizer" in stages:
@@ -286,7 +290,7 @@ def main():
   peak_ref = peak16 if gpu else peak32
   for r in results.values():
     # Against the peak of the precision the step computes in.
-    bf16 = gpu or r["dtype"] == "bfloat16"
+    bf16 = reference_is_bf16(gpu, r["dtype"])
     r["utilisation_reference"] = "bfloat16" if bf16 else reference
     r["utilisation_vs_best_peak"] = r["achieved_flops_per_s"] / (
         peak16 if bf16 else peak_ref)

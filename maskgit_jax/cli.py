@@ -50,7 +50,8 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 
 def check_config_overrides(argv: Sequence[str], name: str = "config") -> None:
-  """Exits with one line if a `--config.a.b=v` names a key the config lacks."""
+  """Exits with one line if `--config=FILE` is missing, not Python or
+  broken, or a `--config.a.b=v` names a key the config lacks."""
   overrides = [a[len(f"--{name}."):].split("=", 1)[0] for a in argv
                if a.startswith(f"--{name}.")]
   path = _config_path(argv, name)
