@@ -67,6 +67,34 @@ def test_mask_token_minus_one_is_the_last_embedding_row():
   assert not np.allclose(apply(variables, with_minus_one), apply(variables, ids))
 
 
+def test_image_logits_equal_the_sliced_full_logits():
+  """`image_logits=k` (the training loss's form) is `logits[:, 1:, :k]`,
+  computed without the rest, and its gradient is the sliced one's."""
+  model, variables = tiny()
+  rs = np.random.RandomState(1)
+  # Random variables: the bias and embeddings must matter.
+  variables = jax.tree.map(
+      lambda x: jnp.asarray(rs.randn(*x.shape), x.dtype) * 0.1, variables)
+  ids = rs.randint(0, 16, (2, 17)).astype(np.int32)
+  ids[:, 0] = 16 + 2
+  ids[:, 5:11] = -1
+  full = model.apply(variables, ids)
+  part = model.apply(variables, ids, image_logits=16)
+  assert part.shape == (2, 16, 16)
+  np.testing.assert_allclose(part, full[:, 1:, :16], rtol=1e-6, atol=1e-6)
+
+  def loss(v, **kw):
+    out = model.apply(v, ids, **kw)
+    return jnp.sum(jnp.sin(out if kw else out[:, 1:, :16]))
+  g_full = jax.grad(loss)(variables)
+  g_part = jax.grad(lambda v: loss(v, image_logits=16))(variables)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               g_full, g_part)
+  # The bias keeps the full vocabulary's shape (the release's tree).
+  assert variables["params"]["MlmLayer_0"]["mlm_bias"]["bias"].shape == (20,)
+
+
 def test_matches_release_logits(data_dir):
   ref = np.load(data_dir / "release_model_parity.npz")
   model = maskgit_transformer.Transformer(**release_params.TRANSFORMER)

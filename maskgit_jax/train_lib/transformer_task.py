@@ -76,8 +76,8 @@ def make_task(c: ml_collections.ConfigDict,
     def loss_fn(params):
       logits = transformer.apply({"params": params}, inputs,
                                  deterministic=False,
-                                 rngs={"dropout": dropout_rng})
-      logits = logits[:, 1:, :codebook_size]
+                                 rngs={"dropout": dropout_rng},
+                                 image_logits=codebook_size)
       loss = losses.smoothed_cross_entropy(logits, ids, weights,
                                            c.label_smoothing)
       return loss, logits
