@@ -128,13 +128,12 @@ def _memory(compiled):
   return out
 
 
-def bench_task(task, batch, frozen, repeats, peak=None):
-  """Times the compiled step; `peak` = (matmul fn, its FLOPs) times it
-  interleaved with the step, for the utilisation (see the module
-  docstring). Without it (benchmarks/gpu.py, which measures its own peak)
-  the step alone."""
-  # Data parallel over every device (one device: the plain jit): the batch
-  # sharded, the state replicated, as the trainer's default mesh does.
+def compile_step(task, batch, frozen):
+  """(one, FLOPs, compiled): the task's jitted step compiled data parallel
+  over every device (one device: the plain jit), the batch sharded and the
+  state replicated, as the trainer's default mesh does; `one()` runs a step
+  on the carried state and returns its loss. FLOPs: XLA's cost analysis of
+  the partitioned program times the device count."""
   mesh = sharding_lib.make_mesh((-1, 1, 1))
   replicated = sharding_lib.replicated(mesh)
   batch = jax.device_put(batch, jax.sharding.NamedSharding(
@@ -148,13 +147,21 @@ def bench_task(task, batch, frozen, repeats, peak=None):
   compiled = step.lower(state, batch, frozen).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  # The cost of the partitioned program is one device's share.
   flops = float(cost.get("flops", 0.0)) * len(jax.devices())
   holder = {"state": state}
 
   def one():
     holder["state"], metrics = compiled(holder["state"], batch, frozen)
     return metrics["loss"]
+  return one, flops, compiled
+
+
+def bench_task(task, batch, frozen, repeats, peak=None):
+  """Times the compiled step; `peak` = (matmul fn, its FLOPs) times it
+  interleaved with the step, for the utilisation (see the module
+  docstring). Without it (benchmarks/gpu.py, which measures its own peak)
+  the step alone."""
+  one, flops, compiled = compile_step(task, batch, frozen)
   out = {"flops_per_step": flops, "repeats": repeats,
          "compiled_memory": _memory(compiled)}
   if peak is None:
@@ -188,10 +195,10 @@ def analytic_transformer_flops(transformer, params, batch_size):
                                   12 * layers * batch_size * s * s * d)}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--repeats", type=int, default=20)
-  parser.add_argument("--out", default="benchmarks/results/train_step.json")
+def build_parser(description):
+  """The options that say which steps to build (shared with
+  benchmarks/profile_step.py)."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--transformer_dtype", default="float32",
                       choices=("float32", "bfloat16"),
                       help="stage 2's compute dtype (bfloat16: the fast "
@@ -213,18 +220,19 @@ def main():
                       help="config.cpu_devices (default: the config's): 0 = "
                       "JAX's one CPU device, -1 = one per core (data "
                       "parallel, batch sharded), N = N devices")
-  args = parser.parse_args()
+  return parser
+
+
+def configure(args):
+  """(config, {stage: resolved training section}) for the parsed options;
+  applies `--cpu_devices` (before JAX starts its backends)."""
   config = load_config(args.config)
   if args.cpu_devices is None:
     args.cpu_devices = config.get("cpu_devices", 0)
   note = cpu_devices.apply(args.cpu_devices)
   if note:
     print(note)
-  device = jax.devices()[0]
-  gpu = device.platform == "gpu"
-  repeats = args.repeats * (5 if gpu else 1)  # GPU steps take milliseconds
   config.transformer.dtype = args.transformer_dtype
-  stages = args.stages.split(",")
   sections = {"tokenizer": config.tokenizer_training,
               "transformer": config.transformer_training}
   for stage, section in sections.items():
@@ -235,20 +243,45 @@ def main():
   if args.token_cache is None:
     args.token_cache = bool(config.transformer_training.token_cache)
   sections["transformer"].token_cache = args.token_cache
+  return config, sections
+
+
+def make_stage(config, stage, section):
+  """(task, batch, frozen) for one stage's train step on random inputs:
+  the project's own `Task`, a batch of its keys, and the frozen tokenizer's
+  variables that stage 2 reads (None for stage 1)."""
   tokenizer = factory.tokenizer_from_config(config)
-  transformer = factory.transformer_from_config(config)
   size, ch = config.image_size, tokenizer.channels
   rs = np.random.RandomState(0)
-
-  def batch(n, keys=("image", "label")):
-    seq = (size // tokenizer.downsample_factor) ** 2
-    out = {"image": jnp.asarray(rs.rand(n, size, size, ch), jnp.float32),
+  n = section.batch_size
+  seq = (size // tokenizer.downsample_factor) ** 2
+  batch = {"image": jnp.asarray(rs.rand(n, size, size, ch), jnp.float32),
            "label": jnp.asarray(rs.randint(0, config.num_classes, n),
                                 jnp.int32),
            "tokens": jnp.asarray(rs.randint(0, tokenizer.codebook_size,
                                             (n, seq)), jnp.int32)}
-    return {k: out[k] for k in keys}
+  if stage == "tokenizer":
+    task = tokenizer_task.make_task(section, tokenizer, size,
+                                    note=lambda m: None)
+    return task, {"image": batch["image"]}, None
+  tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
+                                  random_init=True)
+  task = transformer_task.make_task(
+      section, tokenizer, tok_vars, factory.transformer_from_config(config),
+      config.num_classes)
+  return task, {k: batch[k] for k in task.batch_keys}, tok_vars
 
+
+def main():
+  parser = build_parser(__doc__.split("\n")[0])
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--out", default="benchmarks/results/train_step.json")
+  args = parser.parse_args()
+  config, sections = configure(args)
+  device = jax.devices()[0]
+  gpu = device.platform == "gpu"
+  repeats = args.repeats * (5 if gpu else 1)  # GPU steps take milliseconds
+  stages = args.stages.split(",")
   rss_start = rss_mb()
   results = {}
   peak_n = PEAK_SIZES["gpu" if gpu else "cpu"][-1]
@@ -259,25 +292,21 @@ def main():
 
   if "tokenizer" in stages:
     t1 = sections["tokenizer"]
-    stage1 = tokenizer_task.make_task(t1, tokenizer, size,
-                                      note=lambda m: None)
+    stage1, batch1, _ = make_stage(config, "tokenizer", t1)
     results["tokenizer"] = dict(batch_size=t1.batch_size, dtype="float32",
-                                **bench_task(stage1, batch(t1.batch_size),
-                                             None, repeats,
+                                **bench_task(stage1, batch1, None, repeats,
                                              peak_fn("float32")))
     results["tokenizer"]["peak_rss_mb_after"] = rss_mb()
   if "transformer" in stages:
     t2 = sections["transformer"]
-    tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
-                                    random_init=True)
-    stage2 = transformer_task.make_task(t2, tokenizer, tok_vars, transformer,
-                                        config.num_classes)
+    stage2, batch2, tok_vars = make_stage(config, "transformer", t2)
     results["transformer"] = dict(
         batch_size=t2.batch_size, dtype=args.transformer_dtype,
         token_cache=args.token_cache,
-        **bench_task(stage2, batch(t2.batch_size, stage2.batch_keys),
-                     tok_vars, repeats, peak_fn(args.transformer_dtype)))
+        **bench_task(stage2, batch2, tok_vars, repeats,
+                     peak_fn(args.transformer_dtype)))
     results["transformer"]["peak_rss_mb_after"] = rss_mb()
+    transformer = factory.transformer_from_config(config)
     tr_params = loader.load_stage(config, "transformer", transformer,
                                   random_init=True)[0]["params"]
     results["transformer"]["analytic"] = analytic_transformer_flops(

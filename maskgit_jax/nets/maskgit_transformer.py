@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from maskgit_jax.nets import attention
 from maskgit_jax.nets import layer_stack
 from maskgit_jax.nets import layers
 
@@ -64,70 +65,6 @@ def truncated_normal(stddev: float) -> Callable[..., jax.Array]:
   return init
 
 
-def _f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                                  preferred_element_type=None, **kwargs):
-  del preferred_element_type
-  return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                             preferred_element_type=jnp.float32, **kwargs)
-
-
-def _dot_general(dtype) -> Optional[Callable[..., jax.Array]]:
-  """Float32 accumulation for low-precision matmuls; the default otherwise."""
-  return None if dtype == jnp.float32 else _f32_accumulating_dot_general
-
-
-def low_precision_attention(query, key, value, mask=None, dropout_rng=None,
-                            dropout_rate=0., broadcast_dropout=True,
-                            deterministic=False, dtype=None, precision=None,
-                            module=None):
-  """`nn.dot_product_attention` for the fast precision mode.
-
-  Both products take the low-precision `query`, `key`, `value` and
-  accumulate in float32; the attention logits, softmax and dropout stay
-  float32, and the probabilities are cast to `value.dtype` for the value
-  product. Returns float32 `[..., q_length, heads, depth]`.
-
-  On a CPU, without dropout, mask or sown weights, the batch is attended
-  one example at a time (`lax.map`; the same result): one example's logits
-  of all heads stay in cache. At 16x16 tokens and batch 8 that makes the
-  attention about 3x faster on a 2-core CPU, where it was half the time of
-  a bfloat16 forward.
-  """
-  query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
-  dropout = not deterministic and dropout_rate > 0.
-  if (query.ndim == 4 and mask is None and not dropout and module is None
-      and jax.default_backend() == "cpu"):
-    return jax.lax.map(
-        lambda qkv: _low_precision_attention(*qkv, precision=precision),
-        (query, key, value))
-  return _low_precision_attention(
-      query, key, value, mask=mask, dropout_rng=dropout_rng,
-      dropout_rate=dropout_rate if dropout else 0.,
-      broadcast_dropout=broadcast_dropout, precision=precision, module=module)
-
-
-def _low_precision_attention(query, key, value, mask=None, dropout_rng=None,
-                             dropout_rate=0., broadcast_dropout=True,
-                             precision=None, module=None):
-  query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
-  logits = jnp.einsum("...qhd,...khd->...hqk", query, key, precision=precision,
-                      preferred_element_type=jnp.float32)
-  if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits)
-  if module:
-    module.sow("intermediates", "attention_weights", weights)
-  if dropout_rate > 0.:
-    keep_prob = 1.0 - dropout_rate
-    shape = ((1,) * (key.ndim - 2) + weights.shape[-2:] if broadcast_dropout
-             else weights.shape)
-    keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
-    weights = weights * (keep.astype(weights.dtype) / keep_prob)
-  return jnp.einsum("...hqk,...khd->...qhd", weights.astype(value.dtype),
-                    value, precision=precision,
-                    preferred_element_type=jnp.float32)
-
-
 def _partitioned(init, names):
   return nn.with_logical_partitioning(init, names)
 
@@ -146,7 +83,7 @@ class Attention(nn.Module):
     init = truncated_normal(self.initializer_range)
     zeros = nn.initializers.zeros
     attention_fn = (nn.dot_product_attention if self.dtype == jnp.float32
-                    else low_precision_attention)
+                    else attention.low_precision_attention)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_attention_heads,
         qkv_features=self.hidden_size,
@@ -158,8 +95,8 @@ class Attention(nn.Module):
         out_bias_init=_partitioned(zeros, ("embed",)),
         dtype=self.dtype,
         attention_fn=attention_fn,
-        qkv_dot_general=_dot_general(self.dtype),
-        out_dot_general=_dot_general(self.dtype),
+        qkv_dot_general=attention.dot_general(self.dtype),
+        out_dot_general=attention.dot_general(self.dtype),
         name="self_attention")(x)
     y = nn.Dropout(rate=self.hidden_dropout_prob)(y, deterministic=deterministic)
     return _layer_norm("attention_output_ln")(y.astype(jnp.float32) + x)
@@ -185,7 +122,7 @@ def _dense(features, names, initializer_range, dtype, name) -> nn.Dense:
       features=features,
       kernel_init=_partitioned(truncated_normal(initializer_range), names),
       bias_init=_partitioned(nn.initializers.zeros, names[-1:]),
-      dtype=dtype, dot_general=_dot_general(dtype), name=name)
+      dtype=dtype, dot_general=attention.dot_general(dtype), name=name)
 
 
 class Mlp(nn.Module):
