@@ -96,9 +96,9 @@ def random_training_mask(rng: jax.Array, batch: int, seq_len: int,
   n = jnp.clip(jnp.ceil(scaled), 1, seq_len).astype(jnp.int32)
   noise = jax.random.uniform(position_rng, (batch, seq_len))
   ranks = jnp.argsort(jnp.argsort(noise, axis=-1), axis=-1)
-  mask = ranks < n[:, None]
-  # The same n, counted from the mask: a reduction, so XLA computes it once
-  # instead of recomputing the schedule's cosine per element of every
-  # `[b, l, vocab]` pass that the loss weights (= the mask) feed.
-  n = jnp.sum(mask, axis=-1, dtype=jnp.int32)
+  # The same n, counted from the mask: a reduction, which XLA computes once;
+  # otherwise XLA:CPU fused the schedule's cosine into every `[b, l, vocab]`
+  # pass of the loss's gradient that the weights (the mask) feed, once per
+  # element (measured: benchmarks/profile_step.py).
+  n = jnp.sum(ranks < n[:, None], axis=-1, dtype=jnp.int32)
   return ranks < n[:, None], n
