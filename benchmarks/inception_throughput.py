@@ -44,6 +44,7 @@ import numpy as np
 from maskgit_jax.metrics import features
 from maskgit_jax.nets import conv
 from maskgit_jax.nets import inception
+from maskgit_jax.nets import inception_weights
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "inception_torch_worker.py")
@@ -51,9 +52,9 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 def _params():
   try:
-    return inception.load_params(), "default_1.pt"
-  except inception.WeightsFileError:
-    return inception.random_params(), "random"
+    return inception_weights.load_params(), "default_1.pt"
+  except inception_weights.WeightsFileError:
+    return inception_weights.random_params(), "random"
 
 
 def end_to_end(params, batch_size: int, image_size: int, num_batches: int):
@@ -202,7 +203,7 @@ def main(argv=None):
                            args.num_batches))
   record["network_side_by_side"] = side_by_side(
       params, args.batch_size, args.repeats, torch_python,
-      str(inception.default_weights_path()) if torch_python else None)
+      str(inception_weights.default_weights_path()) if torch_python else None)
   sbs = record["network_side_by_side"]
   print("| route | images/s (network, batch "
         f"{args.batch_size}, 299x299) |\n|---|---|")

@@ -29,6 +29,7 @@ from maskgit_jax.metrics import features
 from maskgit_jax.metrics import fid
 from maskgit_jax.metrics import reference
 from maskgit_jax.nets import inception
+from maskgit_jax.nets import inception_weights
 from maskgit_jax.store import checkpoint as checkpoint_lib
 import release_params
 import test_train
@@ -50,7 +51,7 @@ class RandomInception8:
 
   def __init__(self):
     self.net = features.InceptionFeatureExtractor(
-        8, params=inception.random_params())
+        8, params=inception_weights.random_params())
     self.proj = np.random.RandomState(0).randn(
         inception.FEATURE_DIM, 8).astype(np.float32) / 45.0
     self.calls = 0

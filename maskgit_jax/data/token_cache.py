@@ -31,6 +31,7 @@ import numpy as np
 
 from maskgit_jax.common import files
 from maskgit_jax.data import pipeline
+from maskgit_jax.data import record_stream
 
 _FORMAT = 'maskgit_jax.token_cache/1'
 EncodeFn = Callable[[np.ndarray], np.ndarray]
@@ -137,12 +138,12 @@ class TokenBatches:
     labels = np.empty((b,), np.int32)
     for j in range(b):
       epoch, position = ds.global_position(step * b + j)
-      for attempt in range(pipeline.MAX_SUBSTITUTES + 1):
+      for attempt in range(record_stream.MAX_SUBSTITUTES + 1):
         record = ds.record_at(epoch, position + attempt)
         if self._valid[record]:
           break
       else:
-        raise ValueError(f'{pipeline.MAX_SUBSTITUTES + 1} consecutive '
+        raise ValueError(f'{record_stream.MAX_SUBSTITUTES + 1} consecutive '
                          'training records are unreadable; check the data.')
       view = int(self._flip(epoch, record))
       tokens[j] = self._ids[record, view]

@@ -33,7 +33,7 @@ from maskgit_jax import data as data_lib
 from maskgit_jax.metrics import features as features_lib
 from maskgit_jax.metrics import fid
 from maskgit_jax.metrics import reference
-from maskgit_jax.nets import inception
+from maskgit_jax.nets import inception_weights
 
 SUBSET_SEED = 0
 DEFAULT_BATCH_SIZE = 32
@@ -71,8 +71,8 @@ def make_feature_fn(feature_extractor=None, inception_params=None,
       `[N, D]` features; its `name` attribute (if any) keys the cache, and
       without one nothing is cached.
     inception_params: FID Inception-v3 params (e.g.
-      `inception.random_params()` in tests); default: the real weights
-      (`inception.load_params()`).
+      `inception_weights.random_params()` in tests); default: the real weights
+      (`inception_weights.load_params()`).
     batch_size: the Inception batch.
     shard_batch: split each Inception batch over the local devices.
 
@@ -84,7 +84,7 @@ def make_feature_fn(feature_extractor=None, inception_params=None,
       raise ValueError("give feature_extractor or inception_params, not both")
     return feature_extractor, getattr(feature_extractor, "name", None)
   params = (inception_params if inception_params is not None
-            else inception.load_params())
+            else inception_weights.load_params())
   extractor = features_lib.InceptionFeatureExtractor(
       batch_size, params=params, shard_batch=shard_batch)
   return extractor, f"inception_v3-{tree_digest(params)[:12]}"

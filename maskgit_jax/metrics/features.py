@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskgit_jax.nets import inception
+from maskgit_jax.nets import inception_weights
 
 
 def to_rgb_float01(images) -> np.ndarray | jax.Array:
@@ -79,8 +80,8 @@ class InceptionFeatureExtractor:
 
   Args:
     batch_size: fixed batch of the compiled network.
-    params: a params tree from `inception.load_params`; loaded if None.
-    weights_path, cache_dir: passed to `inception.load_params`.
+    params: a params tree from `inception_weights.load_params`; loaded if None.
+    weights_path, cache_dir: passed to `inception_weights.load_params`.
     quantize: round to 8-bit levels first (the FID convention; see
       `inception.preprocess_images`).
     progress: show a tqdm bar over batches.
@@ -94,7 +95,7 @@ class InceptionFeatureExtractor:
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if params is None:
-      params = inception.load_params(weights_path, cache_dir)
+      params = inception_weights.load_params(weights_path, cache_dir)
     self.batch_size = batch_size
     self.quantize = quantize
     self.progress = progress

@@ -42,7 +42,8 @@ def perceptual_loss_fn(weights_path: Optional[str], note=logging.info):
          "against it.")
     return None
   from maskgit_jax.nets import inception  # pylint: disable=import-outside-toplevel
-  params = inception.load_params(weights_path)
+  from maskgit_jax.nets import inception_weights  # pylint: disable=import-outside-toplevel
+  params = inception_weights.load_params(weights_path)
   net = inception.FIDInceptionV3(quantize=False)
 
   def loss(x, y):
