@@ -121,7 +121,8 @@ def transformer_training() -> ml_collections.ConfigDict:
 
 
 def cpu_recipe(config: ml_collections.ConfigDict, *, tokenizer_steps: int,
-               transformer_steps: int, save_every: int
+               transformer_steps: int, save_every: int,
+               tokenizer_batch_size: int = 32
                ) -> ml_collections.ConfigDict:
   """The small-CPU recipe that `configs/fashion_mnist.py` measured and
   `configs/folder.py` reuses: stage 1 reconstruction only (no GAN, no
@@ -132,7 +133,7 @@ def cpu_recipe(config: ml_collections.ConfigDict, *, tokenizer_steps: int,
   `sampling`; `save_every` is the checkpoint and image period of both."""
   t = config.tokenizer_training = tokenizer_training()
   t.num_steps = tokenizer_steps
-  t.batch_size = 32
+  t.batch_size = tokenizer_batch_size
   t.g_optimizer.lr = 3e-3
   t.g_optimizer.b1 = 0.9
   t.g_optimizer.lr_schedule = "cosine"
