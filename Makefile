@@ -34,11 +34,12 @@ demo: setup
 	  --workdir=$(WORKDIR)
 
 # Two pytest workers (pytest-xdist), one test file each at a time: a single
-# pytest keeps ~1.3 of 2 cores busy (compiling is mostly one thread).
+# pytest keeps ~1.3 of 2 cores busy (compiling is mostly one thread). The 30
+# slowest tests are listed at the end (where the suite's time goes).
 TEST_WORKERS ?= 2
 test: setup
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q \
-	  -n $(TEST_WORKERS) --dist=loadfile tests
+	  -n $(TEST_WORKERS) --dist=loadfile --durations=30 tests
 
 # Regenerates checkpoints/fashion_mnist (the shipped model): exactly the
 # demo's run (configs/fashion_mnist.py as it is), exported, then evaluated at
