@@ -1,4 +1,4 @@
-"""Writes a class-per-folder image tree from the npm package of Twemoji PNGs.
+"""Writes a class-per-folder image tree from an npm emoji-datasource package.
 
 Usage (by hand; not part of the test suite):
   cd /tmp && npm pack emoji-datasource-twitter@16.0.0 && \
@@ -19,6 +19,15 @@ category left out): activities, animals_nature, flags, food_drink, objects,
 people_body, smileys_emotion, symbols, travel_places (1,906 images).
 With --size the images are resized (RGBA, Lanczos); --per_class keeps the
 first N of each category in the package's sort order.
+
+--vendor=google reads `emoji-datasource-google` (same layout, img/google/64/,
+`has_img_google`), the second colour set of the folder recipe's checks:
+  cd /tmp && npm pack emoji-datasource-google@16.0.0 && \
+      tar xzf emoji-datasource-google-16.0.0.tgz
+  python tests/data/tools/make_emoji_folder.py /tmp/package /tmp/noto_folder \
+      --vendor=google
+Its README states that the Android/Google/Noto images are available under
+the Apache License 2.0 (package.json licence field: MIT, as above).
 """
 import argparse
 import json
@@ -44,6 +53,9 @@ def main():
                       help="resize to SIZE x SIZE (0: keep 64x64)")
   parser.add_argument("--per_class", type=int, default=0,
                       help="at most this many images a class (0: all)")
+  parser.add_argument("--vendor", default="twitter",
+                      choices=("twitter", "google"),
+                      help="whose images: emoji-datasource-<vendor>")
   parser.add_argument("--categories", default="",
                       help="comma-separated category folder names (all)")
   args = parser.parse_args()
@@ -53,14 +65,14 @@ def main():
   emoji.sort(key=lambda e: e.get("sort_order", 0))
   counts = {}
   for e in emoji:
-    if not e.get("has_img_twitter") or e["category"] in SKIPPED:
+    if not e.get(f"has_img_{args.vendor}") or e["category"] in SKIPPED:
       continue
     name = slug(e["category"])
     if wanted and name not in wanted:
       continue
     if args.per_class and counts.get(name, 0) >= args.per_class:
       continue
-    src = os.path.join(args.package, "img", "twitter", "64", e["image"])
+    src = os.path.join(args.package, "img", args.vendor, "64", e["image"])
     if not os.path.isfile(src):
       continue
     dst = os.path.join(args.out, name, e["image"])
