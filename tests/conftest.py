@@ -1,4 +1,5 @@
-"""Test set-up: 8 simulated CPU devices, set before JAX starts."""
+"""Test set-up, before JAX starts: 8 simulated CPU devices and XLA:CPU code
+generation at optimisation level 0 (below)."""
 import os
 
 # XLA:CPU's LLVM backend at optimisation level 0 unless MASKGIT_TEST_XLA_OPT
@@ -7,12 +8,15 @@ import os
 # tiny tokenizer's init 12x faster (8 s against 101 s here) and runs
 # tests/test_halton.py in 0.33x the time. Matrix products and convolutions
 # are library calls either way; the elementwise code differs only in float
-# rounding (no FMA contraction), which no test's tolerance depends on.
+# rounding (the whole suite passes at both levels).
 # Subprocesses that tests start inherit the flag.
 _OPT = os.environ.get("MASKGIT_TEST_XLA_OPT", "0")
 _FLAGS = os.environ.get("XLA_FLAGS", "")
 if _OPT != "default" and "xla_backend_optimization_level" not in _FLAGS:
-  _FLAGS += f" --xla_backend_optimization_level={int(_OPT)}"
+  if not _OPT.isdigit():
+    raise SystemExit(f"error: MASKGIT_TEST_XLA_OPT={_OPT!r}: expected an "
+                     "optimisation level (0-3) or 'default'")
+  _FLAGS += f" --xla_backend_optimization_level={_OPT}"
 os.environ["XLA_FLAGS"] = (
     _FLAGS + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
