@@ -13,7 +13,7 @@ import os
 _OPT = os.environ.get("MASKGIT_TEST_XLA_OPT", "0")
 _FLAGS = os.environ.get("XLA_FLAGS", "")
 if _OPT != "default" and "xla_backend_optimization_level" not in _FLAGS:
-  if not _OPT.isdigit():
+  if _OPT not in ("0", "1", "2", "3"):
     raise SystemExit(f"error: MASKGIT_TEST_XLA_OPT={_OPT!r}: expected an "
                      "optimisation level (0-3) or 'default'")
   _FLAGS += f" --xla_backend_optimization_level={_OPT}"
