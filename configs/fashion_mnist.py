@@ -57,11 +57,13 @@ def get_config():
 
   # No entropy loss: with l2-normalised codes and dead-code restarts every
   # code is used anyway, and the entropy term cost ~4 dB PSNR in the budget.
-  config.tokenizer = ml_collections.ConfigDict(dict(
-      preset="small", channels=1, entropy_loss_ratio=0.0, remat="none"))
-  config.transformer = ml_collections.ConfigDict(dict(
-      preset="small", hidden_dropout_prob=0.0,
-      attention_probs_dropout_prob=0.0, remat="none", scan_layers=False))
+  # The presets' other fields are None here (the preset's value) and can be
+  # set with --config.tokenizer.KEY / --config.transformer.KEY.
+  config.tokenizer = defaults.tokenizer(
+      "small", channels=1, entropy_loss_ratio=0.0, remat="none")
+  config.transformer = defaults.transformer(
+      "small", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+      remat="none", scan_layers=False)
 
   # Measured in the README's "Measured" (see the docstring).
   defaults.cpu_recipe(config, tokenizer_steps=7300, tokenizer_batch_size=16,

@@ -48,15 +48,11 @@ def get_config():
 
   # The sizes (None) come from auto_config.TOKENIZER_SIZES[image_size], or
   # from a preset when `preset` is set ("small", "imagenet", ...).
-  config.tokenizer = ml_collections.ConfigDict(dict(
-      preset="", channels=placeholder(int), entropy_loss_ratio=0.0,
-      filters=placeholder(int), channel_multipliers=placeholder(tuple),
-      num_res_blocks=placeholder(int), embedding_dim=placeholder(int),
-      codebook_size=placeholder(int), num_groups=placeholder(int),
-      code_dim=placeholder(int), l2_normalized=placeholder(bool),
-      remat="none"))
-  config.transformer = ml_collections.ConfigDict(dict(
-      preset="small", remat="none", scan_layers=False))
+  config.tokenizer = defaults.tokenizer(
+      "", channels=placeholder(int), entropy_loss_ratio=0.0, remat="none")
+  # The preset's sizes; any of them can be set (--config.transformer.KEY).
+  config.transformer = defaults.transformer(
+      "small", remat="none", scan_layers=False)
 
   # The Fashion-MNIST demo's recipe (configs/fashion_mnist.py, measured
   # there), with its own step counts.

@@ -38,10 +38,10 @@ def get_config():
   config.num_classes = 1000
   config.class_names = ()
 
-  config.tokenizer = ml_collections.ConfigDict(dict(preset="imagenet",
-                                                     remat="none"))
-  config.transformer = ml_collections.ConfigDict(dict(
-      preset="imagenet256", remat="none", scan_layers=False))
+  # Fields left None take the preset's value (settable with --config).
+  config.tokenizer = defaults.tokenizer("imagenet", remat="none")
+  config.transformer = defaults.transformer(
+      "imagenet256", remat="none", scan_layers=False)
   config.data.source = "tfds"
   config.data.name = "imagenet2012"
   config.data.crop_scale = (0.08, 1.0)

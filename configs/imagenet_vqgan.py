@@ -28,10 +28,10 @@ def get_config():
   config.data.name = "imagenet2012"
   config.data.crop_scale = (0.08, 1.0)  # the release's random resized crop
 
-  config.tokenizer = ml_collections.ConfigDict(dict(preset="imagenet",
-                                                     remat="none"))
-  config.transformer = ml_collections.ConfigDict(dict(
-      preset="imagenet256", remat="none", scan_layers=False))
+  # Fields left None take the preset's value (settable with --config).
+  config.tokenizer = defaults.tokenizer("imagenet", remat="none")
+  config.transformer = defaults.transformer(
+      "imagenet256", remat="none", scan_layers=False)
   config.tokenizer_training = defaults.tokenizer_training()
   config.tokenizer_training.log_every = 100
   config.tokenizer_training.checkpoint_every = 10_000

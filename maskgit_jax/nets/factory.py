@@ -39,23 +39,33 @@ _UNRESOLVED = ("is unset (auto): it is derived when training starts "
 
 def _fields(section: ml_collections.ConfigDict, allowed, what: str,
             optional=()):
+  """The section's fields; a None field is left out (the preset's value, or
+  the model's default) when a preset is set or the key is `optional`."""
   values = section.to_dict()
   unknown = sorted(set(values) - set(allowed))
   if unknown:
     raise ValueError(f"Unknown {what} config key(s) {unknown}; allowed: "
                      f"{sorted(allowed)}.")
-  unset = sorted(k for k, v in values.items()
-                 if (v is None or v == "auto") and k not in optional)
+  preset = values.get("preset")
+  values = {k: v for k, v in values.items()
+            if not (v is None and (preset or k in optional))}
+  unset = sorted(k for k, v in values.items() if v is None or v == "auto")
   if unset:
     raise ValueError(f"config.{what}.{unset[0]} {_UNRESOLVED}.")
   return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+# Tokenizer fields that may be None without a preset (the model's default);
+# the size fields may not (`auto_config` fills them for a folder).
+_TOKENIZER_OPTIONAL = ("code_dim", "commitment_cost", "entropy_loss_ratio",
+                       "entropy_temperature", "dtype")
 
 
 def tokenizer_from_config(config: ml_collections.ConfigDict
                           ) -> vqgan_tokenizer.VQVAE:
   """`config.tokenizer`: `preset` plus any VQVAE field overriding it."""
   fields = _fields(config.tokenizer, {"preset", *vqgan_tokenizer.VQVAE.field_names()},
-                   "tokenizer", optional=("code_dim",))
+                   "tokenizer", optional=_TOKENIZER_OPTIONAL)
   layers.check_remat_policy(fields.get("remat", "none"),
                             "config.tokenizer.remat")
   preset = fields.pop("preset", None)
@@ -81,7 +91,8 @@ def transformer_from_config(config: ml_collections.ConfigDict,
   tokenizer = tokenizer_from_config(config)
   if config.num_classes is None or config.num_classes == "auto":
     raise ValueError(f"config.num_classes {_UNRESOLVED}.")
-  fields = _fields(config.transformer, TRANSFORMER_KEYS, "transformer")
+  fields = _fields(config.transformer, TRANSFORMER_KEYS, "transformer",
+                   optional=TRANSFORMER_KEYS)
   layers.check_remat_policy(fields.get("remat", "none"),
                             "config.transformer.remat")
   preset = fields.pop("preset", None)

@@ -87,7 +87,9 @@ def auto_fields(values: Dict[str, Any]) -> List[str]:
   tok = values.get("tokenizer") or {}
   names = [k for k in ("num_classes", "class_names")
            if k in values and is_auto(values[k])]
-  names += [f"tokenizer.{k}" for k in ("channels",) + SIZE_KEYS
+  # With a preset, an unset size is the preset's (nets/factory), not derived.
+  sizes = () if tok.get("preset") else SIZE_KEYS
+  names += [f"tokenizer.{k}" for k in ("channels",) + sizes
             if k in tok and is_auto(tok[k])]
   return names
 

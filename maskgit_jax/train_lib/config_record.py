@@ -48,15 +48,17 @@ def _flat(tree: Any, prefix: str = "") -> Dict[str, Any]:
 
 def differences(old: Dict[str, Any], new: Dict[str, Any]
                 ) -> List[Tuple[str, Any, Any]]:
-  """(key, old value, new value) of every leaf that differs, sorted."""
+  """(key, old value, new value) of every leaf that differs, sorted.
+
+  A key missing on one side equals None there: a field that a newer config
+  adds as None (a preset's value) does not differ from a record without it.
+  """
   a, b = _flat(old), _flat(new)
-  missing = object()
   out = []
   for key in sorted(set(a) | set(b)):
-    va, vb = a.get(key, missing), b.get(key, missing)
+    va, vb = a.get(key), b.get(key)
     if va != vb:
-      out.append((key, None if va is missing else va,
-                  None if vb is missing else vb))
+      out.append((key, va, vb))
   return out
 
 

@@ -8,15 +8,49 @@ strings such as "2 epochs" / "50000 examples".
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from maskgit_jax import data as data_lib
 from maskgit_jax.train_lib import sharding
+
+# The model fields a config exposes beside `preset`, with their types. A field
+# left None takes the preset's value (maskgit_jax.nets.factory), so that
+# `--config.transformer.hidden_size=192` or `--config.tokenizer.codebook_size=256`
+# overrides one size of a preset from the command line.
+TRANSFORMER_FIELDS = (
+    ("hidden_size", int), ("num_hidden_layers", int),
+    ("num_attention_heads", int), ("intermediate_size", int),
+    ("hidden_dropout_prob", float), ("attention_probs_dropout_prob", float),
+    ("initializer_range", float), ("dtype", str))
+TOKENIZER_FIELDS = (
+    ("filters", int), ("channel_multipliers", tuple), ("num_res_blocks", int),
+    ("embedding_dim", int), ("codebook_size", int), ("num_groups", int),
+    ("code_dim", int), ("l2_normalized", bool), ("commitment_cost", float))
 
 
 def duration(value) -> ml_collections.FieldReference:
   """A duration field: an int (steps) or a string ("2 epochs", "50000
   examples"), from a config file or `--config.key=value` alike."""
   return ml_collections.FieldReference(value, field_type=object)
+
+
+def _section(fields, given):
+  values = {name: placeholder(kind) for name, kind in fields}
+  values.update(given)
+  return ml_collections.ConfigDict(values)
+
+
+def transformer(preset: str, **given) -> ml_collections.ConfigDict:
+  """`config.transformer`: `preset` and the `given` fields (remat,
+  scan_layers, any size); every other field of TRANSFORMER_FIELDS is None,
+  the preset's value, and settable with `--config.transformer.KEY=VALUE`."""
+  return _section(TRANSFORMER_FIELDS, dict(given, preset=preset))
+
+
+def tokenizer(preset: str, **given) -> ml_collections.ConfigDict:
+  """`config.tokenizer`: like `transformer()`, with TOKENIZER_FIELDS (the
+  size fields None are filled by `auto_config` when `preset` is "")."""
+  return _section(TOKENIZER_FIELDS, dict(given, preset=preset))
 
 
 def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

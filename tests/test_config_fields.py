@@ -1,0 +1,102 @@
+"""Every config in configs/ exposes its models' size fields: None takes the
+preset's value, and `--config.transformer.KEY=VALUE` /
+`--config.tokenizer.KEY=VALUE` override one of them on a locked config (the
+commands the README gives). A run recorded before the fields existed resumes."""
+import dataclasses
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from maskgit_jax.nets import factory
+from maskgit_jax.nets import maskgit_transformer
+from maskgit_jax.nets import vqgan_tokenizer
+from maskgit_jax.train_lib import config_record
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+PRESET_CONFIGS = ("fashion_mnist", "imagenet", "imagenet512", "imagenet_vqgan")
+
+
+def parse(name, *overrides):
+  argv = ["prog", f"--config={CONFIGS / name}.py", *overrides]
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file(
+      "config", lock_config=True, flag_values=values, sys_argv=argv)
+  values(argv)
+  return holder.value
+
+
+def sizes(module):
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+          if f.name not in ("parent", "name")}
+
+
+@pytest.mark.parametrize("name", PRESET_CONFIGS)
+def test_unset_fields_are_the_presets(name):
+  config = parse(name)
+  assert config.transformer.hidden_size is None
+  assert config.tokenizer.codebook_size is None
+  tok = factory.tokenizer_from_config(config)
+  given = {k: v for k, v in config.tokenizer.to_dict().items()
+           if v is not None and k != "preset"}
+  want = vqgan_tokenizer.VQVAE.from_preset(config.tokenizer.preset, **given)
+  assert sizes(tok) == sizes(want)
+  model = factory.transformer_from_config(config)
+  preset = maskgit_transformer.PRESETS[config.transformer.preset]
+  for key in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+              "intermediate_size"):
+    assert getattr(model, key) == preset[key], key
+
+
+@pytest.mark.parametrize("name", PRESET_CONFIGS)
+def test_one_size_overrides_on_the_command_line(name):
+  config = parse(name, "--config.transformer.hidden_size=192",
+                 "--config.transformer.intermediate_size=768",
+                 "--config.transformer.dtype=bfloat16",
+                 "--config.tokenizer.codebook_size=256")
+  tok = factory.tokenizer_from_config(config)
+  assert tok.codebook_size == 256
+  model = factory.transformer_from_config(config)
+  assert (model.hidden_size, model.intermediate_size) == (192, 768)
+  assert model.vocab_size == 256 + config.num_classes + 1
+  assert model.dtype.__name__ == "bfloat16"
+  preset = maskgit_transformer.PRESETS[config.transformer.preset]
+  assert model.num_hidden_layers == preset["num_hidden_layers"]
+
+
+def test_folder_config_overrides_the_transformer():
+  config = parse("folder", "--config.transformer.num_hidden_layers=2",
+                 "--config.num_classes=3", "--config.tokenizer.preset=small",
+                 "--config.tokenizer.channels=3")
+  model = factory.transformer_from_config(config)
+  assert model.num_hidden_layers == 2
+  assert model.hidden_size == maskgit_transformer.PRESETS["small"][
+      "hidden_size"]
+
+
+def test_a_size_field_without_preset_or_value_is_one_error():
+  config = parse("folder", "--config.num_classes=3",
+                 "--config.tokenizer.channels=3")
+  with pytest.raises(ValueError, match=r"config.tokenizer.channel_multipliers "
+                     r"is unset"):
+    factory.tokenizer_from_config(config)
+
+
+def test_a_record_without_the_new_fields_resumes(tmp_path):
+  config = parse("fashion_mnist")
+  config_record.record(config, str(tmp_path), log=lambda _: None)
+  path = tmp_path / "config.json"
+  import json  # pylint: disable=import-outside-toplevel
+  old = json.loads(path.read_text())
+  for section in ("tokenizer", "transformer"):
+    old[section] = {k: v for k, v in old[section].items() if v is not None}
+  assert "hidden_size" not in old["transformer"]
+  path.write_text(json.dumps(old))
+  config_record.record(config, str(tmp_path), log=lambda _: None)  # no error
+  assert config_record.differences({"a": {}}, {"a": {"b": None}}) == []
+  assert config_record.differences({"a": {}}, {"a": {"b": 3}}) == [
+      ("a.b", None, 3)]
+  changed = parse("fashion_mnist", "--config.transformer.hidden_size=64")
+  with pytest.raises(ValueError, match=r"transformer.hidden_size: None -> 64"):
+    config_record.record(changed, str(tmp_path), log=lambda _: None)
