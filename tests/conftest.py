@@ -19,6 +19,10 @@ if _OPT != "default" and "xla_backend_optimization_level" not in _FLAGS:
   _FLAGS += f" --xla_backend_optimization_level={_OPT}"
 os.environ["XLA_FLAGS"] = (
     _FLAGS + " --xla_force_host_platform_device_count=8").strip()
+# For subprocesses that run as a user would, on JAX's one CPU device (or the
+# count their config asks for): the same code generation, no simulated devices.
+SUBPROCESS_XLA_FLAGS = " ".join(
+    f for f in _FLAGS.split() if "xla_force_host_platform_device_count" not in f)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from maskgit_jax.common import cpu_devices
+import conftest  # tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FORCE = "--xla_force_host_platform_device_count=8"
@@ -34,7 +35,7 @@ def test_apply_after_jax_started_leaves_the_count():
 
 
 def _train(tmp_path, *overrides):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = dict(os.environ, XLA_FLAGS=conftest.SUBPROCESS_XLA_FLAGS)
   tiny = ["--config.image_size=8", "--config.tokenizer.preset=tiny",
           "--config.transformer.preset=tiny", "--config.data.max_examples=64",
           "--config.stages=tokenizer",

@@ -24,6 +24,7 @@ from maskgit_jax.common import grids
 from maskgit_jax.data import folder_info
 from maskgit_jax.train_lib import auto_config
 from maskgit_jax.train_lib import run
+import conftest  # tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLOUR = ROOT / "tests" / "data" / "folder_colour"
@@ -168,7 +169,7 @@ def test_resuming_with_a_changed_folder_is_refused(tmp_path):
 
 def _train_cli(workdir, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = conftest.SUBPROCESS_XLA_FLAGS  # one device
   return subprocess.run(
       [sys.executable, "-m", "maskgit_jax.train", "--config=configs/folder.py",
        f"--workdir={workdir}", *args],

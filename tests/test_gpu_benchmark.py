@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import conftest  # tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
@@ -20,7 +21,8 @@ def report(tmp_path_factory):
              PYTHONPATH=os.pathsep.join(
                  [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")]
                                 if p]))
-  env.pop("XLA_FLAGS", None)  # not conftest's 8 simulated devices
+  # Not conftest's 8 simulated devices; its code generation level.
+  env["XLA_FLAGS"] = conftest.SUBPROCESS_XLA_FLAGS
   proc = subprocess.run(
       [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny",
        f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,

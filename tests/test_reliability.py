@@ -38,6 +38,7 @@ from maskgit_jax.nets import torch_pickle
 from maskgit_jax.store import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import trainer
+import conftest  # tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -387,7 +388,8 @@ def _tiny_config_file(tmp_path, extra=""):
 
 def _train_cli(config, workdir, *args, timeout=300):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)  # One device, as a user runs it.
+  # One device, as a user runs it (conftest's code generation level).
+  env["XLA_FLAGS"] = conftest.SUBPROCESS_XLA_FLAGS
   return subprocess.run(
       [sys.executable, "-m", "maskgit_jax.train", f"--config={config}",
        f"--workdir={workdir}", *args],

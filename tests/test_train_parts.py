@@ -62,9 +62,14 @@ def test_perceptual_loss_from_the_fid_weights_file():
   rs = np.random.RandomState(0)
   x = jnp.asarray(rs.rand(2, 16, 16, 1), jnp.float32)
   y = jnp.asarray(rs.rand(2, 16, 16, 1), jnp.float32)
-  assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)
-  assert float(loss(x, y)) > 1e-4
-  grad = jax.grad(lambda a: loss(a, y))(x)
+  # One jitted program: op-by-op, the network's forward and backward took
+  # 2.3x as long (177 s against 78 s here, compiling each op alone).
+  @jax.jit
+  def both(x, y):
+    return loss(x, x), jax.value_and_grad(lambda a: loss(a, y))(x)
+  same, (value, grad) = both(x, y)
+  assert float(same) == pytest.approx(0.0, abs=1e-6)
+  assert float(value) > 1e-4
   assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad).sum()) > 0
   off = []
   assert tokenizer_task.perceptual_loss_fn("", note=off.append) is None
@@ -237,6 +242,16 @@ def test_discriminator_conv3x3_equals_flax_conv():
                        "ResBlock_1"}
   assert set(tree["ResBlock_0"]) == {"Conv_0", "Conv_1", "Conv_2"}
   assert tree["ResBlock_0"]["Conv_1"]["kernel"].shape == (1, 1, 8, 8)
+  one = discriminator.Conv1x1(3)
+  w = one.init(jax.random.PRNGKey(4), x)
+  np.testing.assert_allclose(
+      one.apply(w, x), nn.Conv(3, (1, 1), use_bias=False).apply(w, x),
+      rtol=1e-5, atol=1e-5)
+  # The training config's default (None): the matmul form on a CPU only.
+  assert tokenizer_task.conv_as_matmul(None) == (
+      jax.default_backend() == "cpu")
+  assert tokenizer_task.conv_as_matmul(False) is False
+  assert tokenizer_task.conv_as_matmul(True) is True
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -126,7 +126,9 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   c.codebook_restart_threshold = 0.0  # expected uses per step; 0 = off
   c.discriminator = ml_collections.ConfigDict(dict(
       channel_multiplier=1, max_filters=512, blur_resample=True,
-      conv_as_matmul=False))
+      # None: 3x3 convolutions as patches @ kernel on a CPU (its fast path
+      # for their gradients), convolutions elsewhere (tokenizer_task).
+      conv_as_matmul=placeholder(bool)))
   _logging(c)
   return c
 

@@ -57,6 +57,17 @@ def perceptual_loss_fn(weights_path: Optional[str], note=logging.info):
   return loss
 
 
+def conv_as_matmul(value: Optional[bool]) -> bool:
+  """`discriminator.conv_as_matmul`; None (the default) picks the matmul form
+  on a CPU and the convolution elsewhere. The two are the same function with
+  the same variables; on XLA:CPU the convolutions' kernel gradients inside
+  the R1 penalty's double backward take a slow path (95% of the release
+  recipe's stage-1 step at 64x64, `benchmarks/profile_step.py`)."""
+  if value is None:
+    return jax.default_backend() == "cpu"
+  return bool(value)
+
+
 def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
               image_size: int, note=logging.info) -> trainer.Task:
   """The stage-1 `Task` for config section `c` (= `config.tokenizer_training`)."""
@@ -66,7 +77,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       channel_multiplier=c.discriminator.channel_multiplier,
       max_filters=c.discriminator.max_filters,
       blur_resample=c.discriminator.blur_resample,
-      conv_as_matmul=c.discriminator.get("conv_as_matmul", False))
+      conv_as_matmul=conv_as_matmul(c.discriminator.get("conv_as_matmul")))
   d_tx, _ = optim.make_optimizer(c.d_optimizer, c.num_steps)
   perceptual = perceptual_loss_fn(c.get("perceptual_weights", ""), note)
   ema_decay = float(c.get("ema_decay", 0.0))
