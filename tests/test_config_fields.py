@@ -3,6 +3,7 @@ preset's value, and `--config.transformer.KEY=VALUE` /
 `--config.tokenizer.KEY=VALUE` override one of them on a locked config (the
 commands the README gives). A run recorded before the fields existed resumes."""
 import dataclasses
+import json
 import pathlib
 
 from absl import flags
@@ -87,7 +88,6 @@ def test_a_record_without_the_new_fields_resumes(tmp_path):
   config = parse("fashion_mnist")
   config_record.record(config, str(tmp_path), log=lambda _: None)
   path = tmp_path / "config.json"
-  import json  # pylint: disable=import-outside-toplevel
   old = json.loads(path.read_text())
   for section in ("tokenizer", "transformer"):
     old[section] = {k: v for k, v in old[section].items() if v is not None}
