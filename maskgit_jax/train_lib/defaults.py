@@ -117,6 +117,12 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   c.reconstruction_loss = "l2"
   c.perceptual_weight = 0.1
   c.perceptual_weights = ""  # path to FID Inception default_1.pt; "" = off
+  # Or a perceptual network of the run's own (train_lib/feature_net_task):
+  # a small classifier trained `steps` steps on the labelled training images
+  # at the start of stage 1. None = off / 64 images / 1e-3 / (16, 32, 64).
+  c.feature_net = ml_collections.ConfigDict(dict(
+      steps=placeholder(int), batch_size=placeholder(int),
+      lr=placeholder(float), widths=placeholder(tuple)))
   c.gan_loss = "non-saturating"
   c.generator_adversarial_weight = 0.1
   c.r1_cost = 10.0

@@ -5,6 +5,7 @@ Workdir layout:
   metrics.jsonl, tensorboard/       scalars of both stages
   images/                           reconstructions (stage 1), samples (stage 2)
   tokenizer/checkpoints/<step>/     stage-1 checkpoints (orbax)
+  tokenizer/feature_net.msgpack     the perceptual loss's own network, if on
   transformer/checkpoints/<step>/   stage-2 checkpoints
   samples.png                       the final class-conditional grid
   data_index/                       cached folder indexes
@@ -29,6 +30,7 @@ from maskgit_jax.nets import factory
 from maskgit_jax.store import loader
 from maskgit_jax.train_lib import auto_config
 from maskgit_jax.train_lib import config_record
+from maskgit_jax.train_lib import feature_net_task
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import sharding as sharding_lib
@@ -118,6 +120,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                        ">= 1 or None (keep all).")
     for key in optimizers:
       optim.check_optimizer_config(section[key], f"{name}.{key}")
+  if "tokenizer" in config.stages:
+    feature_net_task.check(config.tokenizer_training, config.num_classes)
   if "transformer" in config.stages:
     sample_lib.decode_options(config)  # Nonsense sampling values: one line.
     per_class = config.transformer_training.get("samples", {}).get(
@@ -193,12 +197,15 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
                                                              "data_index"))
     section = resolve_durations(section, dataset.steps_per_epoch,
                                 "tokenizer_training")
+    stage_dir = os.path.join(workdir, "tokenizer")
+    perceptual = feature_net_task.load_or_train(
+        section, dataset, stage_dir, config.seed, log=log)
     task = tokenizer_task.make_task(section, tokenizer, config.image_size,
-                                    note=log)
+                                    note=log, perceptual=perceptual)
     hooks = _hooks(make_hooks, config, workdir, "tokenizer", section,
                    dataset.steps_per_epoch, log)
-    state = _run_stage(task, config, section, os.path.join(workdir, "tokenizer"),
-                       dataset, mesh, rules, sigterm, hooks=hooks)
+    state = _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
+                       sigterm, hooks=hooks)
     params = state.ema_params if state.ema_params is not None else state.params
     tok_vars = {"params": multihost.to_host(params)}
     out["tokenizer"] = tok_vars

@@ -1,9 +1,10 @@
 """Stage 1: the VQGAN tokenizer, with the release's GAN recipe.
 
 Generator loss = reconstruction (L2 or L1) + VQ losses (commitment, codebook,
-entropy) + `perceptual_weight` x perceptual loss (when `perceptual_weights`
-names an FID-Inception weights file; off with a logged note otherwise: nothing
-is downloaded) + `generator_adversarial_weight` x GAN loss (from
+entropy) + `perceptual_weight` x perceptual loss (the run's own feature
+network, `feature_net_task`, or an FID-Inception weights file named by
+`perceptual_weights`; off with a logged note otherwise: nothing is
+downloaded) + `generator_adversarial_weight` x GAN loss (from
 `disc_start_step`). Discriminator loss = non-saturating or hinge + R1 penalty
 (`r1_cost`) + optional LeCAM (`lecam_weight`). Adam for both, EMA of the
 generator, and optional dead-code restarts: codes whose usage average falls
@@ -69,8 +70,12 @@ def conv_as_matmul(value: Optional[bool]) -> bool:
 
 
 def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
-              image_size: int, note=logging.info) -> trainer.Task:
-  """The stage-1 `Task` for config section `c` (= `config.tokenizer_training`)."""
+              image_size: int, note=logging.info,
+              perceptual=None) -> trainer.Task:
+  """The stage-1 `Task` for config section `c` (= `config.tokenizer_training`).
+
+  `perceptual`: a frozen `(recon, images) -> scalar` perceptual distance
+  (`feature_net_task.load_or_train`); None reads `c.perceptual_weights`."""
   g_tx, g_schedule = optim.make_optimizer(c.g_optimizer, c.num_steps)
   use_gan = float(c.generator_adversarial_weight) > 0
   disc = discriminator_lib.Discriminator(
@@ -79,7 +84,8 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       blur_resample=c.discriminator.blur_resample,
       conv_as_matmul=conv_as_matmul(c.discriminator.get("conv_as_matmul")))
   d_tx, _ = optim.make_optimizer(c.d_optimizer, c.num_steps)
-  perceptual = perceptual_loss_fn(c.get("perceptual_weights", ""), note)
+  if perceptual is None:
+    perceptual = perceptual_loss_fn(c.get("perceptual_weights", ""), note)
   ema_decay = float(c.get("ema_decay", 0.0))
   restart = float(c.get("codebook_restart_threshold", 0.0))
   images0 = jnp.zeros((1, image_size, image_size, tokenizer.channels))
