@@ -17,9 +17,11 @@ Equal wall time: the steps of each variant are the budget times its
 steps/s, measured in this run on the same batches, interleaved, so every
 variant gets the same machine. The adversarial variants switch the GAN on
 after the first third of their steps (`disc_start_step`), as the demo
-config does. No perceptual loss: the only offline feature network here is
-the FID Inception, which the measurement uses, and a model trained against
-it would game FID.
+config does. No perceptual loss: the only offline pretrained network here
+is the FID Inception, which the measurement uses, and a model trained
+against it would game FID; the perceptual loss on a network trained in the
+run (`tokenizer_training.feature_net`) was measured on the demo's whole
+stage 1 instead (README, "The stage-1 recipe").
 """
 import argparse
 import json
