@@ -26,6 +26,7 @@ import optax
 
 from maskgit_jax.common import files
 from maskgit_jax.nets import feature_net
+from maskgit_jax.store import released
 
 FILE_NAME = "feature_net.msgpack"
 PerceptualFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -134,38 +135,31 @@ def load_or_train(section: ml_collections.ConfigDict, dataset,
                   log=logging.info) -> Optional[PerceptualFn]:
   """The frozen perceptual distance `(recon, images) -> scalar`, or None
   when `section.feature_net` is off. Reads `stage_dir/feature_net.msgpack`
-  when it is there (a resumed run), else trains and writes it."""
+  when it is there (a resumed run), else trains and writes it. The settings
+  were checked by `check` (`run.check_config`, before anything trained)."""
   if not enabled(section):
     return None
-  check(section, dataset.num_classes)
   net = make_net(section, dataset.num_classes)
   path = os.path.join(stage_dir, FILE_NAME)
-  shape = (1,) + tuple(dataset.image_shape)
-  template = net.init(jax.random.PRNGKey(0), jnp.zeros(shape))["params"]
   if os.path.exists(path):
-    with open(path, "rb") as f:
-      data = f.read()
-    try:
-      params = flax.serialization.from_bytes(template, data)
-      same = jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), template,
-                          params)
-      if not all(jax.tree.leaves(same)):
-        raise ValueError("the shapes differ")
-    except Exception as e:  # pylint: disable=broad-except
+    try:  # The project's msgpack reader: paths and shapes checked.
+      params = released.load_variables(
+          path, net, jnp.zeros((1,) + tuple(dataset.image_shape)))["params"]
+    except ValueError as e:
       raise ValueError(f"{path}: not the feature network this config "
-                       f"describes ({type(e).__name__}: {e}); move it away "
-                       "to train a new one.") from None
+                       f"describes ({e}); move it away to train a new "
+                       "one.") from None
     log(f"[feature net] read {path}")
   else:
     params, _ = train(net, dataset, section, seed, log=log)
+    params = jax.device_get(params)
     if jax.process_index() == 0:
       os.makedirs(stage_dir, exist_ok=True)
-      blob = flax.serialization.to_bytes(jax.device_get(params))
+      blob = flax.serialization.to_bytes(params)
 
       def write(tmp):
         with open(tmp, "wb") as f:
           f.write(blob)
       files.atomic_write(path, write)
       log(f"[feature net] wrote {path}")
-  params = jax.device_get(params)
   return lambda x, y: feature_net.perceptual_distance(net, params, x, y)
