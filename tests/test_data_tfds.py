@@ -2,6 +2,7 @@
 both read without TensorFlow."""
 import io
 import sys
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -49,6 +50,16 @@ def data_dir(tmp_path_factory):
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return str(path)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _temporary_files_here(tmp_path_factory):
+  """TFDS leaves an empty `mkdtemp('tfds')` folder in the system temporary
+  directory whenever it builds a builder for a folder without the data set's
+  info (`initialize_from_bucket`): this module's go under pytest's."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tempfile, 'tempdir', str(tmp_path_factory.mktemp('tmp')))
+    yield
 
 
 @pytest.mark.parametrize('decode', ['pil', 'tfds'])
