@@ -2,7 +2,8 @@
 
 - `atomic_write` / `atomic_writes`: write through a temporary file in the
   same folder and rename it into place, so a failure (or a crash) never
-  leaves a half-written file and never replaces a good one.
+  leaves a half-written file and never replaces a good one; `write_text`
+  and `write_bytes` for whole files.
 - `read_config_json` / `write_config_json`: a run's resolved `config.json`.
 - `check_image_path`: that PIL can write an output image by its extension.
 """
@@ -54,6 +55,19 @@ def write_text(path: str, text: str) -> str:
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(text)
   return atomic_write(path, write)
+
+
+def bytes_writer(data: bytes) -> Callable[[str], None]:
+  """A `write_fn` for `atomic_write(s)` that writes `data` (and closes)."""
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      f.write(data)
+  return write
+
+
+def write_bytes(path: str, data: bytes) -> str:
+  """`atomic_write` of a binary file (its folder is created if missing)."""
+  return atomic_write(path, bytes_writer(data))
 
 
 def _create_temporary(directory: str, suffix: str) -> str:

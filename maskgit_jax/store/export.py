@@ -24,8 +24,7 @@ def export(workdir: str, output: str) -> Dict[str, str]:
     data = flax.serialization.to_bytes(
         jax.device_get(loader.stage_params(workdir, stage)))
     paths[stage] = os.path.join(output, f"{stage}.msgpack")
-    writes.append((paths[stage],
-                   lambda p, d=data: open(p, "wb").write(d)))
+    writes.append((paths[stage], files.bytes_writer(data)))
   paths["config"] = os.path.join(output, loader.CONFIG_FILE)
   writes.append((paths["config"], lambda p: shutil.copyfile(config, p)))
   files.atomic_writes(writes)

@@ -154,12 +154,6 @@ def load_or_train(section: ml_collections.ConfigDict, dataset,
     params, _ = train(net, dataset, section, seed, log=log)
     params = jax.device_get(params)
     if jax.process_index() == 0:
-      os.makedirs(stage_dir, exist_ok=True)
-      blob = flax.serialization.to_bytes(params)
-
-      def write(tmp):
-        with open(tmp, "wb") as f:
-          f.write(blob)
-      files.atomic_write(path, write)
+      files.write_bytes(path, flax.serialization.to_bytes(params))
       log(f"[feature net] wrote {path}")
   return lambda x, y: feature_net.perceptual_distance(net, params, x, y)
