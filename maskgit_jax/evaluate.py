@@ -2,7 +2,8 @@ r"""Evaluate a run: reconstruction and generation metrics, as JSON and a table.
 
   python -m maskgit_jax.evaluate --workdir=runs/fashion_mnist \
       [--config=configs/fashion_mnist.py] [--num_samples=1000] \
-      [--num_real=1000] [--batch_size=32] [--seed=0] [--output=PATH]
+      [--num_real=1000] [--batch_size=32] [--seed=0] [--output=PATH] \
+      [--sample_labels=reference|balanced]
 
 Models: the newest checkpoint of each stage in --workdir (config from
 WORKDIR/config.json unless --config is given), or released-format files
@@ -53,7 +54,12 @@ _STAGES = flags.DEFINE_list(
     "every stage with weights.")
 _NUM_SAMPLES = flags.DEFINE_integer(
     "num_samples", evaluate_lib.DEFAULT_NUM_SAMPLES,
-    "Generated images, spread evenly over the classes.")
+    "Generated images (their classes: --sample_labels).")
+_SAMPLE_LABELS = flags.DEFINE_enum(
+    "sample_labels", "reference", ["reference", "balanced"],
+    "Classes of the generated images: 'reference' in the proportions of the "
+    "FID reference's classes (the same class mix as the real images they "
+    "are compared with), 'balanced' evenly over the classes.")
 _NUM_REAL = flags.DEFINE_integer(
     "num_real", evaluate_lib.DEFAULT_NUM_REAL,
     "Real eval images: the FID reference and the reconstructed images.")
@@ -113,7 +119,8 @@ def _work():
         tokenizer_checkpoint=_TOK.value, transformer_checkpoint=_TR.value,
         stages=_STAGES.value, num_samples=_NUM_SAMPLES.value,
         num_real=_NUM_REAL.value, num_train=_NUM_TRAIN.value,
-        batch_size=_BATCH.value, seed=_SEED.value, cache_dir=_CACHE.value,
+        batch_size=_BATCH.value, seed=_SEED.value,
+        sample_labels=_SAMPLE_LABELS.value, cache_dir=_CACHE.value,
         output=_OUTPUT.value)
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None

@@ -21,6 +21,7 @@ import pytest
 from maskgit_jax.common import files
 from maskgit_jax.evaluation import evaluate_lib
 from maskgit_jax.evaluation import evaluators
+from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import real_images
 from maskgit_jax.evaluation import report as report_lib
 from maskgit_jax.generation import sample_lib
@@ -177,12 +178,22 @@ def test_report_has_every_metric_in_range(run_dir, full_report):
   assert 0 <= cf["generated_accuracy"] <= 1
   assert 0 <= cf["real_eval_accuracy"] <= 1
   assert sorted(cf["per_class"], key=int) == [str(c) for c in range(10)]
-  # 12 samples over 10 classes: 2 for classes 0 and 1, 1 for the others.
-  assert [cf["per_class"][str(c)]["num_generated"] for c in range(10)] == (
-      [2, 2] + [1] * 8)
+  # 12 samples for 12 reference images: the reference's classes, each as
+  # often (`sample_labels="reference"`, the default), not 12 spread evenly.
+  assert tr["sample_labels"] == "reference"
+  assert report["settings"]["sample_labels"] == "reference"
+  generated = [cf["per_class"][str(c)]["num_generated"] for c in range(10)]
+  assert generated == [cf["per_class"][str(c)]["num_real_eval"]
+                       for c in range(10)]
+  assert generated != [2, 2] + [1] * 8  # what "balanced" gives
   assert cf["per_class"]["7"]["name"] == "Sneaker"
   for row in cf["per_class"].values():
-    assert row["generated"] in (0.0, 0.5, 1.0)
+    if row["num_generated"]:
+      hits = row["generated"] * row["num_generated"]  # a whole number
+      assert 0 <= round(hits) <= row["num_generated"]
+      assert hits == pytest.approx(round(hits))
+    else:
+      assert row["generated"] is None
     assert row["real_eval"] is None or 0 <= row["real_eval"] <= 1
   assert sum(r["num_real_eval"] for r in cf["per_class"].values()) == 12
 
@@ -380,6 +391,45 @@ def test_balanced_labels():
   labels = sample_lib.balanced_labels(23, 10)
   assert np.bincount(labels).tolist() == [3, 3, 3] + [2] * 7
   assert np.all(np.diff(labels) >= 0)
+
+
+def test_proportional_labels():
+  # 3 classes as 6 : 3 : 1 among 10 reference labels, class 3 absent.
+  ref = [0] * 6 + [1] * 3 + [2]
+  np.random.RandomState(0).shuffle(ref)
+  labels = sample_lib.proportional_labels(10, ref, 4)
+  assert np.bincount(labels, minlength=4).tolist() == [6, 3, 1, 0]
+  assert np.all(np.diff(labels) >= 0)  # grouped by class
+  # 7 samples: exact shares 4.2, 2.1, 0.7 -> floors 4, 2, 0 and the one
+  # left over to the largest remainder (class 2).
+  assert np.bincount(sample_lib.proportional_labels(7, ref, 4),
+                     minlength=4).tolist() == [4, 2, 1, 0]
+  # Any count sums exactly; ties go to the lower class id.
+  for n in range(0, 40):
+    counts = np.bincount(sample_lib.proportional_labels(n, [0, 1, 2], 3),
+                         minlength=3)
+    assert counts.sum() == n and counts.max() - counts.min() <= 1
+    assert np.all(np.diff(counts) <= 0)
+  with pytest.raises(ValueError, match="need reference labels"):
+    sample_lib.proportional_labels(4, [], 3)
+  with pytest.raises(ValueError, match=r"Class id 5 is out of range"):
+    sample_lib.proportional_labels(4, [0, 5], 3)
+
+
+def test_sample_labels_follow_the_reference_or_spread_evenly():
+  class Ref:  # The two fields `sample_class_ids` reads.
+    num_reference = 8
+    real = real_images.RealSet(
+        features=np.zeros((12, 4), np.float32),
+        labels=np.array([2] * 6 + [0] * 2 + [1] * 4),  # 4 past the reference
+        split_size=12)
+  counts = lambda how, n: np.bincount(  # noqa: E731
+      generation.sample_class_ids(how, n, Ref, 3), minlength=3).tolist()
+  assert counts("reference", 8) == [2, 0, 6]
+  assert counts("reference", 16) == [4, 0, 12]
+  assert counts("balanced", 8) == [3, 3, 2]
+  with pytest.raises(ValueError, match=r"sample_labels='even'"):
+    generation.sample_class_ids("even", 8, Ref, 3)
 
 
 def test_cli_prints_the_table(run_dir, tmp_path, monkeypatch, capsys):

@@ -85,6 +85,7 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
              num_real: int = DEFAULT_NUM_REAL,
              num_train: Optional[int] = None,
              batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0,
+             sample_labels: str = "reference",
              cache_dir: Optional[str] = None, output: Optional[str] = None,
              feature_extractor=None, inception_params=None,
              progress: bool = True,
@@ -109,6 +110,9 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
     num_train: real train images of the k-NN classifier (default num_real).
     batch_size: images per batch (tokenizer, sampler and Inception).
     seed: sampling seed.
+    sample_labels: the classes of the samples: "reference" (in the FID
+      reference's class proportions) or "balanced" (evenly);
+      `generation.SAMPLE_LABELS`.
     cache_dir: real-feature cache (default WORKDIR/eval_cache).
     output: the report path (default WORKDIR/eval_<UTC time>.json).
     feature_extractor, inception_params: see `make_feature_fn`.
@@ -124,6 +128,9 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
   t_start = time.perf_counter()
   num_train = num_real if num_train is None else num_train
   _check_sizes(num_samples, num_real, num_train, batch_size)
+  if sample_labels not in generation.SAMPLE_LABELS:
+    raise ValueError(f"sample_labels={sample_labels!r}: expected one of "
+                     f"{generation.SAMPLE_LABELS}")
   loader.check_workdir(workdir)
   if output is not None and os.path.isdir(output):
     raise ValueError(f"--output={output} is a folder; give a .json path")
@@ -198,6 +205,7 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
       "settings": {
           "num_samples": num_samples, "num_real": num_real,
           "num_train": num_train, "batch_size": batch_size, "seed": seed,
+          "sample_labels": sample_labels,
           "feature_net": feature_name or type(feature_fn).__name__,
           "subset_seed": real_images.SUBSET_SEED,
           "cache_dir": (report_lib.relative(cache_dir, workdir)
@@ -219,7 +227,7 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
     report["transformer"] = generation.evaluate_transformer(
         config, loaded, ref, train, feature_fn, num_samples=num_samples,
         class_names=class_names, batch_size=batch_size, seed=seed,
-        progress=progress)
+        progress=progress, sample_labels=sample_labels)
     timings["transformer_s"] = time.perf_counter() - t
   timings["total_s"] = time.perf_counter() - t_start
   report["quality"] = {"targets": targets, "rows": [

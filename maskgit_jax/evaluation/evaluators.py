@@ -14,7 +14,7 @@ when kept) with `evaluate_lib.evaluate` (the same code as
 `python -m maskgit_jax.evaluate`), writes WORKDIR/eval_<stage>_<step>.json
 and logs its table, and its headline figures go to metrics.jsonl and
 TensorBoard as `eval/<name>`. The shared settings (num_samples, num_real,
-num_train, batch_size, seed, cache_dir) are keys of `config.evaluation`.
+num_train, batch_size, seed, sample_labels, cache_dir) are keys of `config.evaluation`.
 
 A report already written for a step is not computed again (a resumed run),
 unless it was produced by other settings or other weights: the report keeps
@@ -39,7 +39,7 @@ from maskgit_jax.train_lib import trainer
 # Evaluator name -> the stage whose parameters it evaluates.
 EVALUATORS = {"reconstruction": "tokenizer", "generation": "transformer"}
 SETTINGS = ("num_samples", "num_real", "num_train", "batch_size", "seed",
-            "cache_dir")
+            "sample_labels", "cache_dir")
 
 
 def settings(config: ml_collections.ConfigDict
@@ -146,6 +146,7 @@ def _evaluate(config, workdir, stage, step, variables, tokenizer_variables,
       num_train=section.get("num_train", 0) or None,
       batch_size=section.get("batch_size", evaluate_lib.DEFAULT_BATCH_SIZE),
       seed=section.get("seed", 0),
+      sample_labels=section.get("sample_labels", "reference") or "reference",
       cache_dir=section.get("cache_dir", "") or None, output=path,
       feature_extractor=feature_extractor, inception_params=inception_params,
       progress=False, extra={"evaluator_key": key, "step": int(step)},

@@ -1,7 +1,17 @@
 """Stage-2 evaluation: class-conditional samples against real images.
 
-`num_samples` class-conditional samples (class c gets num_samples // C, one
-more for c < num_samples % C), decoded with the options of `config.sampling`:
+`num_samples` class-conditional samples, decoded with the options of
+`config.sampling`. Their classes (`sample_labels`):
+  "reference" (the default): in the proportions of the FID reference's own
+    labels (`sample_lib.proportional_labels`; at num_samples == num_real the
+    same count per class), so that samples and real images are compared over
+    the same class mix; on a class-imbalanced folder, classes drawn evenly
+    would be scored against a reference of another mix (a cost to FID that
+    real images drawn evenly pay too) and the class accuracies would weigh
+    the classes differently;
+  "balanced": class c gets num_samples // C, one more for c < num_samples % C
+    (the ImageNet convention; the same as "reference" on a balanced set).
+The metrics:
   fid: against the first `num_real` eval images (the reference), beside the
     real-vs-real floor at the same N;
   precision, recall, density, coverage (k = 3) against the reference;
@@ -25,6 +35,7 @@ from maskgit_jax.store import loader
 
 PR_K = prdc.DEFAULT_K
 CLASSIFIER_K = classifier.DEFAULT_K
+SAMPLE_LABELS = ("reference", "balanced")
 
 
 def generate_features(sampler: sampling.MaskGitSampler, labels: np.ndarray,
@@ -51,19 +62,33 @@ def evaluate_transformer(config: ml_collections.ConfigDict,
                          loaded: loader.LoadedModels, ref: real_images.FidReference,
                          train: real_images.RealSet, feature_fn: real_images.FeatureFn, *,
                          num_samples: int, class_names: Sequence[str],
-                         batch_size: int, seed: int,
-                         progress: bool) -> Dict[str, Any]:
+                         batch_size: int, seed: int, progress: bool,
+                         sample_labels: str = "reference") -> Dict[str, Any]:
   """Stage-2 metrics (see the module docstring)."""
+  labels = sample_class_ids(sample_labels, num_samples, ref,
+                            config.num_classes)
   sampler = sample_lib.sampler_of(config, loaded)
-  labels = sample_lib.balanced_labels(num_samples, config.num_classes)
   options = sample_lib.decode_options(config)
   feats = generate_features(sampler, labels, jax.random.PRNGKey(seed),
                             feature_fn, batch_size=batch_size,
                             progress=progress, **options)
-  out = {"decode_options": options}
+  out = {"decode_options": options, "sample_labels": sample_labels}
   out.update(sample_metrics(feats, labels, ref, train, config.num_classes,
                             class_names))
   return out
+
+
+def sample_class_ids(sample_labels: str, num_samples: int,
+                     ref: real_images.FidReference,
+                     num_classes: int) -> np.ndarray:
+  """The `[num_samples]` classes to sample (see the module docstring)."""
+  if sample_labels == "balanced":
+    return sample_lib.balanced_labels(num_samples, num_classes)
+  if sample_labels == "reference":
+    return sample_lib.proportional_labels(
+        num_samples, ref.real.labels[:ref.num_reference], num_classes)
+  raise ValueError(f"sample_labels={sample_labels!r}: expected one of "
+                   f"{SAMPLE_LABELS}")
 
 
 def sample_metrics(feats: np.ndarray, labels: Optional[np.ndarray],

@@ -120,6 +120,10 @@ def _sample_lines(section: Dict[str, Any], max_classes: int):
   return lines
 
 
+# How the samples' classes were chosen (`generation.SAMPLE_LABELS`).
+_LABELS_TEXT = {"reference": "as in the reference", "balanced": "evenly"}
+
+
 def format_report(report: Dict[str, Any], max_classes: int = 20) -> str:
   """A readable table of a report."""
   lines = [f"Evaluation of {report['workdir']}"]
@@ -145,7 +149,8 @@ def format_report(report: Dict[str, Any], max_classes: int = 20) -> str:
     lines.append(
         f"Stage 2, transformer ({tr['num_samples']} samples, "
         f"{tr['samples_per_class_min']}-{tr['samples_per_class_max']} per "
-        f"class, {tr['decode_options']['num_iter']} iterations)")
+        f"class, classes {_LABELS_TEXT.get(tr.get('sample_labels'), 'evenly')}"
+        f", {tr['decode_options']['num_iter']} iterations)")
     lines += _sample_lines(tr, max_classes)
   given = report.get("samples")
   if given:

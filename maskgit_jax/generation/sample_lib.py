@@ -107,6 +107,33 @@ def balanced_labels(num_samples: int, num_classes: int) -> np.ndarray:
   return np.repeat(np.arange(num_classes), per_class)
 
 
+def proportional_labels(num_samples: int, reference_labels: Sequence[int],
+                        num_classes: int) -> np.ndarray:
+  """`[num_samples]` class ids in the proportions of `reference_labels`,
+  grouped by class.
+
+  Class c gets `num_samples * n_c / n` samples (n_c of the n reference labels
+  are c), rounded by largest remainder (ties: the lower class id), so the
+  counts sum to `num_samples`; with `num_samples == n` they are the
+  reference's own counts. A class absent from the reference gets none.
+
+  Raises:
+    ValueError: no reference labels, or one outside [0, num_classes).
+  """
+  ref = np.asarray(reference_labels, np.int64).reshape(-1)
+  if ref.size == 0:
+    raise ValueError("proportional labels need reference labels; got none")
+  check_class_ids(np.unique(ref), num_classes)
+  counts = np.bincount(ref, minlength=num_classes)
+  exact = num_samples * counts / ref.size
+  per_class = np.floor(exact).astype(np.int64)
+  remainder = num_samples - int(per_class.sum())
+  # Largest fractional parts first; a stable sort keeps lower ids first.
+  order = np.argsort(-(exact - per_class), kind="stable")
+  per_class[order[:remainder]] += 1
+  return np.repeat(np.arange(num_classes), per_class)
+
+
 def label_batches(fn: Callable[[List[int], jax.Array], Any],
                   labels: Sequence[int], rng: jax.Array, batch_size: int, *,
                   shrink: bool = True, progress: bool = False,

@@ -67,10 +67,11 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # Evaluators in the training loop (maskgit_jax.evaluation.evaluators):
   # "reconstruction" (stage 1) and "generation" (stage 2) run at the end of
   # their stage and every `every` (a duration; 0 = the end only), FID & co.
-  # on `num_samples` generated / `num_real` real images.
+  # on `num_samples` generated / `num_real` real images (the samples' classes
+  # in the real reference's proportions, or "balanced").
   config.evaluation = ml_collections.ConfigDict(dict(
       enabled=False, num_samples=1000, num_real=1000, num_train=0,
-      batch_size=32, seed=0, cache_dir="",
+      batch_size=32, seed=0, sample_labels="reference", cache_dir="",
       evaluators=ml_collections.ConfigDict(dict(
           reconstruction=ml_collections.ConfigDict(dict(every=duration(0))),
           generation=ml_collections.ConfigDict(dict(every=duration(0)))))))
