@@ -80,7 +80,10 @@ def test_generate_and_history(sampler):
   history = sampler.decoding_history([0, 1, None], jax.random.PRNGKey(0),
                                      num_iter=5)
   assert history.shape == (3, 5, 8, 8, 3)
-  np.testing.assert_allclose(history[:, -1], images, atol=1e-6)
+  # The same tokens decoded by two different compiled programs: equal up to
+  # float32 rounding, which differs by instruction set (1.1e-6 seen on an
+  # AVX-512 CPU for pixels in [0, 1]).
+  np.testing.assert_allclose(history[:, -1], images, atol=1e-5)
   assert (history[:, 0] == 0.5).any()  # early frames show masked tokens
 
 
