@@ -34,6 +34,7 @@ from ml_collections import config_flags
 from maskgit_jax import cli
 from maskgit_jax.common import multihost
 from maskgit_jax.evaluation import evaluate_lib
+from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import samples_eval
 from maskgit_jax.store import loader
 
@@ -56,7 +57,8 @@ _NUM_SAMPLES = flags.DEFINE_integer(
     "num_samples", evaluate_lib.DEFAULT_NUM_SAMPLES,
     "Generated images (their classes: --sample_labels).")
 _SAMPLE_LABELS = flags.DEFINE_enum(
-    "sample_labels", "reference", ["reference", "balanced"],
+    "sample_labels", generation.SAMPLE_LABELS[0],
+    list(generation.SAMPLE_LABELS),
     "Classes of the generated images: 'reference' in the proportions of the "
     "FID reference's classes (the same class mix as the real images they "
     "are compared with), 'balanced' evenly over the classes.")

@@ -128,9 +128,7 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
   t_start = time.perf_counter()
   num_train = num_real if num_train is None else num_train
   _check_sizes(num_samples, num_real, num_train, batch_size)
-  if sample_labels not in generation.SAMPLE_LABELS:
-    raise ValueError(f"sample_labels={sample_labels!r}: expected one of "
-                     f"{generation.SAMPLE_LABELS}")
+  generation.check_sample_labels(sample_labels)
   loader.check_workdir(workdir)
   if output is not None and os.path.isdir(output):
     raise ValueError(f"--output={output} is a folder; give a .json path")

@@ -78,17 +78,22 @@ def evaluate_transformer(config: ml_collections.ConfigDict,
   return out
 
 
+def check_sample_labels(sample_labels: str) -> None:
+  """Raises ValueError unless `sample_labels` is one of SAMPLE_LABELS."""
+  if sample_labels not in SAMPLE_LABELS:
+    raise ValueError(f"sample_labels={sample_labels!r}: expected one of "
+                     f"{SAMPLE_LABELS}")
+
+
 def sample_class_ids(sample_labels: str, num_samples: int,
                      ref: real_images.FidReference,
                      num_classes: int) -> np.ndarray:
   """The `[num_samples]` classes to sample (see the module docstring)."""
+  check_sample_labels(sample_labels)
   if sample_labels == "balanced":
     return sample_lib.balanced_labels(num_samples, num_classes)
-  if sample_labels == "reference":
-    return sample_lib.proportional_labels(
-        num_samples, ref.real.labels[:ref.num_reference], num_classes)
-  raise ValueError(f"sample_labels={sample_labels!r}: expected one of "
-                   f"{SAMPLE_LABELS}")
+  return sample_lib.proportional_labels(
+      num_samples, ref.real.labels[:ref.num_reference], num_classes)
 
 
 def sample_metrics(feats: np.ndarray, labels: Optional[np.ndarray],
