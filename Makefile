@@ -9,11 +9,14 @@ WORKDIR ?= runs/fashion_mnist
 
 .PHONY: demo test setup sysdeps bench eval checkpoint clean-venv reliability
 
+# libtcmalloc-minimal4: the entry points preload it (maskgit_jax/common/
+# allocator.py); XLA:CPU's train steps run up to 1.3x faster with it.
 sysdeps:
-	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
-	  echo "Installing Debian packages: dataset-fashion-mnist python3-venv"; \
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || \
+	    ! $(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('tcmalloc_minimal'))"; then \
+	  echo "Installing Debian packages: dataset-fashion-mnist python3-venv libtcmalloc-minimal4"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist python3-venv python3-pip >/dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist python3-venv python3-pip libtcmalloc-minimal4 >/dev/null; \
 	fi
 
 $(VENV)/.installed: setup.py

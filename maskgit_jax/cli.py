@@ -10,6 +10,8 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from maskgit_jax.common import allocator
+
 
 def _config_path(argv: Sequence[str], name: str):
   for i, arg in enumerate(argv):
@@ -86,7 +88,9 @@ def parse_flags(argv: Sequence[str]):
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """`absl.app.run(main)` after checking `--config.*` overrides."""
+  """`absl.app.run(main)` after checking `--config.*` overrides, in a
+  process with tcmalloc preloaded when it is installed (`allocator`)."""
+  allocator.maybe_reexec()
   check_config_overrides(sys.argv[1:])
   app.call_after_init(_quiet_logs)
   app.run(main, flags_parser=parse_flags)
