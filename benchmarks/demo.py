@@ -106,4 +106,6 @@ def main():
 
 
 if __name__ == "__main__":
+  from maskgit_jax.common import allocator  # pylint: disable=g-import-not-at-top
+  allocator.maybe_reexec()  # as the entry points run
   sys.exit(main())

@@ -73,6 +73,7 @@ import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp
 import numpy as np
 
+from maskgit_jax.common import allocator
 from maskgit_jax.nets import factory
 from maskgit_jax.store import loader
 from maskgit_jax.train_lib import run as run_lib
@@ -446,7 +447,7 @@ def main(argv=None):
       "device_kind": getattr(device, "device_kind", None),
       "device_count": jax.device_count(), "jax_version": jax.__version__,
       "default_matmul_precision": jax.config.jax_default_matmul_precision,
-      "machine": platform.platform(), "cpu_count": os.cpu_count(),
+      "machine": platform.platform(), "allocator": allocator.current(), "cpu_count": os.cpu_count(),
       "memory_bytes_limit": memory_stats().get("bytes_limit"),
       "args": {k: v for k, v in vars(args).items() if k != "out"},
       "targets": {"stage2_train.mfu": ">= 0.45 on an H200",
@@ -498,4 +499,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  allocator.maybe_reexec()  # as the entry points run
   sys.exit(main())

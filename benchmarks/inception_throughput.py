@@ -41,6 +41,7 @@ import time
 import jax
 import numpy as np
 
+from maskgit_jax.common import allocator
 from maskgit_jax.metrics import features
 from maskgit_jax.nets import conv
 from maskgit_jax.nets import inception
@@ -151,6 +152,7 @@ def side_by_side(params, batch_size: int, repeats: int,
       os.unlink(tmp.name)
   record = {
       "batch_size": batch_size, "repeats": repeats,
+      "allocator": allocator.current(),
       "images_per_s": {k: round(batch_size / statistics.median(v), 2)
                        for k, v in times.items()},
       "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
@@ -224,4 +226,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  allocator.maybe_reexec()  # as the entry points run
   sys.exit(main())

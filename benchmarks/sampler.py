@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from maskgit_jax import cli
+from maskgit_jax.common import allocator
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.store import loader
@@ -297,7 +298,7 @@ def main():
           f"{sequential['parallel_speedup']:.1f}x", flush=True)
   report = {"device": str(jax.devices()[0]),
             "platform": jax.devices()[0].platform,
-            "machine": platform.platform(), "cpu_count": os.cpu_count(),
+            "machine": platform.platform(), "allocator": allocator.current(), "cpu_count": os.cpu_count(),
             "jax_version": jax.__version__, "results": rows,
             "sequential": sequential}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -316,4 +317,5 @@ def main():
 
 
 if __name__ == "__main__":
+  allocator.maybe_reexec()  # as the entry points run
   main()

@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from maskgit_jax import cli
+from maskgit_jax.common import allocator
 from maskgit_jax.evaluation import evaluate_lib
 from maskgit_jax.nets import factory
 from maskgit_jax.train_lib import run as run_lib
@@ -162,4 +163,5 @@ def main():
 
 
 if __name__ == "__main__":
+  allocator.maybe_reexec()  # as the entry points run
   sys.exit(main())

@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgit_jax.common import allocator
 from maskgit_jax.common import cpu_devices
 from maskgit_jax.nets import factory
 from maskgit_jax.store import loader
@@ -327,7 +328,7 @@ def main():
     r["utilisation_of_bf16_peak"] = r["achieved_flops_per_s"] / peak16
   report = {
       "device": str(device), "platform": device.platform,
-      "device_kind": device.device_kind, "machine": platform.platform(),
+      "device_kind": device.device_kind, "machine": platform.platform(), "allocator": allocator.current(),
       "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
       "num_devices": len(jax.devices()), "cpu_devices_flag": args.cpu_devices,
       "flops_counting": "XLA cost analysis of the compiled train step "
@@ -372,4 +373,5 @@ def main():
 
 
 if __name__ == "__main__":
+  allocator.maybe_reexec()  # as the entry points run
   main()

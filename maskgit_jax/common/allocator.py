@@ -75,3 +75,12 @@ def maybe_reexec(argv: Optional[Sequence[str]] = None) -> None:
     os.execve(sys.executable, [sys.executable] + argv[1:], env)
   except OSError:
     return  # carry on with glibc's malloc
+
+
+def current() -> str:
+  """The allocator this process runs with, for benchmark records."""
+  preload = os.environ.get("LD_PRELOAD", "")
+  for name in ("tcmalloc", "jemalloc"):
+    if name in preload:
+      return name
+  return "glibc"
