@@ -4,10 +4,12 @@ import json
 import flax
 import flax.linen as nn
 import jax
+import jax.extend.core  # pylint: disable=unused-import
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from maskgit_jax.nets import attention
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
 import release_params
@@ -155,3 +157,49 @@ def test_parameters_carry_logical_axes():
 def test_unknown_preset():
   with pytest.raises(ValueError, match="preset"):
     maskgit_transformer.Transformer.from_preset(384)
+
+
+def _primitives(fn, *args):
+  """The primitives of fn's jaxpr, nested ones (scan bodies) included."""
+  found = set()
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      found.add(str(eqn.primitive))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+def test_low_precision_attention_loops_over_examples_only_at_inference():
+  """The per-example loop (`lax.map`, a scan) is the CPU sampler's; a train
+  step (deterministic=False, even without dropout, where Flax hands the
+  attention deterministic=True) keeps the batched form, which the
+  data-parallel step shards without while loops and all-gathers."""
+  model = maskgit_transformer.Transformer.from_preset(
+      "tiny", dtype=jnp.bfloat16, hidden_dropout_prob=0.0,
+      attention_probs_dropout_prob=0.0)
+  ids = np.random.RandomState(0).randint(0, 64, (3, 17)).astype(np.int32)
+  variables = nn.meta.unbox(model.init(jax.random.key(0), ids))
+
+  def train(v):
+    return model.apply(v, ids, deterministic=False,
+                       rngs={"dropout": jax.random.key(1)})
+
+  def infer(v):
+    return model.apply(v, ids, deterministic=True)
+
+  assert "scan" not in _primitives(train, variables)
+  if jax.default_backend() == "cpu":
+    assert "scan" in _primitives(infer, variables)
+  np.testing.assert_allclose(np.asarray(jax.jit(train)(variables)),
+                             np.asarray(jax.jit(infer)(variables)),
+                             rtol=1e-5, atol=1e-5)
+  q, k, v = (jax.random.normal(key, (3, 5, 2, 4), jnp.bfloat16)
+             for key in jax.random.split(jax.random.PRNGKey(0), 3))
+  looped = attention.low_precision_attention(q, k, v, loop_examples=True)
+  batched = attention.low_precision_attention(q, k, v)
+  assert looped.dtype == batched.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(looped), np.asarray(batched),
+                             atol=1e-6)

@@ -27,7 +27,7 @@ def dot_general(dtype) -> Optional[Callable[..., jax.Array]]:
 def low_precision_attention(query, key, value, mask=None, dropout_rng=None,
                             dropout_rate=0., broadcast_dropout=True,
                             deterministic=False, dtype=None, precision=None,
-                            module=None):
+                            module=None, loop_examples=False):
   """`nn.dot_product_attention` for the fast precision mode.
 
   Both products take the low-precision `query`, `key`, `value` and
@@ -35,16 +35,21 @@ def low_precision_attention(query, key, value, mask=None, dropout_rng=None,
   float32, and the probabilities are cast to `value.dtype` for the value
   product. Returns float32 `[..., q_length, heads, depth]`.
 
-  On a CPU, without dropout, mask or sown weights, the batch is attended
-  one example at a time (`lax.map`; the same result): one example's logits
-  of all heads stay in cache. At 16x16 tokens and batch 8 that makes the
-  attention about 3x faster on a 2-core CPU, where it was half the time of
-  a bfloat16 forward.
+  With `loop_examples` (the transformer sets it at inference), on a CPU,
+  without dropout, mask or sown weights, the batch is attended one example
+  at a time (`lax.map`; the same result): one example's logits of all
+  heads stay in cache. At 16x16 tokens and batch 8 that makes the
+  sampler's attention about 3x faster on a 2-core CPU, where it was half
+  the time of a bfloat16 forward. Training keeps the batched form: in the
+  data-parallel train step the loop over a sharded batch became while
+  loops with all-gathers of the batch (`profile_step.py`). (Flax passes
+  `deterministic=True` whenever the dropout rate is 0, so that flag cannot
+  tell training from inference.)
   """
   query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
   dropout = not deterministic and dropout_rate > 0.
-  if (query.ndim == 4 and mask is None and not dropout and module is None
-      and jax.default_backend() == "cpu"):
+  if (loop_examples and query.ndim == 4 and mask is None and not dropout
+      and module is None and jax.default_backend() == "cpu"):
     return jax.lax.map(
         lambda qkv: _low_precision_attention(*qkv, precision=precision),
         (query, key, value))

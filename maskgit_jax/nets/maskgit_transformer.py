@@ -24,6 +24,7 @@ inputs and accumulates in float32 (`preferred_element_type`); LayerNorm,
 softmax and the logits stay float32. Parameters are always float32.
 """
 
+import functools
 from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
@@ -83,7 +84,8 @@ class Attention(nn.Module):
     init = truncated_normal(self.initializer_range)
     zeros = nn.initializers.zeros
     attention_fn = (nn.dot_product_attention if self.dtype == jnp.float32
-                    else attention.low_precision_attention)
+                    else functools.partial(attention.low_precision_attention,
+                                           loop_examples=deterministic))
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_attention_heads,
         qkv_features=self.hidden_size,
