@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 
+from maskgit_jax.common import allocator
 import timing  # benchmarks/timing.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -420,7 +421,7 @@ def main():
       "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
       "commit": _git("rev-parse", "--short", "HEAD"),
-      "allocator": os.environ.get("LD_PRELOAD") or "glibc",
+      "allocator": allocator.current(),
       "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
       "device": f"{device.platform} ({device.device_kind})",
       "cpu_count": os.cpu_count(), "load_average_start": load_start,
@@ -446,6 +447,5 @@ def main():
 
 
 if __name__ == "__main__":
-  from maskgit_jax.common import allocator  # pylint: disable=g-import-not-at-top
   allocator.maybe_reexec()  # as the entry points run
   sys.exit(main())

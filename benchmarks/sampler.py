@@ -298,7 +298,8 @@ def main():
           f"{sequential['parallel_speedup']:.1f}x", flush=True)
   report = {"device": str(jax.devices()[0]),
             "platform": jax.devices()[0].platform,
-            "machine": platform.platform(), "allocator": allocator.current(), "cpu_count": os.cpu_count(),
+            "machine": platform.platform(),
+            "allocator": allocator.current(), "cpu_count": os.cpu_count(),
             "jax_version": jax.__version__, "results": rows,
             "sequential": sequential}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -328,7 +328,8 @@ def main():
     r["utilisation_of_bf16_peak"] = r["achieved_flops_per_s"] / peak16
   report = {
       "device": str(device), "platform": device.platform,
-      "device_kind": device.device_kind, "machine": platform.platform(), "allocator": allocator.current(),
+      "device_kind": device.device_kind, "machine": platform.platform(),
+      "allocator": allocator.current(),
       "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
       "num_devices": len(jax.devices()), "cpu_devices_flag": args.cpu_devices,
       "flops_counting": "XLA cost analysis of the compiled train step "

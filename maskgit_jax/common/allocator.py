@@ -26,7 +26,7 @@ command again with the library in LD_PRELOAD. It does nothing when:
 import ctypes.util
 import os
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 ENV = "MASKGIT_JAX_ALLOCATOR"
 LIBRARY = "tcmalloc_minimal"
@@ -62,11 +62,13 @@ def reexec_environment(environ: Mapping[str, str],
   return env
 
 
-def maybe_reexec(argv: Optional[Sequence[str]] = None) -> None:
+def maybe_reexec() -> None:
   """Re-executes this command (`sys.orig_argv`) with tcmalloc preloaded;
   returns only when it does not (see the module docstring)."""
+  if os.environ.get(ENV) in ("system", "tcmalloc"):
+    return  # decided already: no library lookup (it runs ldconfig)
   env = reexec_environment(os.environ, find_library())
-  argv = list(argv if argv is not None else getattr(sys, "orig_argv", []))
+  argv = getattr(sys, "orig_argv", [])
   if env is None or not argv:
     return
   sys.stdout.flush()
