@@ -203,3 +203,79 @@ def test_low_precision_attention_loops_over_examples_only_at_inference():
   assert looped.dtype == batched.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(looped), np.asarray(batched),
                              atol=1e-6)
+
+
+def test_cast_kernels_gives_the_same_bfloat16_logits():
+  """Casting the kernels once (the sampler does it before its decode loop)
+  gives the fast precision mode's logits bit for bit; float32 is left as
+  it is; only `kernel` leaves change."""
+  model = maskgit_transformer.Transformer.from_preset(
+      "tiny", dtype=jnp.bfloat16)
+  ids = np.random.RandomState(0).randint(0, 16, (2, 17)).astype(np.int32)
+  variables = nn.meta.unbox(model.init(jax.random.key(0), ids))
+  cast = maskgit_transformer.cast_kernels(variables, jnp.bfloat16)
+  flat, flat_cast = (flax.traverse_util.flatten_dict(v["params"])
+                     for v in (variables, cast))
+  for path, leaf in flat_cast.items():
+    want = jnp.bfloat16 if path[-1] == "kernel" else jnp.float32
+    assert leaf.dtype == want, path
+  assert sum(path[-1] == "kernel" for path in flat) >= 8
+  np.testing.assert_array_equal(
+      np.asarray(jax.jit(model.apply)(variables, ids)),
+      np.asarray(jax.jit(model.apply)(cast, ids)))
+  assert maskgit_transformer.cast_kernels(variables, jnp.float32) is variables
+
+
+def _converts_of_shapes(fn, shapes, *args):
+  """convert_element_type equations inside loop bodies of fn's jaxpr whose
+  operand has one of `shapes`."""
+  found = []
+
+  def walk(jaxpr, in_loop):
+    for eqn in jaxpr.eqns:
+      if (in_loop and str(eqn.primitive) == "convert_element_type"
+          and tuple(eqn.invars[0].aval.shape) in shapes):
+        found.append(eqn)
+      loop = in_loop or str(eqn.primitive) in ("while", "scan")
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub, loop)
+  walk(jax.make_jaxpr(fn)(*args).jaxpr, False)
+  return found
+
+
+def test_bfloat16_sampler_casts_kernels_once_with_the_same_tokens():
+  """The bfloat16 sampler's decode loop has no kernel casts left in it, and
+  draws the tokens that casting in every forward draws."""
+  from maskgit_jax.libml import parallel_decode  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.libml import sampling  # pylint: disable=import-outside-toplevel
+  tok = vqgan_tokenizer.VQVAE.from_preset("tiny")
+  tr = maskgit_transformer.Transformer.from_preset("tiny", dtype=jnp.bfloat16)
+  tv = nn.meta.unbox(tok.init(
+      jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+      method=lambda m, x: m.decode_from_indices(m.encode_to_indices(x))))
+  rv = nn.meta.unbox(tr.init(jax.random.key(1), jnp.zeros((1, 17), jnp.int32)))
+  s = sampling.MaskGitSampler(tok, tv, tr, rv, num_classes=3)
+  inputs = jnp.asarray(s.generation_inputs([0, 1, 2, None]))
+  rng = jax.random.PRNGKey(3)
+  kwargs = dict(num_iter=4, start_iter=0, choice_temperature=4.5,
+                mask_scheduling_method="cosine", guidance_scale=0.0,
+                guidance_schedule="constant", sampling_temperature=1.0,
+                top_k=0, return_masks=False, position_scheduler="confidence",
+                halton_random_shift=False)
+  kernels = {tuple(x.shape) for p, x in flax.traverse_util.flatten_dict(
+      rv["params"]).items() if p[-1] == "kernel"}
+
+  def ours(v):
+    return s._decode_tokens(v, inputs, rng, **kwargs)  # pylint: disable=protected-access
+
+  def per_forward(v):  # every forward casts its kernels (before the fix)
+    return parallel_decode.decode(
+        inputs, rng, s._logits_fn(v), mask_token_id=sampling.MASK_TOKEN_ID,  # pylint: disable=protected-access
+        null_inputs_fn=lambda x: x.at[:, 0].set(s.null_class_id),
+        grid_shape=(s.latent_size, s.latent_size),
+        **{k: w for k, w in kwargs.items() if k != "top_k"}, top_k=0)
+
+  assert not _converts_of_shapes(ours, kernels, rv)
+  assert _converts_of_shapes(per_forward, kernels, rv)  # the check can fail
+  np.testing.assert_array_equal(np.asarray(ours(rv)),
+                                np.asarray(jax.jit(per_forward)(rv)))

@@ -99,6 +99,9 @@ class MaskGitSampler:
                      guidance_scale, guidance_schedule, sampling_temperature,
                      top_k, return_masks, position_scheduler,
                      halton_random_shift):
+    # Fast precision mode: the kernels cast once, not in every iteration.
+    transformer_variables = maskgit_transformer.cast_kernels(
+        transformer_variables, self.transformer.dtype)
     return parallel_decode.decode(
         inputs, rng, self._logits_fn(transformer_variables),
         mask_token_id=MASK_TOKEN_ID, num_iter=num_iter, start_iter=start_iter,

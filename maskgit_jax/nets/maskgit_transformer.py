@@ -253,6 +253,25 @@ class Bias(nn.Module):
     return x + bias[:x.shape[-1]]
 
 
+
+def cast_kernels(variables: Any, dtype: Dtype) -> Any:
+  """`variables` with every dense kernel (a `kernel` leaf) cast to `dtype`.
+
+  In the fast precision mode each dense layer casts its float32 kernel to
+  bfloat16 on every call; a decode loop that calls the transformer
+  `num_iter` times repeats those casts (about a tenth of a bfloat16 forward
+  at the ImageNet-256 shape on a CPU). Casting once before the loop gives
+  the same products, bit for bit. Biases, LayerNorm parameters and the
+  embeddings stay as they are. Float32: `variables` unchanged.
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    return variables
+
+  def cast(path, leaf):
+    named_kernel = any(getattr(k, "key", None) == "kernel" for k in path)
+    return leaf.astype(dtype) if named_kernel else leaf
+  return jax.tree_util.tree_map_with_path(cast, variables)
+
 class Transformer(nn.Module):
   """BERT-style bidirectional transformer for masked visual token modelling.
 
