@@ -223,15 +223,19 @@ def bench_sequential(shape, batch, num_iter, repeats):
           "load_average_end": timing.load_average()}
 
 
-def add_floor(result, peak_bf16):
+def add_floor(result, peaks_bf16):
   """The bf16 sampler against its floor: num_iter forwards of
   2 x parameters x tokens FLOPs at the bf16 matmul peak, plus the detokenize
-  measured in the same run (issue 14's target: <= 1.25x the forwards' part)."""
+  measured in the same run (issue 14's target: <= 1.25x the forwards' part).
+  `peaks_bf16`: the peak measured before and after the samplers; the higher
+  is used, so that a slow moment of the machine cannot lower the floor."""
+  peak_bf16 = max(peaks_bf16)
   forwards = (result["num_iter"] * 2 * result["transformer_params"] *
               result["tokens_per_forward"] / peak_bf16)
   b16 = result["bfloat16"]
   result["bf16_floor"] = {
       "matmul_peak_bf16": peak_bf16,
+      "matmul_peak_bf16_before_after": list(peaks_bf16),
       "forwards_floor_s": forwards,
       "floor_s": forwards + b16["detokenize_s"],
       "sample_over_floor": b16["sample_s"] / (forwards + b16["detokenize_s"]),
@@ -240,6 +244,11 @@ def add_floor(result, peak_bf16):
       "target": "sample <= 1.25 x forwards floor + detokenize"}
   result["bf16_floor"]["target_met"] = (
       b16["sample_s"] <= 1.25 * forwards + b16["detokenize_s"])
+
+
+def _bf16_peak():
+  import train_step  # pylint: disable=import-outside-toplevel
+  return train_step.matmul_peak(jnp.bfloat16, train_step.PEAK_SIZES["cpu"])[0]
 
 
 def main():
@@ -268,12 +277,7 @@ def main():
   for shape in shapes:
     if shape not in SHAPES:
       parser.error(f"unknown shape {shape!r}; expected one of {SHAPES}")
-  peaks16 = []
-  if args.floor:  # the peak measured before and after the samplers: a
-    import train_step  # pylint: disable=import-outside-toplevel
-    # slow moment of the machine must not lower the floor
-    peaks16.append(train_step.matmul_peak(
-        jnp.bfloat16, train_step.PEAK_SIZES["cpu"])[0])
+  peaks16 = [_bf16_peak()] if args.floor else []  # before; after: below
   rows = []
   for shape in shapes:
     for batch in batches:
@@ -285,18 +289,15 @@ def main():
             f"{r['bfloat16']['overhead']:.3f}; bf16 speed-up "
             f"{r['bf16_speedup']:.2f}x", flush=True)
   if args.floor:
-    peaks16.append(train_step.matmul_peak(
-        jnp.bfloat16, train_step.PEAK_SIZES["cpu"])[0])
-    peak16 = max(peaks16)
+    peaks16.append(_bf16_peak())
     for r in rows:
-      add_floor(r, peak16)
-      r["bf16_floor"]["matmul_peak_bf16_before_after"] = peaks16
+      add_floor(r, peaks16)
       f = r["bf16_floor"]
       print(f"{r['shape']} batch {r['batch']}: bf16 sample "
             f"{r['bfloat16']['sample_s']:.2f} s, floor {f['floor_s']:.2f} s "
             f"(forwards {f['forwards_floor_s']:.2f} s at "
-            f"{peak16 / 1e9:.0f} GFLOP/s); decode / forwards floor "
-            f"{f['decode_over_forwards_floor']:.2f}", flush=True)
+            f"{f['matmul_peak_bf16'] / 1e9:.0f} GFLOP/s); decode / forwards "
+            f"floor {f['decode_over_forwards_floor']:.2f}", flush=True)
   sequential = None
   if args.sequential:
     sequential = bench_sequential(args.sequential_shape, args.sequential_batch,

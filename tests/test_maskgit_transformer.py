@@ -1,4 +1,5 @@
 """The bidirectional transformer: release parity, mask token, presets' trees."""
+import functools
 import json
 
 import flax
@@ -271,9 +272,9 @@ def test_bfloat16_sampler_casts_kernels_once_with_the_same_tokens():
   def per_forward(v):  # every forward casts its kernels (before the fix)
     return parallel_decode.decode(
         inputs, rng, s._logits_fn(v), mask_token_id=sampling.MASK_TOKEN_ID,  # pylint: disable=protected-access
-        null_inputs_fn=lambda x: x.at[:, 0].set(s.null_class_id),
-        grid_shape=(s.latent_size, s.latent_size),
-        **{k: w for k, w in kwargs.items() if k != "top_k"}, top_k=0)
+        null_inputs_fn=functools.partial(sampling._set_class_token,  # pylint: disable=protected-access
+                                         class_id=s.null_class_id),
+        grid_shape=(s.latent_size, s.latent_size), **kwargs)
 
   assert not _converts_of_shapes(ours, kernels, rv)
   assert _converts_of_shapes(per_forward, kernels, rv)  # the check can fail

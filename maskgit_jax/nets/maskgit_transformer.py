@@ -253,7 +253,6 @@ class Bias(nn.Module):
     return x + bias[:x.shape[-1]]
 
 
-
 def cast_kernels(variables: Any, dtype: Dtype) -> Any:
   """`variables` with every dense kernel (a `kernel` leaf) cast to `dtype`.
 
@@ -271,6 +270,7 @@ def cast_kernels(variables: Any, dtype: Dtype) -> Any:
     named_kernel = any(getattr(k, "key", None) == "kernel" for k in path)
     return leaf.astype(dtype) if named_kernel else leaf
   return jax.tree_util.tree_map_with_path(cast, variables)
+
 
 class Transformer(nn.Module):
   """BERT-style bidirectional transformer for masked visual token modelling.
