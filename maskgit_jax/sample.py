@@ -44,7 +44,8 @@ results (pixels outside the edited tokens are the input's, blended over
 --blur_radius pixels; default the release's image_size // 16 - 1).
 
 Decoding: --num_iter --choice_temperature --guidance_scale --guidance_schedule
---sampling_temperature --top_k --position_scheduler=confidence|halton
+--sampling_temperature
+--sampling_temperature_end --top_k --position_scheduler=confidence|halton
 --[no]halton_random_shift --seed (defaults: the config's `sampling`).
 Any `--config.key=value` overrides the config file.
 
@@ -141,6 +142,9 @@ _GUIDANCE_SCHEDULE = flags.DEFINE_enum(
     "How the guidance scale grows over the iterations.")
 _SAMPLING_T = flags.DEFINE_float("sampling_temperature", None,
                                  "Temperature of token sampling.")
+_SAMPLING_T_END = flags.DEFINE_float(
+    "sampling_temperature_end", None, "Token temperature at the last "
+    "iteration, reached linearly from --sampling_temperature.")
 _TOP_K = flags.DEFINE_integer("top_k", None,
                               "Sample among the k likeliest tokens (0 = all).")
 _POSITION_SCHEDULER = flags.DEFINE_enum(
@@ -230,7 +234,8 @@ def decoding_overrides():
   return dict(num_iter=_NUM_ITER.value, choice_temperature=_CHOICE_T.value,
               guidance_scale=_GUIDANCE.value,
               guidance_schedule=_GUIDANCE_SCHEDULE.value,
-              sampling_temperature=_SAMPLING_T.value, top_k=_TOP_K.value,
+              sampling_temperature=_SAMPLING_T.value,
+              sampling_temperature_end=_SAMPLING_T_END.value, top_k=_TOP_K.value,
               position_scheduler=_POSITION_SCHEDULER.value,
               halton_random_shift=_HALTON_SHIFT.value)
 

@@ -149,6 +149,37 @@ def test_known_best_token_is_chosen_at_low_temperature():
   assert (np.asarray(warm[:, -1, 1:]) != best[1:]).any()
 
 
+def test_sampling_temperature_schedule():
+  """`sampling_temperature_end`: linear from the first to the last iteration
+  (the values), a no-op when it equals the start (the same tokens), and a
+  known answer: drawn at 100 then cooled to 0.01, the tokens revealed at the
+  last iteration are the best ones, those revealed at the first are not."""
+  at = parallel_decode.sampling_temperature_at
+  assert [at(t, 5, 1.2, 0.4) for t in range(5)] == pytest.approx(
+      [1.2, 1.0, 0.8, 0.6, 0.4])
+  assert at(0, 1, 1.2, 0.4) == 1.2 and at(3, 5, 0.7) == 0.7
+  best = np.random.RandomState(3).randint(0, VOCAB, SEQ)
+  inputs = jnp.asarray(make_inputs(16, np.random.RandomState(2)))
+  same = [parallel_decode.decode(inputs, jax.random.PRNGKey(0),
+                                 best_token_model(best, margin=1.0),
+                                 sampling_temperature=0.7, **kw)
+          for kw in ({}, {"sampling_temperature_end": 0.7})]
+  np.testing.assert_array_equal(same[0], same[1])
+  seqs, masks = parallel_decode.decode(
+      inputs, jax.random.PRNGKey(0), best_token_model(best),
+      num_iter=4, choice_temperature=1.0, sampling_temperature=100.0,
+      sampling_temperature_end=0.01, return_masks=True)
+  seqs, masks = np.asarray(seqs), np.asarray(masks)
+  unknown = np.asarray(inputs) == -1
+  first = unknown & ~masks[:, 0]  # revealed by iteration 0
+  last = masks[:, -2]  # still masked before the last iteration: drawn there
+  final = seqs[:, -1]
+  target = np.broadcast_to(best, final.shape)
+  assert last.any() and first.any()
+  np.testing.assert_array_equal(final[last], target[last])
+  assert (final[first] != target[first]).mean() > 0.5
+
+
 def test_top_k_restricts_the_choice():
   rs = np.random.RandomState(4)
   logits = jnp.asarray(rs.randn(SEQ, VOCAB), jnp.float32)

@@ -445,6 +445,9 @@ BAD_OVERRIDES = {
     "nan_sampling_temperature": (
         ["--config.sampling.sampling_temperature=nan"],
         ["sampling.sampling_temperature=nan"]),
+    "zero_final_temperature": (
+        ["--config.sampling.sampling_temperature_end=0"],
+        ["sampling.sampling_temperature_end=0.0"]),
     "minus_inf_guidance": (["--config.sampling.guidance_scale=-inf"],
                            ["sampling.guidance_scale=-inf"]),
     "zero_samples_per_class": (

@@ -194,15 +194,18 @@ def sample_classes(sampler: sampling.MaskGitSampler, classes: Sequence[int],
 def decode_options(config: ml_collections.ConfigDict, **overrides):
   """The `decode` keyword arguments from `config.sampling`, with overrides.
 
-  `position_scheduler` and `halton_random_shift` default to "confidence" and
-  False for configs written before they existed (a run's config.json).
+  `position_scheduler`, `halton_random_shift` and `sampling_temperature_end`
+  default to "confidence", False and None for configs written before they
+  existed (a run's config.json).
   """
   s = config.sampling
   options = dict(num_iter=s.num_iter, choice_temperature=s.choice_temperature,
                  mask_scheduling_method=s.mask_scheduling_method,
                  guidance_scale=s.guidance_scale,
                  guidance_schedule=s.guidance_schedule,
-                 sampling_temperature=s.sampling_temperature, top_k=s.top_k,
+                 sampling_temperature=s.sampling_temperature,
+                 sampling_temperature_end=s.get("sampling_temperature_end"),
+                 top_k=s.top_k,
                  position_scheduler=s.get("position_scheduler", "confidence"),
                  halton_random_shift=s.get("halton_random_shift", False))
   options.update({k: v for k, v in overrides.items() if v is not None})
@@ -222,6 +225,9 @@ def check_decode_options(options) -> None:
   number("choice_temperature", lambda v: v >= 0, "a finite number >= 0")
   number("guidance_scale", lambda v: v >= 0, "a finite number >= 0")
   number("sampling_temperature", lambda v: v > 0, "a finite number > 0")
+  if options.get("sampling_temperature_end") is not None:
+    number("sampling_temperature_end", lambda v: v > 0,
+           "a finite number > 0 or None (constant)")
   number("top_k", lambda v: v >= 0, "an int >= 0 (0 = off)", integer=True)
   scheduler = options.get("position_scheduler", "confidence")
   choices = parallel_decode.POSITION_SCHEDULERS

@@ -23,8 +23,12 @@ Extensions, all off by default:
   `cond + s_t * (cond - uncond)`, with `s_t = s * w(t)` where `w` is
   `guidance_schedule`: "constant" (1), "linear" ((t+1)/T) or "cosine"
   (1 - cosine mask ratio at t).
-- `sampling_temperature` divides the logits before sampling; `top_k` > 0 keeps
-  only the k best logits per position. The confidence is the probability of
+- `sampling_temperature` divides the logits before sampling; with
+  `sampling_temperature_end` the temperature goes linearly from the first to
+  the second over the iterations (`t_start + (t_end - t_start) * t / (T-1)`
+  at iteration t of T): hot early iterations, which lay out the image, and
+  cold late ones, which fill in its details. `top_k` > 0 keeps only the k
+  best logits per position. The confidence is the probability of
   the sampled token under the distribution it was drawn from.
 - position scheduler: `position_scheduler="halton"` replaces the choice of
   the tokens to keep (by confidence) with a fixed reveal order over the token
@@ -132,6 +136,15 @@ def guidance_weight(schedule: str, ratio):
   if schedule == "linear":
     return ratio
   return 1.0 - jax.lax.cos(math.pi / 2. * ratio)  # cosine
+
+
+def sampling_temperature_at(step, num_iter: int, start, end=None):
+  """Token temperature of iteration `step` of `num_iter`: `start`, or with an
+  `end`, `start + (end - start) * step / (num_iter - 1)` (`start` when
+  `num_iter` is 1)."""
+  if end is None:
+    return start  # Dividing by the default 1.0 is exact.
+  return start + (end - start) * (step / max(num_iter - 1, 1))
 
 
 def radical_inverse(index, base: int):
@@ -272,6 +285,7 @@ def decode(inputs: jax.Array,
            guidance_schedule: str = "constant",
            null_inputs_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
            sampling_temperature: float = 1.0,
+           sampling_temperature_end: Optional[float] = None,
            top_k: int = 0,
            return_masks: bool = False,
            position_scheduler: str = "confidence",
@@ -296,7 +310,10 @@ def decode(inputs: jax.Array,
     guidance_schedule: "constant", "linear" or "cosine".
     null_inputs_fn: maps inputs to unconditional inputs (default
       `drop_class_token`).
-    sampling_temperature: temperature of token sampling.
+    sampling_temperature: temperature of token sampling (at the first
+      iteration when `sampling_temperature_end` is given).
+    sampling_temperature_end: temperature at the last iteration, reached
+      linearly from `sampling_temperature` (None: constant).
     top_k: sample among the k most likely tokens only (0 = all).
     return_masks: also return the masks after each iteration.
     position_scheduler: which masked tokens to keep at each iteration:
@@ -357,7 +374,8 @@ def decode(inputs: jax.Array,
       logits = tokens_to_logits(cur_ids).astype(jnp.float32)
     if top_k:
       logits = _filter_top_k(logits, top_k)
-    logits = logits / sampling_temperature  # Exact for the default 1.0.
+    logits = logits / sampling_temperature_at(
+        step, num_iter, sampling_temperature, sampling_temperature_end)
 
     rng, sample_rng = jax.random.split(rng, 2)
     sampled_ids = _categorical(sample_rng, logits)

@@ -97,8 +97,8 @@ class MaskGitSampler:
   def _decode_tokens(self, transformer_variables, inputs, rng, *, num_iter,
                      start_iter, choice_temperature, mask_scheduling_method,
                      guidance_scale, guidance_schedule, sampling_temperature,
-                     top_k, return_masks, position_scheduler,
-                     halton_random_shift):
+                     sampling_temperature_end, top_k, return_masks,
+                     position_scheduler, halton_random_shift):
     # Fast precision mode: the kernels cast once, not in every iteration.
     transformer_variables = maskgit_transformer.cast_kernels(
         transformer_variables, self.transformer.dtype)
@@ -110,7 +110,8 @@ class MaskGitSampler:
         guidance_scale=guidance_scale, guidance_schedule=guidance_schedule,
         null_inputs_fn=functools.partial(
             _set_class_token, class_id=self.null_class_id),
-        sampling_temperature=sampling_temperature, top_k=top_k,
+        sampling_temperature=sampling_temperature,
+        sampling_temperature_end=sampling_temperature_end, top_k=top_k,
         return_masks=return_masks, position_scheduler=position_scheduler,
         halton_random_shift=halton_random_shift,
         grid_shape=(self.latent_size, self.latent_size))
@@ -121,6 +122,7 @@ class MaskGitSampler:
                     guidance_scale: float = 0.0,
                     guidance_schedule: str = "constant",
                     sampling_temperature: float = 1.0, top_k: int = 0,
+                    sampling_temperature_end: Optional[float] = None,
                     return_masks: bool = False,
                     position_scheduler: str = "confidence",
                     halton_random_shift: bool = False):
@@ -136,9 +138,11 @@ class MaskGitSampler:
         mask_scheduling_method=mask_scheduling_method,
         guidance_scale=float(guidance_scale),
         guidance_schedule=guidance_schedule,
-        sampling_temperature=float(sampling_temperature), top_k=int(top_k),
-        return_masks=return_masks, position_scheduler=str(position_scheduler),
-        halton_random_shift=bool(halton_random_shift))
+        sampling_temperature=float(sampling_temperature),
+        sampling_temperature_end=(None if sampling_temperature_end is None
+                                  else float(sampling_temperature_end)),
+        top_k=int(top_k), return_masks=return_masks,
+        position_scheduler=str(position_scheduler), halton_random_shift=bool(halton_random_shift))
 
   @functools.partial(jax.jit, static_argnums=0)
   def _detokenize(self, tokenizer_variables, ids):

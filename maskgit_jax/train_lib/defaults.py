@@ -86,13 +86,16 @@ def sampling(num_iter: int = 16, samples_per_class: int = 4,
   `position_scheduler` is "confidence" (the release's) or "halton" (a fixed
   Halton reveal order, `maskgit_jax.libml.parallel_decode`; its FID is not
   yet measured); `halton_random_shift` gives each sample a random cyclic
-  offset of that order (Halton only).
+  offset of that order (Halton only). `sampling_temperature_end` (None:
+  constant) makes the token temperature go linearly from
+  `sampling_temperature` at the first iteration to it at the last.
   """
   return ml_collections.ConfigDict(dict(
       num_iter=num_iter, choice_temperature=4.5,
       mask_scheduling_method="cosine", guidance_scale=0.0,
-      guidance_schedule="constant", sampling_temperature=1.0, top_k=0,
-      position_scheduler="confidence", halton_random_shift=False,
+      guidance_schedule="constant", sampling_temperature=1.0,
+      sampling_temperature_end=ml_collections.FieldReference(None, float),
+      top_k=0, position_scheduler="confidence", halton_random_shift=False,
       samples_per_class=samples_per_class, grid_scale=grid_scale))
 
 
