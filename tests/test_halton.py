@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from maskgit_jax.generation import sample_lib
+from maskgit_jax.libml import halton
 from maskgit_jax.libml import mask_schedule
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
@@ -60,7 +61,7 @@ def reference_order(height, width):
 
 
 def test_halton_points_match_the_radical_inverse_reference():
-  points = parallel_decode.halton_points(500)
+  points = halton.halton_points(500)
   want = np.array([[van_der_corput(i, 2), van_der_corput(i, 3)]
                    for i in range(1, 501)])
   np.testing.assert_allclose(points, want, rtol=0, atol=1e-12)
@@ -69,13 +70,13 @@ def test_halton_points_match_the_radical_inverse_reference():
   # From 0: scipy's unscrambled Halton sequence, where scipy is installed.
   qmc = pytest.importorskip("scipy.stats.qmc")
   np.testing.assert_allclose(
-      parallel_decode.halton_points(64, start=0),
+      halton.halton_points(64, start=0),
       qmc.Halton(d=2, scramble=False).random(64), atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (16, 16), (3, 5), (1, 1), (7, 2)])
 def test_halton_order_is_each_cell_once_in_first_visit_order(shape):
-  order = parallel_decode.halton_order(*shape)
+  order = halton.halton_order(*shape)
   assert sorted(order.tolist()) == list(range(shape[0] * shape[1]))
   assert order.tolist() == reference_order(*shape)
 
@@ -83,18 +84,18 @@ def test_halton_order_is_each_cell_once_in_first_visit_order(shape):
 def test_halton_order_by_hand():
   # (1/2, 1/3) -> (2, 1); (1/4, 2/3) -> (1, 2); (3/4, 1/9) -> (3, 0);
   # (1/8, 4/9) -> (0, 1) on a 4x4 grid, row-major.
-  assert parallel_decode.halton_order(4, 4)[:4].tolist() == [9, 6, 12, 1]
+  assert halton.halton_order(4, 4)[:4].tolist() == [9, 6, 12, 1]
 
 
 def test_grid_layout():
-  assert parallel_decode.grid_layout(17) == (1, 4, 4)
-  assert parallel_decode.grid_layout(16) == (0, 4, 4)
-  assert parallel_decode.grid_layout(257) == (1, 16, 16)
-  assert parallel_decode.grid_layout(13, (3, 4)) == (1, 3, 4)
+  assert halton.grid_layout(17) == (1, 4, 4)
+  assert halton.grid_layout(16) == (0, 4, 4)
+  assert halton.grid_layout(257) == (1, 16, 16)
+  assert halton.grid_layout(13, (3, 4)) == (1, 3, 4)
   with pytest.raises(ValueError, match="pass grid_shape"):
-    parallel_decode.grid_layout(20)
+    halton.grid_layout(20)
   with pytest.raises(ValueError, match="does not fit"):
-    parallel_decode.grid_layout(10, (4, 4))
+    halton.grid_layout(10, (4, 4))
 
 
 # ------------------------------------------------------------------- decoding
@@ -158,7 +159,7 @@ def test_reveals_the_next_positions_of_the_order_in_scheduled_counts(
   masked = scheduled_masked(unknown_start, num_iter, method)
   if method == "uniform":
     assert masked == [12, 8, 4, 1]  # 16 * (1 - t/4), at least 1
-  order = (1 + parallel_decode.halton_order(SIDE, SIDE)).tolist()
+  order = (1 + halton.halton_order(SIDE, SIDE)).tolist()
   for b in range(2):
     np.testing.assert_array_equal(masks[b].sum(-1), masked)
     # The last iteration samples every position (its mask count is the
@@ -257,7 +258,7 @@ def test_inpainting_reveals_only_unknown_positions_in_restricted_order(
       return_masks=True)
   seqs, masks = np.asarray(seqs), np.asarray(masks)
   given = inputs != -1
-  order = (1 + parallel_decode.halton_order(SIDE, SIDE)).tolist()
+  order = (1 + halton.halton_order(SIDE, SIDE)).tolist()
   for t in range(num_iter):
     np.testing.assert_array_equal(seqs[:, t][given], inputs[given])
     assert not (masks[:, t] & given).any()
@@ -283,7 +284,7 @@ def test_random_shift_is_a_cyclic_offset_per_sample():
       position_scheduler="halton", halton_random_shift=True,
       return_masks=True)
   seqs, masks = (np.asarray(x) for x in run(jax.random.PRNGKey(2)))
-  order = (1 + parallel_decode.halton_order(SIDE, SIDE)).tolist()
+  order = (1 + halton.halton_order(SIDE, SIDE)).tolist()
   given = inputs != -1
   shifts = []
   for b in range(len(inputs)):
@@ -371,7 +372,7 @@ def test_sampler_reveals_its_grid_in_halton_order():
       [0, 1], jax.random.PRNGKey(0), num_iter=4, return_masks=True,
       position_scheduler="halton")
   masks = np.asarray(masks)
-  order = 1 + parallel_decode.halton_order(4, 4)
+  order = 1 + halton.halton_order(4, 4)
   # uniform would be 4 per step; cosine: 16 * cos(pi/8) = 14.8 -> 14 masked.
   assert set(np.flatnonzero(~masks[0, 0])) == {0} | set(order[:2])
   np.testing.assert_array_equal(masks[0], masks[1])

@@ -97,8 +97,8 @@ class MaskGitSampler:
   def _decode_tokens(self, transformer_variables, inputs, rng, *, num_iter,
                      start_iter, choice_temperature, mask_scheduling_method,
                      guidance_scale, guidance_schedule, sampling_temperature,
-                     sampling_temperature_end, top_k, return_masks,
-                     position_scheduler, halton_random_shift):
+                     top_k, return_masks, position_scheduler,
+                     halton_random_shift, sampling_temperature_end=None):
     # Fast precision mode: the kernels cast once, not in every iteration.
     transformer_variables = maskgit_transformer.cast_kernels(
         transformer_variables, self.transformer.dtype)

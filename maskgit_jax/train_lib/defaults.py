@@ -84,9 +84,10 @@ def sampling(num_iter: int = 16, samples_per_class: int = 4,
   16 iterations, choice temperature 4.5, cosine schedule) and grid layout.
 
   `position_scheduler` is "confidence" (the release's) or "halton" (a fixed
-  Halton reveal order, `maskgit_jax.libml.parallel_decode`; its FID is not
-  yet measured); `halton_random_shift` gives each sample a random cyclic
-  offset of that order (Halton only). `sampling_temperature_end` (None:
+  Halton reveal order, `maskgit_jax.libml.parallel_decode`; on the embedded
+  default FID 2.10x the floor against 2.07x, README "Measured");
+  `halton_random_shift` gives each sample a random cyclic offset of that
+  order (Halton only). `sampling_temperature_end` (None:
   constant) makes the token temperature go linearly from
   `sampling_temperature` at the first iteration to it at the last.
   """
