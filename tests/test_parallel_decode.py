@@ -271,3 +271,47 @@ def test_bad_options():
   with pytest.raises(ValueError, match="start_iter"):
     parallel_decode.decode(inputs, jax.random.PRNGKey(0), MODEL, num_iter=4,
                            start_iter=5)
+
+
+def test_temperature_schedule_in_config_sampler_and_checks():
+  """`sampling.sampling_temperature_end` reaches the sampler's decode (the
+  same tokens as `decode` itself), defaults to None for a config written
+  before it existed, and a bad value is one line naming the key."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.generation import sample_lib  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.libml import sampling  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import maskgit_transformer  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import vqgan_tokenizer  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.train_lib import defaults  # pylint: disable=import-outside-toplevel
+  config = ml_collections.ConfigDict(dict(sampling=defaults.sampling()))
+  assert sample_lib.decode_options(config)["sampling_temperature_end"] is None
+  del config.sampling["sampling_temperature_end"]
+  assert sample_lib.decode_options(config)["sampling_temperature_end"] is None
+  options = sample_lib.decode_options(config, sampling_temperature=1.1,
+                                      sampling_temperature_end=0.5)
+  assert (options["sampling_temperature"],
+          options["sampling_temperature_end"]) == (1.1, 0.5)
+  with pytest.raises(ValueError, match=r"^sampling.sampling_temperature_end="
+                     r"-1.0 must be a finite number > 0 or None \(constant\).$"):
+    sample_lib.decode_options(config, sampling_temperature_end=-1.0)
+  tok = vqgan_tokenizer.VQVAE.from_preset("tiny")
+  tr = maskgit_transformer.Transformer.from_preset("tiny")
+  tok_vars = tok.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+  tr_vars = tr.init(jax.random.PRNGKey(1), jnp.zeros(
+      (1, tr.max_position_embeddings), jnp.int32))
+  sampler = sampling.MaskGitSampler(tok, tok_vars, tr, tr_vars,
+                                    num_classes=3)
+  inputs = sampler.generation_inputs([0, 1, 2, 0])
+  kw = dict(num_iter=4, choice_temperature=2.0, sampling_temperature=3.0,
+            sampling_temperature_end=0.3)
+  got = sampler.decode_tokens(inputs, jax.random.PRNGKey(5), **kw)
+  want = parallel_decode.decode(
+      jnp.asarray(inputs), jax.random.PRNGKey(5),
+      sampler._logits_fn(tr_vars),  # pylint: disable=protected-access
+      mask_token_id=sampling.MASK_TOKEN_ID,
+      null_inputs_fn=lambda ids: ids.at[:, 0].set(sampler.null_class_id), **kw)
+  np.testing.assert_array_equal(got, want)
+  constant = sampler.decode_tokens(inputs, jax.random.PRNGKey(5), num_iter=4,
+                                   choice_temperature=2.0,
+                                   sampling_temperature=3.0)
+  assert not np.array_equal(got, constant)
