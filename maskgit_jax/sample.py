@@ -44,9 +44,9 @@ results (pixels outside the edited tokens are the input's, blended over
 --blur_radius pixels; default the release's image_size // 16 - 1).
 
 Decoding: --num_iter --choice_temperature --guidance_scale --guidance_schedule
---sampling_temperature
---sampling_temperature_end --top_k --position_scheduler=confidence|halton
---[no]halton_random_shift --seed (defaults: the config's `sampling`).
+--sampling_temperature --sampling_temperature_end --top_k
+--position_scheduler=confidence|halton --[no]halton_random_shift --seed
+(defaults: the config's `sampling`).
 Any `--config.key=value` overrides the config file.
 
   python -m maskgit_jax.sample --workdir=checkpoints/fashion_mnist \
