@@ -1,4 +1,6 @@
 """parallel_decode.decode: release parity, invariants, fakes, extensions."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -309,7 +311,9 @@ def test_temperature_schedule_in_config_sampler_and_checks():
       jnp.asarray(inputs), jax.random.PRNGKey(5),
       sampler._logits_fn(tr_vars),  # pylint: disable=protected-access
       mask_token_id=sampling.MASK_TOKEN_ID,
-      null_inputs_fn=lambda ids: ids.at[:, 0].set(sampler.null_class_id), **kw)
+      null_inputs_fn=functools.partial(
+          sampling._set_class_token,  # pylint: disable=protected-access
+          class_id=sampler.null_class_id), **kw)
   np.testing.assert_array_equal(got, want)
   constant = sampler.decode_tokens(inputs, jax.random.PRNGKey(5), num_iter=4,
                                    choice_temperature=2.0,

@@ -232,7 +232,7 @@ def decode(inputs: jax.Array,
     if halton_random_shift:
       rng, shift_rng = jax.random.split(rng)
     reveal_rank = halton_lib.reveal_ranks(unknown_at_start_map, shift_rng,
-                                       grid_shape, halton_random_shift)
+                                          grid_shape, halton_random_shift)
 
   def body(step, state):
     cur_ids, rng, final_seqs, masks = state
