@@ -254,6 +254,32 @@ def test_discriminator_conv3x3_equals_flax_conv():
   assert tokenizer_task.conv_as_matmul(True) is True
 
 
+def test_discriminator_pads_other_sizes_to_a_power_of_two():
+  """A 28x28 input (the demo's Fashion-MNIST pixels) is judged as the 32x32
+  image with its edge pixels repeated: the variables of the 32x32 network,
+  the same logits as on that image padded by hand; the release's sizes are
+  not padded; sizes under 8 and non-square inputs are refused."""
+  from maskgit_jax.nets import discriminator  # pylint: disable=import-outside-toplevel
+  images = jax.random.uniform(jax.random.PRNGKey(5), (2, 28, 28, 1))
+  padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)),
+                  mode="edge")
+  assert padded[0, 0, 0, 0] == images[0, 0, 0, 0]
+  assert padded[0, 31, 15, 0] == images[0, 27, 13, 0]
+  net = discriminator.Discriminator(max_filters=8)
+  tree = net.init(jax.random.PRNGKey(0), images)["params"]
+  assert (jax.tree.map(np.shape, tree) == jax.tree.map(
+      np.shape, net.init(jax.random.PRNGKey(0), padded)["params"]))
+  np.testing.assert_allclose(net.apply({"params": tree}, images),
+                             net.apply({"params": tree}, padded),
+                             rtol=1e-6, atol=1e-6)
+  assert discriminator.pad_to_power_of_two(padded) is padded
+  odd = discriminator.pad_to_power_of_two(jnp.zeros((1, 13, 13, 3)))
+  assert odd.shape == (1, 16, 16, 3)
+  for shape in ((1, 7, 7, 1), (1, 16, 12, 1)):
+    with pytest.raises(ValueError, match="square with a side >= 8"):
+      net.init(jax.random.PRNGKey(0), jnp.zeros(shape))
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_cross_entropy_and_its_gradient_equal_the_log_softmax_form(smoothing):
   """The loss's own gradient (one pass over the logits) against JAX's

@@ -1,9 +1,10 @@
 """The StyleGAN-style discriminator of the release's VQGAN training.
 
-Images `[b, S, S, C]` (S a power of two >= 8) -> logits `[b, 1]`. Residual
-blocks halve the resolution down to 4x4 with blur pooling (or average
-pooling), leaky ReLU 0.2, Xavier-uniform kernels. Channel widths follow the
-release's table (512 up to 32x32, then 256, 128, 64, 32, 16 times
+Images `[b, S, S, C]` (S >= 8; a side that is not a power of two is first
+padded to one by repeating the edge pixels, e.g. Fashion-MNIST's 28 -> 32)
+-> logits `[b, 1]`. Residual blocks halve the resolution down to 4x4 with
+blur pooling (or average pooling), leaky ReLU 0.2, Xavier-uniform kernels.
+Channel widths follow the release's table (512 up to 32x32, then 256, 128, 64, 32, 16 times
 `channel_multiplier`), capped at `max_filters` so that small models fit a CPU.
 Module names are the release's.
 """
@@ -115,6 +116,22 @@ class DiscriminatorBlock(nn.Module):
     return (residual + x) / math.sqrt(2)
 
 
+def pad_to_power_of_two(x: jax.Array) -> jax.Array:
+  """`[b, s, s, c]` -> `[b, p, p, c]`, p the smallest power of two >= s, by
+  repeating the edge pixels (the pad split evenly, the odd pixel after):
+  real and generated images get the same deterministic border, so the
+  discriminator judges only their content. A power-of-two input is returned
+  as it is (the release's sizes)."""
+  size = x.shape[1]
+  target = 1 << (size - 1).bit_length()
+  if target == size:
+    return x
+  before = (target - size) // 2
+  after = target - size - before
+  return jnp.pad(x, ((0, 0), (before, after), (before, after), (0, 0)),
+                 mode="edge")
+
+
 class Discriminator(nn.Module):
   """StyleGAN discriminator. Attributes: widths and resampling."""
   channel_multiplier: int = 1
@@ -134,9 +151,11 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     size = x.shape[1]
-    if x.shape[1] != x.shape[2] or size < 8 or size & (size - 1):
-      raise ValueError(f"Discriminator input must be square with a power-of-"
-                       f"two side >= 8, got {x.shape[1:3]}.")
+    if x.shape[1] != x.shape[2] or size < 8:
+      raise ValueError(f"Discriminator input must be square with a side >= "
+                       f"8, got {x.shape[1:3]}.")
+    x = pad_to_power_of_two(x)
+    size = x.shape[1]
     x = _leaky_relu(_conv3x3(self.filters(size), self.conv_as_matmul,
                              "Conv_0")(x))
     for i in range(int(math.log2(size)), 2, -1):
