@@ -69,8 +69,23 @@ def get_config():
       remat="none", scan_layers=False)
 
   # Measured in the README's "Measured" (see the docstring).
-  defaults.cpu_recipe(config, tokenizer_steps=7300, tokenizer_batch_size=16,
+  defaults.cpu_recipe(config, tokenizer_steps=8800, tokenizer_batch_size=16,
                       transformer_steps=4000, save_every=1000)
+  # The last 1500 of stage 1's steps train the decoder alone against a small
+  # discriminator (the tokens are those of step 7300): the GAN sharpens what
+  # the decoder draws without changing what stage 2 learns (README
+  # "Measured": sample FID 2.04x -> 1.89x the floor on the same tokens and
+  # transformer; the same steps without the GAN loss: 2.04x).
+  t = config.tokenizer_training
+  t.decoder_finetune_steps = 1500
+  t.disc_start_step = 7300
+  t.generator_adversarial_weight = 0.01
+  t.r1_cost = 0.0
+  t.d_optimizer.b1 = 0.5
+  t.discriminator.max_filters = 16
+  # Without R1, XLA:CPU's convolutions are the faster form here (342 ms a
+  # decoder-phase step against 1069 ms as matmuls, one device).
+  t.discriminator.conv_as_matmul = False
   # More randomness in which tokens each iteration keeps: more diverse
   # samples at 7x7 tokens (README "Measured": 9 and 15 alike, 2 worse).
   config.sampling.choice_temperature = 15.0

@@ -48,6 +48,14 @@ def tiny_config(stages=("tokenizer", "transformer"), steps=4):
     section.tensorboard = False
   config.transformer_training.optimizer.warmup_steps = 1
   config.tokenizer_training.g_optimizer.warmup_steps = 1
+  # The demo's decoder-only GAN phase off: the tests that want a GAN set
+  # its weight, from step 0, with the release's R1 and discriminator.
+  t = config.tokenizer_training
+  t.decoder_finetune_steps, t.disc_start_step = 0, 0
+  t.generator_adversarial_weight, t.r1_cost = 0.0, 10.0
+  t.d_optimizer.b1 = 0.0
+  t.discriminator.max_filters = 512
+  t.discriminator.conv_as_matmul = None
   config.sampling.samples_per_class = 1
   config.sampling.num_iter = 2
   config.sampling.grid_scale = 1

@@ -305,3 +305,85 @@ def test_cross_entropy_and_its_gradient_equal_the_log_softmax_form(smoothing):
   np.testing.assert_allclose(l1, l2, rtol=1e-6)
   np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-7)
   assert np.isfinite(np.asarray(g1)).all()
+
+
+def test_decoder_finetune_phase_trains_the_decoder_alone():
+  """The last `decoder_finetune_steps` steps update the decoder only, with
+  `decoder_optimizer`'s learning rate: the encoder, the quantizer (codebook
+  included) and stage 1's Adam state are those of the phase's first step,
+  no code is restarted, and the GAN (from disc_start_step) still trains.
+  Both the static phases (the trainer's) and the traced ones agree. A phase
+  as long as the stage is dropped with a note; a negative one refused."""
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
+  leaves = test_train.leaves
+  config = test_train.tiny_config(stages=("tokenizer",))
+  c = config.tokenizer_training
+  c.num_steps = 4
+  c.decoder_finetune_steps = 2
+  c.decoder_optimizer.lr = 0.01
+  c.generator_adversarial_weight = 0.1
+  c.disc_start_step = 2
+  c.discriminator.max_filters = 8
+  c.codebook_restart_threshold = 1e9  # every code restarts at every step
+  c.ema_decay = 0.9
+  section = run.resolve_durations(c, 256, "tokenizer_training")
+  tokenizer = factory.tokenizer_from_config(config)
+  task = tokenizer_task.make_task(section, tokenizer, config.image_size,
+                                  note=lambda m: None)
+  state = task.init(jax.random.PRNGKey(0))
+  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))}
+  step = jax.jit(task.train_step)
+  snapshots, log = [], []
+  for _ in range(4):
+    state, metrics = step(state, batch, None)
+    snapshots.append(jax.device_get(state))
+    log.append({k: float(v) for k, v in metrics.items()})
+  assert [m["decoder_finetune"] for m in log] == [0, 0, 1, 1]
+  assert [m["gan_active"] for m in log] == [0, 0, 1, 1]
+  assert log[0]["restarted_codes"] > 0 and log[1]["restarted_codes"] > 0
+  assert log[2]["restarted_codes"] == log[3]["restarted_codes"] == 0
+  assert log[2]["g_learning_rate"] == log[3]["g_learning_rate"] == (
+      np.float32(0.01))
+  before, after = snapshots[1], snapshots[3]
+  for part in ("encoder", "quantizer"):
+    for x, y in zip(leaves(before.params[part]), leaves(after.params[part])):
+      np.testing.assert_array_equal(x, y)
+  for x, y in zip(leaves(before.opt_state), leaves(after.opt_state)):
+    np.testing.assert_array_equal(x, y)
+  assert not all(np.array_equal(x, y) for x, y in zip(
+      leaves(before.params["decoder"]), leaves(after.params["decoder"])))
+  assert not all(np.array_equal(x, y) for x, y in zip(
+      leaves(before.aux["decoder_opt_state"]),
+      leaves(after.aux["decoder_opt_state"])))
+  assert not all(np.array_equal(x, y) for x, y in zip(
+      leaves(before.aux["d_params"]), leaves(after.aux["d_params"])))
+  # In the first phase everything trained (the decoder's optimizer idle).
+  first = jax.device_get(task.init(jax.random.PRNGKey(0)))
+  assert not all(np.array_equal(x, y) for x, y in zip(
+      leaves(first.params["encoder"]), leaves(before.params["encoder"])))
+  for x, y in zip(leaves(first.aux["decoder_opt_state"]),
+                  leaves(before.aux["decoder_opt_state"])):
+    np.testing.assert_array_equal(x, y)
+  # The trainer's path: one compiled step per static phase, same result.
+  assert [task.phase(i) for i in range(4)] == [(False, False)] * 2 + [
+      (True, True)] * 2
+  static = jax.jit(task.train_step, static_argnums=3)
+  state = task.init(jax.random.PRNGKey(0))
+  for i in range(4):
+    state, _ = static(state, batch, None, task.phase(i))
+  for x, y in zip(leaves(state), leaves(snapshots[3])):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+  notes = []
+  c.decoder_finetune_steps = 4  # a shortened run: no phase, and a note
+  task = tokenizer_task.make_task(
+      run.resolve_durations(c, 256, "tokenizer_training"), tokenizer,
+      config.image_size, note=notes.append)
+  assert task.phase(3) == (True, False)
+  assert any("decoder_finetune_steps=4 is not below num_steps=4: no "
+             "decoder-only phase" in n for n in notes)
+  c.decoder_finetune_steps = -1
+  with pytest.raises(ValueError, match=r"decoder_finetune_steps=-1 must not "
+                     r"be negative"):
+    tokenizer_task.make_task(
+        run.resolve_durations(c, 256, "tokenizer_training"), tokenizer,
+        config.image_size, note=lambda m: None)

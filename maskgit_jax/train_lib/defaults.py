@@ -3,8 +3,9 @@
 `tokenizer_training()` holds the release's VQGAN recipe
 (maskgit/configs/vqgan_config.py), `transformer_training()` the release's
 MaskGIT recipe (maskgit_class_cond_config.py); configs override what differs.
-Durations (`num_steps`, `*_every`, `disc_start_step`) are steps (int) or
-strings such as "2 epochs" / "50000 examples".
+Durations (`num_steps`, `*_every`, `disc_start_step`,
+`decoder_finetune_steps`) are steps (int) or strings such as "2 epochs" /
+"50000 examples".
 """
 
 import ml_collections
@@ -118,6 +119,13 @@ def tokenizer_training() -> ml_collections.ConfigDict:
       lr_schedule="constant", grad_clip_norm=0.0))
   c.d_optimizer = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-4, b1=0.0, b2=0.99, warmup_steps=0,
+      lr_schedule="constant", grad_clip_norm=0.0))
+  # The last `decoder_finetune_steps` of num_steps train the decoder alone
+  # (encoder and codebook frozen: the tokens stop changing) with its own
+  # optimizer; 0 = off, as released.
+  c.decoder_finetune_steps = duration(0)
+  c.decoder_optimizer = ml_collections.ConfigDict(dict(
+      name="adam", lr=1e-4, b1=0.5, b2=0.99, warmup_steps=0,
       lr_schedule="constant", grad_clip_norm=0.0))
   c.reconstruction_loss = "l2"
   c.perceptual_weight = 0.1

@@ -47,7 +47,7 @@ def _stage_rng(config, stage: str) -> jax.Array:
 
 
 DURATION_KEYS = ("num_steps", "log_every", "checkpoint_every", "image_every",
-                 "disc_start_step")
+                 "disc_start_step", "decoder_finetune_steps")
 
 
 def resolve_durations(section: ml_collections.ConfigDict,
@@ -105,7 +105,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks, before anything trains, what would otherwise fail only when its
   stage starts (e.g. stage 2's optimizer after hours of stage 1)."""
   sections = {"tokenizer": ("tokenizer_training",
-                            ("g_optimizer", "d_optimizer")),
+                            ("g_optimizer", "d_optimizer",
+                             "decoder_optimizer")),
               "transformer": ("transformer_training", ("optimizer",))}
   for stage in config.stages:
     name, optimizers = sections[stage]

@@ -10,6 +10,15 @@ downloaded) + `generator_adversarial_weight` x GAN loss (from
 generator, and optional dead-code restarts: codes whose usage average falls
 below `codebook_restart_threshold` (expected uses per step) are set to random
 encoder outputs of the current batch.
+
+Decoder fine-tuning (`decoder_finetune_steps` > 0): the last that many of
+`num_steps` (none if that is all of them: a logged note) train the decoder
+alone, with its own optimizer
+(`decoder_optimizer`); the encoder, the quantizer and the codebook stay as
+they are, so the tokens no longer change, and no code is restarted. The
+other steps' learning-rate schedule (`g_optimizer`) runs over the steps
+before. With `disc_start_step` at the phase's first step, the GAN loss
+sharpens the decoder without touching the tokens (README "Measured").
 """
 
 import functools
@@ -76,7 +85,18 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
 
   `perceptual`: a frozen `(recon, images) -> scalar` perceptual distance
   (`feature_net_task.load_or_train`); None reads `c.perceptual_weights`."""
-  g_tx, g_schedule = optim.make_optimizer(c.g_optimizer, c.num_steps)
+  ft_steps = int(c.get("decoder_finetune_steps", 0) or 0)
+  if ft_steps < 0:
+    raise ValueError(f"tokenizer_training.decoder_finetune_steps={ft_steps} "
+                     "must be >= 0 (0: no decoder-only phase).")
+  if ft_steps >= c.num_steps:  # e.g. a shortened try of the demo's config
+    note(f"tokenizer_training.decoder_finetune_steps={ft_steps} is not below "
+         f"num_steps={c.num_steps}: no decoder-only phase in this run.")
+    ft_steps = 0
+  ft_start = c.num_steps - ft_steps  # the decoder-only phase's first step
+  g_tx, g_schedule = optim.make_optimizer(c.g_optimizer, ft_start)
+  if ft_steps:
+    ft_tx, ft_schedule = optim.make_optimizer(c.decoder_optimizer, ft_steps)
   use_gan = float(c.generator_adversarial_weight) > 0
   disc = discriminator_lib.Discriminator(
       channel_multiplier=c.discriminator.channel_multiplier,
@@ -101,6 +121,8 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       d_params = disc.init(d_rng, images0)["params"]
       aux.update(d_params=d_params, d_opt_state=d_tx.init(d_params),
                  lecam=jnp.zeros((2,), jnp.float32))
+    if ft_steps:
+      aux["decoder_opt_state"] = ft_tx.init(params["decoder"])
     return trainer.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         opt_state=g_tx.init(params), rng=state_rng,
@@ -163,15 +185,31 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     return dict(d_aux), dict(discriminator_loss=zero, r1_penalty=zero,
                              lecam_loss=zero, d_total_loss=zero)
 
-  def train_step(state, batch, frozen):
+  def phase(step: int):
+    """The step's phase, `(GAN on, decoder-only)`: Python bools the trainer
+    compiles one step for each (`Task.phase`). Convolutions inside a
+    `lax.cond` branch run several times slower on XLA:CPU (the decoder-only
+    update 629 ms against 85 ms for a whole reconstruction step, one
+    device, `configs/fashion_mnist.py`), so the phases are static there."""
+    return (bool(use_gan and step >= c.disc_start_step),
+            bool(ft_steps and step >= ft_start))
+
+  def train_step(state, batch, frozen, static_phase=None):
+    """One step; `static_phase` from `phase(step)`, or None: the phase is
+    read from `state.step` inside the step (`lax.cond`s)."""
     del frozen
     images = batch["image"]
     rng = jax.random.fold_in(state.rng, state.step)
     restart_rng, _ = jax.random.split(rng)
-    gan_on = (state.step >= c.disc_start_step) if use_gan else False
+    if static_phase is None:
+      gan_on = (state.step >= c.disc_start_step) if use_gan else False
+      ft_on = (state.step >= ft_start) if ft_steps else False
+    else:
+      gan_on, ft_on = static_phase
     d_params = state.aux.get("d_params")
 
-    def g_loss_fn(params):
+    def g_loss_fn(trainable, fixed):
+      params = {**fixed, **trainable}
       recon, result = tokenizer.apply({"params": params}, images, train=True)
       rec = losses.reconstruction_loss(recon, images, c.reconstruction_loss)
       total = rec + result["quantizer_loss"]
@@ -184,7 +222,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
         parts["perceptual_loss"] = p
       if use_gan:
         # Before disc_start_step the discriminator is not run at all.
-        g_adv = jax.lax.cond(
+        g_adv = _select(
             gan_on, lambda r: losses.generator_loss(
                 disc.apply({"params": d_params}, r), c.gan_loss),
             lambda r: jnp.zeros((), jnp.float32), recon)
@@ -192,17 +230,37 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
         parts["generator_adversarial_loss"] = g_adv
       return total, (recon, result, parts)
 
-    (loss, (recon, result, parts)), grads = jax.value_and_grad(
-        g_loss_fn, has_aux=True)(state.params)
-    updates, opt_state = g_tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    def update_all(params, opt_state, ft_opt_state):
+      (loss, out), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+          params, {})
+      updates, opt_state = g_tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state, ft_opt_state,
+              loss, out, optax.tree.norm(grads), g_schedule(state.step))
+
+    def update_decoder(params, opt_state, ft_opt_state):
+      """The decoder-only phase: the rest is a constant of the step."""
+      fixed = {k: jax.lax.stop_gradient(v) for k, v in params.items()
+               if k != "decoder"}
+      (loss, out), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+          {"decoder": params["decoder"]}, fixed)
+      updates, ft_opt_state = ft_tx.update(grads["decoder"], ft_opt_state,
+                                           params["decoder"])
+      params = {**params,
+                "decoder": optax.apply_updates(params["decoder"], updates)}
+      return (params, opt_state, ft_opt_state, loss, out,
+              optax.tree.norm(grads), ft_schedule(state.step - ft_start))
+
+    aux = dict(state.aux)
+    (params, opt_state, ft_opt_state, loss, (recon, result, parts),
+     grad_norm, lr) = _select(ft_on, update_decoder, update_all, state.params,
+                              state.opt_state, aux.get("decoder_opt_state"))
+    if ft_steps:
+      aux["decoder_opt_state"] = ft_opt_state
     ids = result["encoding_indices"]
     counts = jnp.bincount(ids.reshape(-1), length=tokenizer.codebook_size)
     expected = ids.size / tokenizer.codebook_size
     usage = 0.99 * state.aux["usage"] + 0.01 * counts / expected
-    aux = dict(state.aux)
-    metrics = dict(loss=loss, g_learning_rate=g_schedule(state.step),
-                   grad_norm=optax.tree.norm(grads),
+    metrics = dict(loss=loss, g_learning_rate=lr, grad_norm=grad_norm,
                    psnr=_psnr(recon, images), **parts,
                    **vqgan_tokenizer.codebook_stats(ids,
                                                     tokenizer.codebook_size))
@@ -210,13 +268,19 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
                   if ema_decay else None)
     if restart:
       features = jax.lax.stop_gradient(result["code_features"])
-      params, opt_state, ema_params, usage, num_dead = restart_dead_codes(
-          params, opt_state, ema_params, usage, features, restart_rng)
+      restart_args = (params, opt_state, ema_params, usage, features,
+                      restart_rng)
+      # The codebook is frozen in the decoder-only phase.
+      params, opt_state, ema_params, usage, num_dead = _select(
+          ft_on, lambda p, o, e, u, f, r: (p, o, e, u, jnp.zeros(
+              (), jnp.int32)), restart_dead_codes, *restart_args)
       metrics["restarted_codes"] = num_dead.astype(jnp.float32)
     aux["usage"] = usage
+    if ft_steps:
+      metrics["decoder_finetune"] = jnp.asarray(ft_on, jnp.float32)
 
     if use_gan:
-      d_aux, d_metrics = jax.lax.cond(
+      d_aux, d_metrics = _select(
           gan_on, discriminator_update, discriminator_idle,
           {k: state.aux[k] for k in ("d_params", "d_opt_state", "lecam")},
           images, jax.lax.stop_gradient(recon))
@@ -236,7 +300,15 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
                                 ["input", "reconstruction"])}
 
   return trainer.Task(name="tokenizer", num_steps=c.num_steps, init=init,
-                      train_step=train_step, images=images)
+                      train_step=train_step, images=images, phase=phase)
+
+
+def _select(flag, if_true, if_false, *args):
+  """`if_true(*args)` or `if_false(*args)`: chosen here for a Python bool
+  (one branch traced), by `lax.cond` for a traced one."""
+  if isinstance(flag, bool):
+    return (if_true if flag else if_false)(*args)
+  return jax.lax.cond(flag, if_true, if_false, *args)
 
 
 @functools.partial(jax.jit, static_argnums=0)

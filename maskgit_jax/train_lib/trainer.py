@@ -71,6 +71,11 @@ class Task:
     the parameters (the EMA when there is one) as host-local arrays, this
     process's numpy batch and `frozen` as given here.
   batch_keys: batch entries the step uses.
+  phase: optional `step -> hashable` (e.g. a tuple of bools): the loop then
+    calls `train_step(state, batch, frozen, phase(step))` with the phase a
+    static argument, one compiled step per phase, so a stage whose steps
+    change what they compute (stage 1's GAN start, its decoder-only phase)
+    needs no `lax.cond` inside the step.
   """
   name: str
   num_steps: int
@@ -79,6 +84,7 @@ class Task:
   frozen: Any = None
   images: Optional[Callable[..., Dict[str, Any]]] = None
   batch_keys: tuple = ("image", "label")
+  phase: Optional[Callable[[int], Any]] = None
 
 
 @dataclasses.dataclass
@@ -240,8 +246,11 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
       run_hooks(hooks, state, step, step, logger, task.name)
       return state
 
-    train_step = jax.jit(task.train_step, donate_argnums=0,
-                         out_shardings=(shardings, None))
+    train_step = jax.jit(
+        task.train_step, donate_argnums=0, out_shardings=(shardings, None),
+        static_argnums=() if task.phase is None else (3,))
+    phase_args = ((lambda s: ()) if task.phase is None else
+                  (lambda s: (task.phase(s),)))
     frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))
     log_every = periodic.to_steps(config.log_every, name="log_every")
     ckpt_every = periodic.to_steps(config.checkpoint_every,
@@ -264,7 +273,8 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
         # The mesh is in scope for the step only: the pictures sample on
         # process 0 alone, outside it.
         with sharding_lib.mesh_context(mesh):
-          state, metrics = train_step(state, batch, frozen)
+          state, metrics = train_step(state, batch, frozen,
+                                      *phase_args(step))
         step += 1
         pending.append((step, metrics))
         save_now = periodic.is_time(step, ckpt_every, task.num_steps)
