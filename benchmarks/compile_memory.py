@@ -235,8 +235,12 @@ def build(config, mesh_spec, devices):
     batch["tokens"] = jax.ShapeDtypeStruct((batch_size, seq), jnp.int32,
                                            sharding=data_sharding)
   batch = {k: batch[k] for k in task.batch_keys}
-  step = jax.jit(task.train_step, donate_argnums=0,
-                 out_shardings=(shardings, None))
+  fn = task.train_step
+  if task.phase is not None:  # the trainer's step for most of the stage
+    import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
+    phase = train_step_lib.most_steps_phase(task)
+    fn = lambda s, b, f: task.train_step(s, b, f, phase)  # noqa: E731
+  step = jax.jit(fn, donate_argnums=0, out_shardings=(shardings, None))
   return dict(stage=stage, section=section, mesh=mesh, task=task,
               tokenizer=tokenizer, transformer=transformer, abstract=abstract,
               shardings=shardings, state=state, batch=batch, frozen=frozen,

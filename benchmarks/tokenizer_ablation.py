@@ -12,6 +12,10 @@ floor at the same N, codebook usage):
   + adversarial loss       the release's StyleGAN discriminator,
                            non-saturating loss, R1 penalty as configured
   + LeCAM                  the same with the LeCAM regulariser
+  + decoder-only GAN phase the demo's stage 1: reconstruction only, then
+                           the decoder alone against a small discriminator
+                           (no R1) for the same share of the time as in
+                           configs/fashion_mnist.py
 
 Equal wall time: the steps of each variant are the budget times its
 steps/s, measured in this run on the same batches, interleaved, so every
@@ -24,6 +28,7 @@ run (`tokenizer_training.feature_net`) was measured on the demo's whole
 stage 1 instead (README, "The stage-1 recipe").
 """
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -55,11 +60,15 @@ def variant(name: str):
   config.stages = ("tokenizer",)
   t = config.tokenizer_training
   t.image_every = 0
+  if name == "+ decoder-only GAN phase":
+    return config  # the demo's own
+  t.decoder_finetune_steps = 0
   t.generator_adversarial_weight = 0.0
   t.lecam_weight = 0.0
   if name != "reconstruction only":
     t.generator_adversarial_weight = 0.1
     t.r1_cost = 10.0
+    t.d_optimizer.b1 = 0.0  # the release's
     t.discriminator.max_filters = 32
     t.discriminator.conv_as_matmul = True  # ~6x faster GAN steps on CPU
   if name == "+ LeCAM":
@@ -67,7 +76,8 @@ def variant(name: str):
   return config
 
 
-NAMES = ("reconstruction only", "+ adversarial loss", "+ LeCAM")
+NAMES = ("reconstruction only", "+ adversarial loss", "+ LeCAM",
+         "+ decoder-only GAN phase")
 
 
 def steps_per_second(configs, repeats: int):
@@ -75,12 +85,16 @@ def steps_per_second(configs, repeats: int):
   fns, states = {}, {}
   for name, config in configs.items():
     c = config.tokenizer_training.copy_and_resolve_references()
-    c.disc_start_step = 0  # Time the step with the GAN on.
+    c.disc_start_step = 0  # Time the step with the GAN on,
+    if c.decoder_finetune_steps:  # and in the decoder-only phase.
+      c.num_steps, c.decoder_finetune_steps = 2, 1
     section = run_lib.resolve_durations(c, 60000 // c.batch_size, "tokenizer_training")
     tokenizer = factory.tokenizer_from_config(config)
     task = tokenizer_task.make_task(section, tokenizer, config.image_size,
                                     note=lambda m: None)
-    step = jax.jit(task.train_step)
+    # The trainer's step: compiled for the phase (no lax.cond inside).
+    step = jax.jit(functools.partial(task.train_step,
+                                     static_phase=task.phase(1)))
     size = config.image_size
     batch = {"image": jax.random.uniform(
         jax.random.PRNGKey(1), (section.batch_size, size, size,
@@ -125,6 +139,14 @@ def main():
     t = config.tokenizer_training
     if name == "reconstruction only":
       steps = int(args.seconds * base)
+    elif name == "+ decoder-only GAN phase":
+      # The demo's split of the time between the two phases.
+      tail = t.decoder_finetune_steps / rates[name]
+      share = tail / ((t.num_steps - t.decoder_finetune_steps) / base + tail)
+      first = int(args.seconds * (1 - share) * base)
+      t.decoder_finetune_steps = int(args.seconds * share * rates[name])
+      steps = first + t.decoder_finetune_steps
+      t.disc_start_step = first
     else:
       # A third of the budget without the GAN, the rest with it.
       first = int(args.seconds / 3 * base)

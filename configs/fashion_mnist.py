@@ -15,13 +15,16 @@ Images: the data set's own 28x28 pixels (`data.pad=False`), 7x7 tokens of
 4x4 pixels: no capacity and no time spent on a padded black border (the
 stage-1 step 0.76x and the stage-2 step 0.74x the time at 32x32 with 8x8
 tokens, `benchmarks/train_step.py` in one session).
-Recipe (README "Measured"): stage 1 is reconstruction only (a GAN step
-costs 3.7x a reconstruction step on XLA:CPU even with
-discriminator.conv_as_matmul, see the ablation), 7300 steps of 16 images
+Recipe (README "Measured"): stage 1 is first reconstruction only (the GAN
+from the start buys far fewer steps in the same time, see the ablation),
+7300 steps of 16 images
 instead of 3600 of 32 (the same wall time: the two training runs ran 8.0
 and 3.96 steps/s in one session). 8000 steps of 16 gave reconstruction FID
 1.37x the floor against 1.53x (PSNR 25.73 against 25.16 dB); L1 instead of
-L2 gave 1.77x;
+L2 gave 1.77x. Then 1500 decoder-only steps against a small discriminator
+(`decoder_finetune_steps`; the tokens are frozen): on the shipped tokens and
+transformer this took sample FID from 2.04x to 1.89x the floor (the same
+steps without the GAN loss: 2.04x);
 stage 2 reads the frozen tokenizer's codes from a token cache (computed once:
 centre view and mirror image) and trains 4000 steps with the paper's ceiling
 mask count, learning rate 4e-3 (1000-step runs on the same tokens: final
@@ -74,8 +77,7 @@ def get_config():
   # The last 1500 of stage 1's steps train the decoder alone against a small
   # discriminator (the tokens are those of step 7300): the GAN sharpens what
   # the decoder draws without changing what stage 2 learns (README
-  # "Measured": sample FID 2.04x -> 1.89x the floor on the same tokens and
-  # transformer; the same steps without the GAN loss: 2.04x).
+  # "Measured": see the docstring).
   t = config.tokenizer_training
   t.decoder_finetune_steps = 1500
   t.disc_start_step = 7300

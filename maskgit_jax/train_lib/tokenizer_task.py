@@ -13,12 +13,16 @@ encoder outputs of the current batch.
 
 Decoder fine-tuning (`decoder_finetune_steps` > 0): the last that many of
 `num_steps` (none if that is all of them: a logged note) train the decoder
-alone, with its own optimizer
-(`decoder_optimizer`); the encoder, the quantizer and the codebook stay as
-they are, so the tokens no longer change, and no code is restarted. The
-other steps' learning-rate schedule (`g_optimizer`) runs over the steps
-before. With `disc_start_step` at the phase's first step, the GAN loss
-sharpens the decoder without touching the tokens (README "Measured").
+alone, with its own optimizer (`decoder_optimizer`); the encoder, the
+quantizer and the codebook stay as they are, so the tokens no longer change,
+and no code is restarted. The other steps' learning-rate schedule
+(`g_optimizer`) runs over the steps before. With `disc_start_step` at the
+phase's first step, the GAN loss sharpens the decoder without touching the
+tokens (README "Measured").
+
+The step's phase (GAN on or not, decoder-only or not) is a static argument
+of the trainer's step (`Task.phase`), one compiled step per phase; called
+without it, the step reads the phase from `state.step` with `lax.cond`s.
 """
 
 import functools
