@@ -236,7 +236,8 @@ def build(config, mesh_spec, devices):
                                            sharding=data_sharding)
   batch = {k: batch[k] for k in task.batch_keys}
   fn = task.train_step
-  if task.phase is not None:  # the trainer's step for most of the stage
+  # The trainer's step for most of the stage (`Task.phase`).
+  if getattr(task, "phase", None) is not None:
     import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
     phase = train_step_lib.most_steps_phase(task)
     fn = lambda s, b, f: task.train_step(s, b, f, phase)  # noqa: E731

@@ -152,7 +152,8 @@ def compile_step(task, batch, frozen):
   state = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
                   out_shardings=replicated)(jax.random.PRNGKey(0))
   fn = task.train_step
-  if task.phase is not None:  # the trainer's step for most of the stage
+  # The trainer's step for most of the stage (`Task.phase`).
+  if getattr(task, "phase", None) is not None:
     phase = most_steps_phase(task)
     fn = lambda s, b, f: task.train_step(s, b, f, phase)  # noqa: E731
   step = jax.jit(fn, donate_argnums=0,

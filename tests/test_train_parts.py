@@ -128,24 +128,31 @@ def test_min_mask_ratio_is_a_minimum_masked_fraction():
                                        "cosine", min_ratio=1.0)
 
 
+def _tokenizer_task(config, note=lambda m: None):
+  """`config`'s stage-1 task (durations at 256 steps an epoch), its initial
+  state and a batch of 8 random 8x8 grey images (`tiny_config`'s)."""
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
+  section = run.resolve_durations(config.tokenizer_training, 256,
+                                  "tokenizer_training")
+  task = tokenizer_task.make_task(
+      section, factory.tokenizer_from_config(config), config.image_size,
+      note=note)
+  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))}
+  return task, task.init(jax.random.PRNGKey(0)), batch
+
+
 def test_codebook_restart_resets_adam_moments_and_ema():
   """A restarted codebook entry starts with fresh Adam moments, and its EMA
   copy (what stage 2 tokenises with) is the new entry."""
-  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
   config = test_train.tiny_config(stages=("tokenizer",))
   c = config.tokenizer_training
   c.codebook_restart_threshold = 0.99  # restarts whatever is under-used
   c.ema_decay = 0.9
   c.generator_adversarial_weight = 0.0
-  section = run.resolve_durations(c, 256, "tokenizer_training")
-  tokenizer = factory.tokenizer_from_config(config)
-  task = tokenizer_task.make_task(section, tokenizer, config.image_size,
-                                  note=lambda m: None)
-  state = task.init(jax.random.PRNGKey(0))
-  images = jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))
+  task, state, batch = _tokenizer_task(config)
   step = jax.jit(task.train_step)
   for _ in range(3):
-    state, metrics = step(state, {"image": images}, None)
+    state, metrics = step(state, batch, None)
   codebook = np.asarray(state.params["quantizer"]["codebook"])
   ema = np.asarray(state.ema_params["quantizer"]["codebook"])
   # The entries restarted at the last step: usage reset to exactly 1.
@@ -182,7 +189,6 @@ def test_no_discriminator_work_before_disc_start():
   """Before disc_start_step the discriminator (forward, R1, update) sits in
   a skipped `cond` branch: the step's unconditional convolutions are the
   tokenizer's alone, as without a GAN."""
-  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
   counts = {}
   for gan in (False, True):
     config = test_train.tiny_config(stages=("tokenizer",))
@@ -190,12 +196,7 @@ def test_no_discriminator_work_before_disc_start():
     c.generator_adversarial_weight = 0.1 if gan else 0.0
     c.discriminator.max_filters = 8
     c.disc_start_step = 2
-    section = run.resolve_durations(c, 256, "tokenizer_training")
-    tokenizer = factory.tokenizer_from_config(config)
-    task = tokenizer_task.make_task(section, tokenizer, config.image_size,
-                                    note=lambda m: None)
-    state = task.init(jax.random.PRNGKey(0))
-    batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))}
+    task, state, batch = _tokenizer_task(config)
     counts[gan] = _top_level_convs(task, state, batch)
     if gan:  # The GAN still trains from disc_start_step on.
       step = jax.jit(task.train_step)
@@ -314,7 +315,6 @@ def test_decoder_finetune_phase_trains_the_decoder_alone():
   no code is restarted, and the GAN (from disc_start_step) still trains.
   Both the static phases (the trainer's) and the traced ones agree. A phase
   as long as the stage is dropped with a note; a negative one refused."""
-  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
   leaves = test_train.leaves
   config = test_train.tiny_config(stages=("tokenizer",))
   c = config.tokenizer_training
@@ -326,12 +326,7 @@ def test_decoder_finetune_phase_trains_the_decoder_alone():
   c.discriminator.max_filters = 8
   c.codebook_restart_threshold = 1e9  # every code restarts at every step
   c.ema_decay = 0.9
-  section = run.resolve_durations(c, 256, "tokenizer_training")
-  tokenizer = factory.tokenizer_from_config(config)
-  task = tokenizer_task.make_task(section, tokenizer, config.image_size,
-                                  note=lambda m: None)
-  state = task.init(jax.random.PRNGKey(0))
-  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))}
+  task, state, batch = _tokenizer_task(config)
   step = jax.jit(task.train_step)
   snapshots, log = [], []
   for _ in range(4):
@@ -375,15 +370,11 @@ def test_decoder_finetune_phase_trains_the_decoder_alone():
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
   notes = []
   c.decoder_finetune_steps = 4  # a shortened run: no phase, and a note
-  task = tokenizer_task.make_task(
-      run.resolve_durations(c, 256, "tokenizer_training"), tokenizer,
-      config.image_size, note=notes.append)
+  task, _, _ = _tokenizer_task(config, note=notes.append)
   assert task.phase(3) == (True, False)
   assert any("decoder_finetune_steps=4 is not below num_steps=4: no "
              "decoder-only phase" in n for n in notes)
   c.decoder_finetune_steps = -1
   with pytest.raises(ValueError, match=r"decoder_finetune_steps=-1 must not "
                      r"be negative"):
-    tokenizer_task.make_task(
-        run.resolve_durations(c, 256, "tokenizer_training"), tokenizer,
-        config.image_size, note=lambda m: None)
+    _tokenizer_task(config)

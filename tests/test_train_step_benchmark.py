@@ -55,3 +55,31 @@ def test_utilisation_is_the_median_of_per_round_ratios(monkeypatch):
   np.testing.assert_allclose(out["step_s"], 1.5)  # median step
   np.testing.assert_allclose(got["peak_median_flops_per_s"], 500.0)
   assert len(calls) == 2
+
+
+class _PhasedTask(_MatmulTask):
+  """Two phases: steps 0-5 scale the weights by 0.5, steps 6-9 by 2.0."""
+  num_steps = 10
+
+  def phase(self, step):
+    return step >= 6
+
+  def train_step(self, state, batch, frozen, late):
+    del frozen
+    loss = jnp.sum(batch["x"] @ state["w"])
+    return {"w": state["w"] * (2.0 if late else 0.5)}, {"loss": loss}
+
+
+def test_phased_step_is_compiled_for_the_phase_of_most_steps():
+  """A task with `phase` (the tokenizer's) is timed as the trainer runs it:
+  compiled for the static phase that most of its steps run in."""
+  task = _PhasedTask()
+  assert train_step.most_steps_phase(task) is False
+  task.num_steps = 20  # now steps 6-19, the late phase, are the most
+  assert train_step.most_steps_phase(task) is True
+  batch = {"x": jnp.ones((8, 16))}
+  one, _, _ = train_step.compile_step(task, batch, None)
+  w0 = np.asarray(task.init(jax.random.PRNGKey(0))["w"])
+  expected = np.sum(np.ones((8, 16)) @ (w0 * 2.0))  # one late step first
+  one()
+  np.testing.assert_allclose(float(one()), expected, rtol=1e-4)
