@@ -378,3 +378,27 @@ def test_decoder_finetune_phase_trains_the_decoder_alone():
   with pytest.raises(ValueError, match=r"decoder_finetune_steps=-1 must not "
                      r"be negative"):
     _tokenizer_task(config)
+
+
+def test_runs_recorded_before_the_decoder_phase_resume_and_bad_values():
+  """The phase's fields default to None: a run whose config.json predates
+  them has no difference to resume past (the ImageNet config's record
+  without them), and a bad optimizer value stops with one line."""
+  from maskgit_jax import cli  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.train_lib import config_record  # pylint: disable=import-outside-toplevel
+  config = cli.load_config_file(str(test_train.ROOT / "configs" /
+                                    "imagenet.py"))
+  new = config.to_dict()
+  old = config.to_dict()
+  del old["tokenizer_training"]["decoder_finetune_steps"]
+  del old["tokenizer_training"]["decoder_optimizer"]
+  assert config_record.differences(old, new) == []
+  assert tokenizer_task.decoder_optimizer_config(
+      config.tokenizer_training).to_dict() == dict(
+          name="adam", warmup_steps=0, lr_schedule="constant",
+          grad_clip_norm=0.0, lr=1e-4, b1=0.5, b2=0.99)
+  config.stages = ("tokenizer", "transformer")
+  config.tokenizer_training.decoder_optimizer.b1 = 1.5
+  with pytest.raises(ValueError, match=r"^tokenizer_training\."
+                     r"decoder_optimizer\.b1=1\.5 must be in \[0, 1\)"):
+    run.check_config(config)

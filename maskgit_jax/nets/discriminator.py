@@ -4,8 +4,9 @@ Images `[b, S, S, C]` (S >= 8; a side that is not a power of two is first
 padded to one by repeating the edge pixels, e.g. Fashion-MNIST's 28 -> 32)
 -> logits `[b, 1]`. Residual blocks halve the resolution down to 4x4 with
 blur pooling (or average pooling), leaky ReLU 0.2, Xavier-uniform kernels.
-Channel widths follow the release's table (512 up to 32x32, then 256, 128, 64, 32, 16 times
-`channel_multiplier`), capped at `max_filters` so that small models fit a CPU.
+Channel widths follow the release's table (512 up to 32x32, then 256, 128,
+64, 32, 16 times `channel_multiplier`), capped at `max_filters` so that small
+models fit a CPU.
 Module names are the release's.
 """
 

@@ -122,11 +122,12 @@ def tokenizer_training() -> ml_collections.ConfigDict:
       lr_schedule="constant", grad_clip_norm=0.0))
   # The last `decoder_finetune_steps` of num_steps train the decoder alone
   # (encoder and codebook frozen: the tokens stop changing) with its own
-  # optimizer; 0 = off, as released.
-  c.decoder_finetune_steps = duration(0)
+  # Adam at a constant rate; None (or 0) = off, as released. None in the
+  # optimizer: tokenizer_task.DECODER_OPTIMIZER's value. (None, not the
+  # value: a run recorded before these fields resumes unchanged.)
+  c.decoder_finetune_steps = duration(None)
   c.decoder_optimizer = ml_collections.ConfigDict(dict(
-      name="adam", lr=1e-4, b1=0.5, b2=0.99, warmup_steps=0,
-      lr_schedule="constant", grad_clip_norm=0.0))
+      lr=placeholder(float), b1=placeholder(float), b2=placeholder(float)))
   c.reconstruction_loss = "l2"
   c.perceptual_weight = 0.1
   c.perceptual_weights = ""  # path to FID Inception default_1.pt; "" = off

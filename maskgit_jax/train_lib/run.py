@@ -105,8 +105,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks, before anything trains, what would otherwise fail only when its
   stage starts (e.g. stage 2's optimizer after hours of stage 1)."""
   sections = {"tokenizer": ("tokenizer_training",
-                            ("g_optimizer", "d_optimizer",
-                             "decoder_optimizer")),
+                            ("g_optimizer", "d_optimizer")),
               "transformer": ("transformer_training", ("optimizer",))}
   for stage in config.stages:
     name, optimizers = sections[stage]
@@ -123,6 +122,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       optim.check_optimizer_config(section[key], f"{name}.{key}")
   if "tokenizer" in config.stages:
     feature_net_task.check(config.tokenizer_training, config.num_classes)
+    optim.check_optimizer_config(
+        tokenizer_task.decoder_optimizer_config(config.tokenizer_training),
+        "tokenizer_training.decoder_optimizer")
   if "transformer" in config.stages:
     sample_lib.decode_options(config)  # Nonsense sampling values: one line.
     per_class = config.transformer_training.get("samples", {}).get(

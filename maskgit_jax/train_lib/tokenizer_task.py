@@ -71,6 +71,22 @@ def perceptual_loss_fn(weights_path: Optional[str], note=logging.info):
   return loss
 
 
+# `decoder_optimizer`'s values where the config leaves None.
+DECODER_OPTIMIZER = dict(lr=1e-4, b1=0.5, b2=0.99)
+
+
+def decoder_optimizer_config(c: ml_collections.ConfigDict
+                             ) -> ml_collections.ConfigDict:
+  """The decoder-only phase's optimizer: Adam at a constant learning rate,
+  `c.decoder_optimizer`'s lr / b1 / b2, DECODER_OPTIMIZER's where None."""
+  given = c.get("decoder_optimizer") or {}
+  values = {k: given.get(k) if given.get(k) is not None else v
+            for k, v in DECODER_OPTIMIZER.items()}
+  return ml_collections.ConfigDict(dict(
+      name="adam", warmup_steps=0, lr_schedule="constant",
+      grad_clip_norm=0.0, **values))
+
+
 def conv_as_matmul(value: Optional[bool]) -> bool:
   """`discriminator.conv_as_matmul`; None (the default) picks the matmul form
   on a CPU and the convolution elsewhere. The two are the same function with
@@ -100,7 +116,8 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
   ft_start = c.num_steps - ft_steps  # the decoder-only phase's first step
   g_tx, g_schedule = optim.make_optimizer(c.g_optimizer, ft_start)
   if ft_steps:
-    ft_tx, ft_schedule = optim.make_optimizer(c.decoder_optimizer, ft_steps)
+    ft_tx, ft_schedule = optim.make_optimizer(decoder_optimizer_config(c),
+                                              ft_steps)
   use_gan = float(c.generator_adversarial_weight) > 0
   disc = discriminator_lib.Discriminator(
       channel_multiplier=c.discriminator.channel_multiplier,
