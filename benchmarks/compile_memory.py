@@ -235,13 +235,9 @@ def build(config, mesh_spec, devices):
     batch["tokens"] = jax.ShapeDtypeStruct((batch_size, seq), jnp.int32,
                                            sharding=data_sharding)
   batch = {k: batch[k] for k in task.batch_keys}
-  fn = task.train_step
-  # The trainer's step for most of the stage (`Task.phase`).
-  if getattr(task, "phase", None) is not None:
-    import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
-    phase = train_step_lib.most_steps_phase(task)
-    fn = lambda s, b, f: task.train_step(s, b, f, phase)  # noqa: E731
-  step = jax.jit(fn, donate_argnums=0, out_shardings=(shardings, None))
+  import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
+  step = jax.jit(train_step_lib.trainer_step_fn(task), donate_argnums=0,
+                 out_shardings=(shardings, None))
   return dict(stage=stage, section=section, mesh=mesh, task=task,
               tokenizer=tokenizer, transformer=transformer, abstract=abstract,
               shardings=shardings, state=state, batch=batch, frozen=frozen,

@@ -137,6 +137,15 @@ def most_steps_phase(task):
   return max(set(phases), key=phases.count)
 
 
+def trainer_step_fn(task):
+  """`(state, batch, frozen) -> ...`: the task's step as the trainer runs it
+  for most of the stage (its static phase, when the task has phases)."""
+  if getattr(task, "phase", None) is None:
+    return task.train_step
+  phase = most_steps_phase(task)
+  return lambda s, b, f: task.train_step(s, b, f, phase)
+
+
 def compile_step(task, batch, frozen):
   """(one, FLOPs, compiled): the task's jitted step compiled data parallel
   over every device (one device: the plain jit), the batch sharded and the
@@ -151,12 +160,7 @@ def compile_step(task, batch, frozen):
     frozen = jax.device_put(frozen, replicated)
   state = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
                   out_shardings=replicated)(jax.random.PRNGKey(0))
-  fn = task.train_step
-  # The trainer's step for most of the stage (`Task.phase`).
-  if getattr(task, "phase", None) is not None:
-    phase = most_steps_phase(task)
-    fn = lambda s, b, f: task.train_step(s, b, f, phase)  # noqa: E731
-  step = jax.jit(fn, donate_argnums=0,
+  step = jax.jit(trainer_step_fn(task), donate_argnums=0,
                  out_shardings=(replicated, replicated))
   compiled = step.lower(state, batch, frozen).compile()
   cost = compiled.cost_analysis()

@@ -105,10 +105,8 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
 
   `perceptual`: a frozen `(recon, images) -> scalar` perceptual distance
   (`feature_net_task.load_or_train`); None reads `c.perceptual_weights`."""
+  # A resolved duration (run.resolve_durations refuses a negative one).
   ft_steps = int(c.get("decoder_finetune_steps", 0) or 0)
-  if ft_steps < 0:
-    raise ValueError(f"tokenizer_training.decoder_finetune_steps={ft_steps} "
-                     "must be >= 0 (0: no decoder-only phase).")
   if ft_steps >= c.num_steps:  # e.g. a shortened try of the demo's config
     note(f"tokenizer_training.decoder_finetune_steps={ft_steps} is not below "
          f"num_steps={c.num_steps}: no decoder-only phase in this run.")
