@@ -351,7 +351,6 @@ def run_stage1(args, peaks, deadline):
   config = load_config("imagenet_vqgan", args.tiny)
   if args.tiny:  # the recipe's discriminator is 512 wide whatever the size
     config.tokenizer_training.discriminator.max_filters = 16
-    config.tokenizer_training.discriminator.conv_as_matmul = True
   tokenizer = factory.tokenizer_from_config(config)
   section = run_lib.resolve_durations(config.tokenizer_training,
                                       STEPS_PER_EPOCH, "tokenizer_training")

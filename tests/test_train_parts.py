@@ -248,9 +248,8 @@ def test_discriminator_conv3x3_equals_flax_conv():
   np.testing.assert_allclose(
       one.apply(w, x), nn.Conv(3, (1, 1), use_bias=False).apply(w, x),
       rtol=1e-5, atol=1e-5)
-  # The training config's default (None): the matmul form on a CPU only.
-  assert tokenizer_task.conv_as_matmul(None) == (
-      jax.default_backend() == "cpu")
+  # The training config's default (None): the convolutions, on any backend.
+  assert tokenizer_task.conv_as_matmul(None) is False
   assert tokenizer_task.conv_as_matmul(False) is False
   assert tokenizer_task.conv_as_matmul(True) is True
 
@@ -279,6 +278,35 @@ def test_discriminator_pads_other_sizes_to_a_power_of_two():
   for shape in ((1, 7, 7, 1), (1, 16, 12, 1)):
     with pytest.raises(ValueError, match="square with a side >= 8"):
       net.init(jax.random.PRNGKey(0), jnp.zeros(shape))
+
+
+@pytest.mark.parametrize("filter_size", [3, 4, 5])
+@pytest.mark.parametrize("size", [32, 8, 7, 14])
+def test_blur_pool_is_the_depthwise_binomial_convolution(filter_size, size):
+  """BlurPool2D's strided slices compute what the release's blur is: a
+  depthwise convolution with the normalised binomial kernel, 'SAME' padding
+  and stride 2 (here XLA's grouped convolution, and a numpy loop for the
+  even filter's padding, one pixel before and one after at stride 2)."""
+  from maskgit_jax.nets import discriminator  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.PRNGKey(size), (2, size, size, 3))
+  taps = {3: [1., 2., 1.], 4: [1., 3., 3., 1.], 5: [1., 4., 6., 4., 1.]}
+  taps = np.asarray(taps[filter_size])
+  kernel = np.outer(taps, taps) / np.sum(taps) ** 2
+  want = jax.lax.conv_general_dilated(
+      x, jnp.tile(jnp.asarray(kernel)[:, :, None, None], (1, 1, 1, 3)),
+      (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=3, precision=jax.lax.Precision.HIGHEST)
+  got = discriminator.BlurPool2D(filter_size).apply({}, x)
+  assert got.shape == want.shape == (2, (size + 1) // 2, (size + 1) // 2, 3)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  if filter_size == 4 and size == 8:
+    padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    loop = np.stack([np.stack([
+        np.einsum("bhwc,hw->bc", padded[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4],
+                  kernel) for j in range(4)], 1) for i in range(4)], 1)
+    np.testing.assert_allclose(got, loop, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="filter_size must be one of"):
+    discriminator.BlurPool2D(2).apply({}, x)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -146,8 +146,8 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   c.codebook_restart_threshold = 0.0  # expected uses per step; 0 = off
   c.discriminator = ml_collections.ConfigDict(dict(
       channel_multiplier=1, max_filters=512, blur_resample=True,
-      # None: 3x3 convolutions as patches @ kernel on a CPU (its fast path
-      # for their gradients), convolutions elsewhere (tokenizer_task).
+      # None: convolutions; True: 3x3 convolutions as patches @ kernel, the
+      # same function (tokenizer_task.conv_as_matmul).
       conv_as_matmul=placeholder(bool)))
   _logging(c)
   return c
