@@ -223,3 +223,28 @@ def cpu_recipe(config: ml_collections.ConfigDict, *, tokenizer_steps: int,
   config.sampling.guidance_schedule = "linear"
   config.sampling.sampling_temperature = 0.8
   return config
+
+
+def decoder_gan_phase(config: ml_collections.ConfigDict, *,
+                      steps: int) -> ml_collections.ConfigDict:
+  """Ends stage 1 with `steps` decoder-only steps against a small
+  discriminator, added after the recipe's `num_steps` (which grows by
+  `steps`): the encoder and codebook are frozen, so the tokens stage 2
+  learns are those of the reconstruction phase, and the GAN only sharpens
+  what the decoder draws from them. The adversarial settings measured on
+  `configs/fashion_mnist.py` (README "Measured": sample FID 2.04x -> 1.89x
+  the floor on the same tokens): non-saturating loss at weight 0.01, no R1,
+  a StyleGAN discriminator capped at 16 filters, Adam b1 0.5 for both
+  nets (the decoder's: tokenizer_task.DECODER_OPTIMIZER)."""
+  t = config.tokenizer_training
+  if not isinstance(t.num_steps, int):
+    raise ValueError("decoder_gan_phase adds steps to an int num_steps, got "
+                     f"{t.num_steps!r}")
+  t.disc_start_step = t.num_steps
+  t.num_steps = t.num_steps + steps
+  t.decoder_finetune_steps = steps
+  t.generator_adversarial_weight = 0.01
+  t.r1_cost = 0.0
+  t.d_optimizer.b1 = 0.5
+  t.discriminator.max_filters = 16
+  return config
