@@ -94,9 +94,9 @@ def conv_as_matmul(value: Optional[bool]) -> bool:
   inside a `lax.cond` branch, where XLA:CPU takes a slow path for the
   convolutions' gradients; compiled for its phase (the trainer) and with
   the slice-based blur, the convolutions are the faster form on a CPU too:
-  the release recipe's GAN step at 64x64 (batch 2, one device) 3.8 s
-  against 16.4 s, the demo's shapes with R1 0.15 s against 2.1 s (README
-  "Measured")."""
+  the release recipe's GAN step at 64x64 (batch 2, one device) 3.3 s
+  against 17.3 s, the demo's shapes with R1 0.17 s against 2.0 s
+  (`benchmarks/stage1_phases.py`, README "Measured")."""
   return bool(value)
 
 
