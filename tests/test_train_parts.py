@@ -430,3 +430,25 @@ def test_runs_recorded_before_the_decoder_phase_resume_and_bad_values():
   with pytest.raises(ValueError, match=r"^tokenizer_training\."
                      r"decoder_optimizer\.b1=1\.5 must be in \[0, 1\)"):
     run.check_config(config)
+
+
+def test_decoder_gan_phase_helper_appends_the_phase():
+  """defaults.decoder_gan_phase adds the phase after the recipe's steps
+  (the GAN from its first step) with the demo's adversarial settings; the
+  demo's config is that recipe; a duration string is refused."""
+  from maskgit_jax.train_lib import defaults  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  config = defaults.cpu_recipe(ml_collections.ConfigDict(), tokenizer_steps=40,
+                               transformer_steps=10, save_every=10)
+  defaults.decoder_gan_phase(config, steps=15)
+  t = config.tokenizer_training
+  assert (t.num_steps, t.disc_start_step, t.decoder_finetune_steps) == (
+      55, 40, 15)
+  assert (t.generator_adversarial_weight, t.r1_cost, t.d_optimizer.b1,
+          t.discriminator.max_filters) == (0.01, 0.0, 0.5, 16)
+  demo = test_train.load_config().tokenizer_training
+  assert (demo.num_steps, demo.disc_start_step,
+          demo.decoder_finetune_steps) == (8800, 7300, 1500)
+  t.num_steps = "2 epochs"
+  with pytest.raises(ValueError, match="int num_steps, got '2 epochs'"):
+    defaults.decoder_gan_phase(config, steps=15)
