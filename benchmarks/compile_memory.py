@@ -116,8 +116,10 @@ def load_config(path, sets, batch_size):
   from maskgit_jax import cli  # pylint: disable=import-outside-toplevel
   config = cli.load_config_file(os.path.join(ROOT, path)
                                 if not os.path.isabs(path) else path)
-  for item in sets:
-    key, _, raw = item.partition("=")
+  for item in sets:  # KEY=VALUE, VALUE a Python literal or else a string
+    key, sep, raw = item.partition("=")
+    if not sep:
+      raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
     try:
       value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -125,8 +127,10 @@ def load_config(path, sets, batch_size):
     node = config
     *parents, leaf = key.split(".")
     for k in parents:
-      node = node[k]
-    if leaf not in node:
+      node = node.get(k) if hasattr(node, "get") else None
+      if node is None:
+        break
+    if node is None or not hasattr(node, "get") or leaf not in node:
       raise SystemExit(f"error: unknown config key {key!r} in {path}")
     node[leaf] = value
   if batch_size:

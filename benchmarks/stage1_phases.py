@@ -22,7 +22,6 @@ Devices: JAX's as started (set XLA_FLAGS before, e.g.
 runs on one device, as `jax.jit` without shardings places it.
 """
 import argparse
-import ast
 import functools
 import json
 import os
@@ -35,11 +34,11 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from maskgit_jax import cli  # pylint: disable=wrong-import-position
 from maskgit_jax.nets import discriminator  # pylint: disable=wrong-import-position
 from maskgit_jax.nets import factory  # pylint: disable=wrong-import-position
 from maskgit_jax.train_lib import run as run_lib  # pylint: disable=wrong-import-position
 from maskgit_jax.train_lib import tokenizer_task  # pylint: disable=wrong-import-position
+import compile_memory  # pylint: disable=wrong-import-position  # load_config
 import timing  # pylint: disable=wrong-import-position  # benchmarks/timing.py
 
 
@@ -53,28 +52,6 @@ def conv_blur(module, x):
   return jax.lax.conv_general_dilated(
       x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=channels, precision=jax.lax.Precision.HIGHEST)
-
-
-def apply_overrides(config, assignments):
-  """`KEY=VALUE` (VALUE a Python literal, else a string) into the config;
-  an unknown key stops with one line naming it."""
-  for item in assignments:
-    key, sep, text = item.partition("=")
-    if not sep:
-      raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    *path, last = key.split(".")
-    section = config
-    for part in path:
-      section = section[part] if part in section else None
-      if section is None:
-        raise SystemExit(f"error: --set {item!r}: no config key {key!r}")
-    if last not in section:
-      raise SystemExit(f"error: --set {item!r}: no config key {key!r}")
-    section[last] = value
 
 
 def phase_task(config):
@@ -112,10 +89,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--out", default="")
   args = parser.parse_args()
-  config = cli.load_config_file(str(ROOT / args.config)
-                                if not os.path.isabs(args.config)
-                                else args.config)
-  apply_overrides(config, args.set)
+  config = compile_memory.load_config(args.config, args.set, 0)
   slices = discriminator.BlurPool2D.__call__
   fns = {}
   for blur in ("slices", "conv") if args.conv_blur else ("slices",):

@@ -93,20 +93,25 @@ def test_stage1_phases_builds_each_phase_kind_and_refuses_unknown_keys():
   import pytest  # pylint: disable=import-outside-toplevel
   import stage1_phases  # pylint: disable=import-outside-toplevel
   from maskgit_jax.nets import discriminator  # pylint: disable=import-outside-toplevel
-  config = stage1_phases.cli.load_config_file(
-      str(stage1_phases.ROOT / "configs" / "fashion_mnist.py"))
+  config = stage1_phases.compile_memory.load_config(
+      "configs/fashion_mnist.py", [], 0)
   _, batch, phases = stage1_phases.phase_task(config)
   assert list(phases) == ["reconstruction", "GAN", "decoder-only + GAN"]
   assert len(set(phases.values())) == 3
   assert batch["image"].shape == (16, 28, 28, 1)
-  stage1_phases.apply_overrides(
-      config, ["tokenizer_training.decoder_finetune_steps=0"])
+  config = stage1_phases.compile_memory.load_config(
+      "configs/fashion_mnist.py",
+      ["tokenizer_training.decoder_finetune_steps=0"], 0)
   assert config.tokenizer_training.decoder_finetune_steps == 0
   assert list(stage1_phases.phase_task(config)[2]) == ["reconstruction", "GAN"]
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 14, 14, 3))
   blur = discriminator.BlurPool2D()
   np.testing.assert_allclose(stage1_phases.conv_blur(blur, x),
                              blur.apply({}, x), rtol=1e-5, atol=1e-6)
-  for bad in ("tokenizer_training.nope=1", "nope.lr=1", "no_equals_sign"):
-    with pytest.raises(SystemExit, match="error: --set"):
-      stage1_phases.apply_overrides(config, [bad])
+  for bad, line in (("tokenizer_training.nope=1", "unknown config key"),
+                    ("nope.lr=1", "unknown config key"),
+                    ("seed.x=1", "unknown config key"),
+                    ("no_equals_sign", "expected KEY=VALUE")):
+    with pytest.raises(SystemExit, match=f"error: .*{line}"):
+      stage1_phases.compile_memory.load_config(
+          "configs/fashion_mnist.py", [bad], 0)
