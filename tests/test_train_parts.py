@@ -281,7 +281,7 @@ def test_discriminator_pads_other_sizes_to_a_power_of_two():
 
 
 @pytest.mark.parametrize("filter_size", [3, 4, 5])
-@pytest.mark.parametrize("size", [32, 8, 7, 14])
+@pytest.mark.parametrize("size", [8, 7])
 def test_blur_pool_is_the_depthwise_binomial_convolution(filter_size, size):
   """BlurPool2D's strided slices compute what the release's blur is: a
   depthwise convolution with the normalised binomial kernel, 'SAME' padding
