@@ -42,12 +42,13 @@ Rematerialisation (ImageNet-512 stage 2, 64 devices, 4 images per device):
       --set transformer.remat=full --append
 """
 import argparse
-import ast
 import datetime
 import json
 import os
 import sys
 import time
+
+import config_overrides  # benchmarks/config_overrides.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ("configs/imagenet.py", "configs/imagenet512.py")
@@ -110,33 +111,6 @@ def ensure_devices(n, argv, honour_remat=False):
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] +
              list(argv))
-
-
-def load_config(path, sets, batch_size):
-  from maskgit_jax import cli  # pylint: disable=import-outside-toplevel
-  config = cli.load_config_file(os.path.join(ROOT, path)
-                                if not os.path.isabs(path) else path)
-  for item in sets:  # KEY=VALUE, VALUE a Python literal or else a string
-    key, sep, raw = item.partition("=")
-    if not sep:
-      raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
-    node = config
-    *parents, leaf = key.split(".")
-    for k in parents:
-      node = node.get(k) if hasattr(node, "get") else None
-      if node is None:
-        break
-    if node is None or not hasattr(node, "get") or leaf not in node:
-      raise SystemExit(f"error: unknown config key {key!r} in {path}")
-    node[leaf] = value
-  if batch_size:
-    for stage in config.stages:
-      config[f"{stage}_training"].batch_size = batch_size
-  return config
 
 
 def tree_bytes(tree):
@@ -339,7 +313,7 @@ def main(argv):
   meshes = args.mesh or list(DEFAULT_MESHES)
   results, residual_cache = [], {}
   for path in configs:
-    config = load_config(path, args.set, args.batch_size)
+    config = config_overrides.load_config(path, args.set, args.batch_size)
     for mesh_text in meshes:
       mesh_spec = tuple(int(v) for v in mesh_text.strip("()").split(","))
       case = build(config, mesh_spec, args.devices)

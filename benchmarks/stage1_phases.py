@@ -38,7 +38,7 @@ from maskgit_jax.nets import discriminator  # pylint: disable=wrong-import-posit
 from maskgit_jax.nets import factory  # pylint: disable=wrong-import-position
 from maskgit_jax.train_lib import run as run_lib  # pylint: disable=wrong-import-position
 from maskgit_jax.train_lib import tokenizer_task  # pylint: disable=wrong-import-position
-import compile_memory  # pylint: disable=wrong-import-position  # load_config
+import config_overrides  # pylint: disable=wrong-import-position
 import timing  # pylint: disable=wrong-import-position  # benchmarks/timing.py
 
 
@@ -89,7 +89,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--out", default="")
   args = parser.parse_args()
-  config = compile_memory.load_config(args.config, args.set, 0)
+  config = config_overrides.load_config(args.config, args.set, 0)
   slices = discriminator.BlurPool2D.__call__
   fns = {}
   for blur in ("slices", "conv") if args.conv_blur else ("slices",):

@@ -93,13 +93,13 @@ def test_stage1_phases_builds_each_phase_kind_and_refuses_unknown_keys():
   import pytest  # pylint: disable=import-outside-toplevel
   import stage1_phases  # pylint: disable=import-outside-toplevel
   from maskgit_jax.nets import discriminator  # pylint: disable=import-outside-toplevel
-  config = stage1_phases.compile_memory.load_config(
+  config = stage1_phases.config_overrides.load_config(
       "configs/fashion_mnist.py", [], 0)
   _, batch, phases = stage1_phases.phase_task(config)
   assert list(phases) == ["reconstruction", "GAN", "decoder-only + GAN"]
   assert len(set(phases.values())) == 3
   assert batch["image"].shape == (16, 28, 28, 1)
-  config = stage1_phases.compile_memory.load_config(
+  config = stage1_phases.config_overrides.load_config(
       "configs/fashion_mnist.py",
       ["tokenizer_training.decoder_finetune_steps=0"], 0)
   assert config.tokenizer_training.decoder_finetune_steps == 0
@@ -113,5 +113,5 @@ def test_stage1_phases_builds_each_phase_kind_and_refuses_unknown_keys():
                     ("seed.x=1", "unknown config key"),
                     ("no_equals_sign", "expected KEY=VALUE")):
     with pytest.raises(SystemExit, match=f"error: .*{line}"):
-      stage1_phases.compile_memory.load_config(
+      stage1_phases.config_overrides.load_config(
           "configs/fashion_mnist.py", [bad], 0)
