@@ -197,13 +197,17 @@ def test_low_precision_attention_loops_over_examples_only_at_inference():
   np.testing.assert_allclose(np.asarray(jax.jit(train)(variables)),
                              np.asarray(jax.jit(infer)(variables)),
                              rtol=1e-5, atol=1e-5)
-  q, k, v = (jax.random.normal(key, (3, 5, 2, 4), jnp.bfloat16)
-             for key in jax.random.split(jax.random.PRNGKey(0), 3))
-  looped = attention.low_precision_attention(q, k, v, loop_examples=True)
-  batched = attention.low_precision_attention(q, k, v)
-  assert looped.dtype == batched.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(looped), np.asarray(batched),
-                             atol=1e-6)
+  # Odd and even batches (one example a loop step, or two), several heads:
+  # the per-head matrix products give the batched form's values to the bit.
+  for batch in (3, 4):
+    q, k, v = (jax.random.normal(key, (batch, 5, 3, 4), jnp.bfloat16)
+               for key in jax.random.split(jax.random.PRNGKey(batch), 3))
+    looped = jax.jit(functools.partial(attention.low_precision_attention,
+                                       loop_examples=True))(q, k, v)
+    batched = jax.jit(attention.low_precision_attention)(q, k, v)
+    assert looped.dtype == batched.dtype == jnp.float32
+    assert looped.shape == batched.shape == (batch, 5, 3, 4)
+    np.testing.assert_array_equal(np.asarray(looped), np.asarray(batched))
 
 
 def test_cast_kernels_gives_the_same_bfloat16_logits():
