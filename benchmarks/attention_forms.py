@@ -39,20 +39,26 @@ from maskgit_jax.nets import attention
 from maskgit_jax.nets import maskgit_transformer
 
 
+# The library's forms (module-private: this script compares them).
+# pylint: disable=protected-access
+_batched_form = attention._low_precision_attention
+_per_head_form = attention._attend_per_head
+# pylint: enable=protected-access
+
+
 def per_example(query, key, value, precision=None):
   """The previous inference form: one example at a time, heads batched."""
-  return jax.lax.map(
-      lambda qkv: attention._low_precision_attention(  # pylint: disable=protected-access
-          *qkv, precision=precision), (query, key, value))
+  return jax.lax.map(lambda qkv: _batched_form(*qkv, precision=precision),
+                     (query, key, value))
 
 
 def batched(query, key, value, precision=None):
-  return attention._low_precision_attention(  # pylint: disable=protected-access
-      query, key, value, precision=precision)
+  """The whole batch at once (training's form)."""
+  return _batched_form(query, key, value, precision=precision)
 
 
-FORMS = {"per_head": attention._attend_per_head,  # pylint: disable=protected-access
-         "per_example": per_example, "batched": batched}
+FORMS = {"per_head": _per_head_form, "per_example": per_example,
+         "batched": batched}
 
 
 def _time(fn, rounds_of):
@@ -94,7 +100,7 @@ def bench_forward(model, variables, batch, rounds):
       0, model.vocab_size - 1, (batch, model.max_position_embeddings)),
                     jnp.int32)
   variables = maskgit_transformer.cast_kernels(variables, jnp.bfloat16)
-  library = attention._attend_per_head  # pylint: disable=protected-access
+  library = _per_head_form
   compiled, compile_s = {}, {}
   for name, form in (("per_head", library), ("per_example", per_example)):
     attention._attend_per_head = form  # pylint: disable=protected-access
@@ -122,7 +128,8 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=4)
   parser.add_argument("--tiny", action="store_true",
                       help="the transformer's 'tiny' preset (a script check)")
-  parser.add_argument("--out", default="benchmarks/results/attention_forms.json")
+  parser.add_argument("--out",
+                      default="benchmarks/results/attention_forms.json")
   args = parser.parse_args(argv)
   preset = "tiny" if args.tiny else "imagenet256"
   model = maskgit_transformer.Transformer.from_preset(

@@ -36,13 +36,14 @@ def low_precision_attention(query, key, value, mask=None, dropout_rng=None,
   product. Returns float32 `[..., q_length, heads, depth]`.
 
   With `loop_examples` (the transformer sets it at inference), on a CPU,
-  without dropout, mask or sown weights, the batch is attended one example
-  at a time, each head's two products as plain matrix products (the same
-  result to the bit; `_attend_per_head`). At 16x16 tokens and batch 8 the
-  loop over examples made the sampler's attention about 3x faster on a
-  2-core CPU, where it was half the time of a bfloat16 forward; the heads
-  as separate matrix products another 1.4-1.7x (batch 8 and 2, one layer of
-  the ImageNet-256 transformer). Training keeps the batched form: in the
+  without dropout, mask or sown weights, the batch is attended in a loop
+  over pairs of examples, each head's two products as plain matrix
+  products (the same result to the bit; `_attend_per_head`). At 16x16
+  tokens and batch 8 a loop over examples made the sampler's attention
+  about 3x faster on a 2-core CPU, where it was half the time of a bfloat16
+  forward; the heads as separate matrix products another 1.5x (one layer of
+  the ImageNet-256 transformer at batch 2 and 8,
+  `benchmarks/attention_forms.py`). Training keeps the batched form: in the
   data-parallel train step the loop over a sharded batch became while
   loops with all-gathers of the batch (`profile_step.py`). (Flax passes
   `deterministic=True` whenever the dropout rate is 0, so that flag cannot
@@ -60,17 +61,18 @@ def low_precision_attention(query, key, value, mask=None, dropout_rng=None,
 
 
 # Examples attended together in one step of `_attend_per_head`'s loop: with
-# two, the two cores of a small CPU each take one (batch 2: 4.0 against 5.1
-# ms a layer looping one at a time; batch 8: 15.8 against 14.7, the same).
+# two, the two cores of a small CPU each take one (one ImageNet-256 layer in
+# bf16 on a 2-core AMD EPYC, batch 2: 4.0 against 5.1 ms a layer with one
+# example a step; batch 8: 15.8 against 14.7, about the same).
 _EXAMPLES_PER_STEP = 2
 
 
 def _attend_per_head(query, key, value, precision=None):
   """`_low_precision_attention` without mask or dropout, computed as a loop
   (`lax.map`) over groups of examples, each head's logits and value product
-  a 2-D matrix product, unrolled: XLA:CPU runs those at about twice the rate
-  of the batched-over-heads product (one layer of the ImageNet-256
-  transformer in bfloat16, batch 2: 4.0 against 6.7 ms). The same result
+  a 2-D matrix product, unrolled: XLA:CPU runs those about 1.5x as fast as
+  the product batched over the heads (one layer of the ImageNet-256
+  transformer in bfloat16, batch 2: 3.7 against 5.5 ms). The same result
   to the bit. `[b, q, h, d]` (and `[b, k, h, d]`) -> float32 `[b, q, h, d]`.
   """
   batch, _, heads, depth = query.shape
