@@ -21,7 +21,6 @@ ImageNet-256 transformer's (24 layers, width 768, 16 heads, 257 tokens), or
 the "tiny" preset's with --tiny. README "Measured" (the bf16 sampler row).
 """
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -37,6 +36,8 @@ import numpy as np
 
 from maskgit_jax.nets import attention
 from maskgit_jax.nets import maskgit_transformer
+import reports  # benchmarks/reports.py
+import timing  # benchmarks/timing.py
 
 
 # The library's forms (module-private: this script compares them).
@@ -61,21 +62,10 @@ FORMS = {"per_head": _per_head_form, "per_example": per_example,
          "batched": batched}
 
 
-def _time(fn, rounds_of):
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  rounds_of.append(time.perf_counter() - start)
-
-
 def _interleaved(calls, rounds):
   """{name: median seconds} over `rounds`, each round calling every one."""
-  for fn in calls.values():
-    jax.block_until_ready(fn())  # warm-up
-  times = {name: [] for name in calls}
-  for _ in range(rounds):
-    for name, fn in calls.items():
-      _time(fn, times[name])
-  return {name: float(np.median(t)) for name, t in times.items()}
+  times = timing.interleaved_times(calls, rounds)
+  return {name: timing.median(t) for name, t in times.items()}
 
 
 def bench_layer(batch, seq_len, heads, depth, rounds):
@@ -154,15 +144,13 @@ def main(argv=None):
           f"per_example {forward['seconds']['per_example']:.4f} s "
           f"({row['forward_speedup']:.2f}x), same logits: "
           f"{forward['same_logits']}", flush=True)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({
+  reports.write_report(args.out, {
       "preset": preset, "backend": jax.default_backend(),
       "device_kind": jax.devices()[0].device_kind,
       "num_layers": model.num_hidden_layers, "heads": heads,
       "head_dim": depth, "seq_len": model.max_position_embeddings,
-      "rounds": args.rounds, "results": results}, indent=1))
-  print(f"wrote {out}")
+      "rounds": args.rounds, "load_average": timing.load_average(),
+      "results": results})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ other jobs running); `OPENBLAS_NUM_THREADS=1` avoids that. The report records
 the setting and the load average.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ import scipy
 import scipy.linalg
 
 from maskgit_jax.metrics import fid
+import reports  # benchmarks/reports.py
 
 TARGET_S = 2.0
 
@@ -131,10 +131,7 @@ def main():
       "command": "python benchmarks/fid_sqrtm.py " + " ".join(
           f"--{k}={v}" for k, v in vars(args).items()),
   }
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(report, f, indent=1)
-  print(f"wrote {args.out}")
+  reports.write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ runs on one device, as `jax.jit` without shardings places it.
 """
 import argparse
 import functools
-import json
-import os
 import pathlib
 import sys
 
@@ -39,6 +37,7 @@ from maskgit_jax.nets import factory  # pylint: disable=wrong-import-position
 from maskgit_jax.train_lib import run as run_lib  # pylint: disable=wrong-import-position
 from maskgit_jax.train_lib import tokenizer_task  # pylint: disable=wrong-import-position
 import config_overrides  # pylint: disable=wrong-import-position
+import reports  # pylint: disable=wrong-import-position
 import timing  # pylint: disable=wrong-import-position  # benchmarks/timing.py
 
 
@@ -122,10 +121,7 @@ def main():
   for name, r in rows.items():
     print(f"| {name} | {r['step_ms']:.1f} | {r['over_reconstruction']:.2f} |")
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(report, f, indent=1)
-    print(f"wrote {args.out}")
+    reports.write_report(args.out, report)
 
 
 if __name__ == "__main__":

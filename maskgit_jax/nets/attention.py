@@ -77,10 +77,10 @@ def _attend_per_head(query, key, value, precision=None):
   """
   batch, _, heads, depth = query.shape
   group = _EXAMPLES_PER_STEP if batch % _EXAMPLES_PER_STEP == 0 else 1
-  scale = jnp.sqrt(depth).astype(query.dtype)
+  query = query / jnp.sqrt(depth).astype(query.dtype)
 
   def head(q, k, v):  # [q, d], [k, d], [k, d]
-    logits = jax.lax.dot_general(q / scale, k, (((1,), (1,)), ((), ())),
+    logits = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())),
                                  precision=precision,
                                  preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits).astype(v.dtype)
