@@ -9,10 +9,14 @@ measured) and benchmarks/results/bench.md (the table).
 
 Benchmarks (NAME for --skip / --only):
   sampler_embedded    decode overhead at the Fashion-MNIST shape (8x8 tokens)
-  sampler_imagenet    decode overhead, bf16 vs f32 and parallel vs sequential
+  sampler_imagenet    decode overhead, bf16 vs f32, the bf16 sampler against
+                      its floor (batches 2 and 8) and parallel vs sequential
                       decoding at the ImageNet-256 shape (random weights)
   precision_fid       bf16 vs f32 sample statistics (FID), shipped checkpoint
   train_step          steps/s, FLOP/s vs measured matmul peak, memory
+  train_step_imagenet       the same for both stages at the ImageNet-256
+                            shapes (batch 2, float32; ~6 min on 2 cores)
+  train_step_imagenet_bf16  stage 2 there in bfloat16, against the bf16 peak
   input_pipeline      images/s of the input pipeline (informational)
   inception           FID Inception images/s; against torch when
                       $MASKGIT_TORCH_PYTHON names an interpreter with torch
@@ -50,7 +54,7 @@ LAST_DEMO = {"wall_s": 636.0, "peak_rss_mb": 1.46e9 / 2**20,
 
 TARGETS = {
     "overhead": 1.05, "bf16_speedup": 1.8, "parallel_speedup": 25.0,
-    "fid_ratio": 1.1, "demo_wall_s": 15 * 60, "demo_rss_mb": 2048.0,
+    "fid_ratio": 1.1, "sampler_floor": 1.25, "demo_wall_s": 15 * 60, "demo_rss_mb": 2048.0,
 }
 
 
@@ -65,8 +69,8 @@ def commands(quick: bool):
            "--num_iter=8", f"--repeats={5 if quick else 30}",
            f"--out={out('sampler.json')}"], "sampler.json"),
       "sampler_imagenet": (
-          [f"{b}/sampler.py", "--shapes=imagenet256", "--batch=8",
-           "--num_iter=8", f"--repeats={r}", "--sequential",
+          [f"{b}/sampler.py", "--shapes=imagenet256", "--batches=2,8",
+           "--floor", "--num_iter=8", f"--repeats={r}", "--sequential",
            "--sequential_batch=1", f"--sequential_repeats={1 if quick else 2}",
            f"--out={out('sampler_imagenet256.json')}"],
           "sampler_imagenet256.json"),
@@ -76,6 +80,23 @@ def commands(quick: bool):
       "train_step": (
           [f"{b}/train_step.py", f"--repeats={5 if quick else 20}",
            f"--out={out('train_step.json')}"], "train_step.json"),
+      # Issue 14's train-step figures at the ImageNet-256 shapes (the
+      # release's models, batch 2 on a CPU): both stages in float32, then
+      # stage 2 in bfloat16 against the bf16 peak.
+      "train_step_imagenet": (
+          [f"{b}/train_step.py", "--config=configs/imagenet.py",
+           "--stages=tokenizer,transformer", "--batch_size=2",
+           "--token_cache", "--train_examples=1281167",
+           f"--repeats={1 if quick else 3}",
+           f"--out={out('train_step_imagenet256.json')}"],
+          "train_step_imagenet256.json"),
+      "train_step_imagenet_bf16": (
+          [f"{b}/train_step.py", "--config=configs/imagenet.py",
+           "--stages=transformer", "--transformer_dtype=bfloat16",
+           "--batch_size=2", "--token_cache", "--train_examples=1281167",
+           f"--repeats={2 if quick else 5}",
+           f"--out={out('train_step_imagenet256_bf16_bench.json')}"],
+          "train_step_imagenet256_bf16_bench.json"),
       "input_pipeline": (
           [f"{b}/input_pipeline.py", f"--batches={5 if quick else 30}",
            f"--output={out('input_pipeline.json')}"], "input_pipeline.json"),
@@ -138,6 +159,60 @@ def _cpu_text(result):
           f"{os.cpu_count()} cores)")
 
 
+# Issue 14's train-step targets, against the peak of the precision the step
+# computes in, at the embedded default's and at the ImageNet-256 shapes.
+STEP_TARGETS = {"tokenizer": 0.35, "transformer": 0.50}
+
+
+def _largest_batch(result):
+  """The sampler benchmark's row of the largest batch."""
+  return max(result["results"], key=lambda x: x["batch"])
+
+
+def _train_step_rows(rows, ts, shape_text, label):
+  """Utilisation, steps/s and compiled memory of each stage in `ts` (a
+  benchmarks/train_step.py report)."""
+  for stage, title in (("tokenizer", "Stage 1 (tokenizer)"),
+                       ("transformer", "Stage 2 (transformer)")):
+    s = ts["stages"].get(stage)
+    if not s:
+      continue
+    ref = s.get("utilisation_reference", ts["utilisation_reference"])
+    title = f"{title}{label}, {s['dtype']}" if label else title
+    how = (f"{shape_text}, batch {s['batch_size']}, {s['dtype']}, "
+           f"median of {s['repeats']} steps: {s['steps_per_s']:.3g} "
+           f"steps/s, {s['flops_per_step'] / 1e9:.4g} GFLOP/step (XLA cost "
+           "analysis of the compiled step: fwd + bwd + optimizer")
+    if "analytic" in s:
+      a = s["analytic"]
+      how += (f"; analytic {a['formula']} = "
+              f"{a['flops_per_step'] / 1e9:.4g} GFLOP, N={a['N']}, "
+              f"B={a['B']}, S={a['S']}, L={a['L']}, d={a['d']}")
+    how += (f") / step time, vs the {ref} matmul rate timed in turn "
+            "with each step (median over rounds); "
+            f"{s['achieved_flops_per_s'] / 1e9:.0f} GFLOP/s")
+    if "utilisation_vs_best_peak" in s:
+      how += (f"; {s['utilisation_vs_best_peak']:.1%} of the best-of-sizes "
+              "peak measured after the steps")
+    rows.append(_row(f"{title} train step: FLOP utilisation",
+                     s["utilisation"], "", STEP_TARGETS[stage], how,
+                     higher_is_better=True, fmt="{:.1%}"))
+    rows.append(_row(f"{title} train step: steps/s", s["steps_per_s"], "",
+                     None, f"batch {s['batch_size']}, median of "
+                     f"{s['repeats']} steps", fmt="{:.3g}"))
+    mem = s.get("compiled_memory") or {}
+    if mem:
+      rows.append(_row(
+          f"{title} train step: compiled memory", mem[
+              "peak_estimate_bytes"] / 2**20, "MiB", None,
+          "XLA memory analysis of the compiled step: arguments "
+          f"{mem.get('argument_size_in_bytes', 0) / 2**20:.0f} + outputs "
+          f"{mem.get('output_size_in_bytes', 0) / 2**20:.0f} - aliased "
+          f"{mem.get('alias_size_in_bytes', 0) / 2**20:.0f} + temporaries "
+          f"{mem.get('temp_size_in_bytes', 0) / 2**20:.0f} MiB",
+          fmt="{:.0f}"))
+
+
 def build_rows(res, demo_measured):
   rows = []
   se = res.get("sampler_embedded")
@@ -149,7 +224,7 @@ def build_rows(res, demo_measured):
       rows.append(_row(f"Sampler overhead, {label}", None, "", t["overhead"],
                        "benchmark failed or skipped"))
       return
-    x = r["results"][0]
+    x = _largest_batch(r)
     for mode, short in (("float32", "f32"), ("bfloat16", "bf16")):
       m = x[mode]
       rows.append(_row(
@@ -167,7 +242,7 @@ def build_rows(res, demo_measured):
                 "Transformer 256 + tokenizer 'imagenet', 16x16 tokens, "
                 "codebook 1024")
   if si:
-    x = si["results"][0]
+    x = _largest_batch(si)
     fm = x.get("fast_mode", {"transformer_dtype": "bfloat16",
                              "tokenizer_dtype": "float32"})
     rows.append(_row(
@@ -182,6 +257,21 @@ def build_rows(res, demo_measured):
         f"detokenize {x['float32']['detokenize_s'] / x['bfloat16']['detokenize_s']:.2f}x"
         f"{_cpu_text(x)}",
         higher_is_better=True, fmt="{:.2f}"))
+  for x in (si or {}).get("results", []):
+    f = x.get("bf16_floor")
+    if not f:
+      continue
+    rows.append(_row(
+        f"bf16 sampler vs its floor, ImageNet-256, batch {x['batch']}",
+        f["decode_over_forwards_floor"], "x", t["sampler_floor"],
+        f"(time(bf16 decode + detokenize) {x['bfloat16']['sample_s']:.3g} s "
+        f"- detokenize {x['bfloat16']['detokenize_s']:.3g} s) / "
+        f"({x['num_iter']} x 2 x {x['transformer_params'] / 1e6:.1f}M "
+        f"parameters x {x['tokens_per_forward']} tokens at the bf16 matmul "
+        f"peak {f['matmul_peak_bf16'] / 1e9:.0f} GFLOP/s = "
+        f"{f['forwards_floor_s']:.3g} s), the peak the higher of two "
+        "measured before and after the samplers in the same run",
+        fmt="{:.2f}"))
   _tag(rows, "sampler_imagenet")
   pf = res.get("precision_fid")
   if pf:
@@ -229,49 +319,18 @@ def build_rows(res, demo_measured):
     rows.append(_row(
         "Matmul peak (this machine, this run)", peak / 1e9, "GFLOP/s", None,
         f"{ts['peak_method']}: {peaks}", fmt="{:.0f}"))
-    # Issue 14's targets at the embedded default's shapes.
-    targets = {"tokenizer": 0.35, "transformer": 0.50}
-    for stage, title in (("tokenizer", "Stage 1 (tokenizer)"),
-                         ("transformer", "Stage 2 (transformer)")):
-      s = ts["stages"][stage]
-      how = (f"embedded config, batch {s['batch_size']}, {s['dtype']}, "
-             f"median of {s['repeats']} steps: {s['steps_per_s']:.2f} "
-             f"steps/s, {s['flops_per_step'] / 1e9:.2f} GFLOP/step (XLA cost "
-             "analysis of the compiled step: fwd + bwd + optimizer")
-      if "analytic" in s:
-        a = s["analytic"]
-        how += (f"; analytic {a['formula']} = "
-                f"{a['flops_per_step'] / 1e9:.2f} GFLOP, N={a['N']}, "
-                f"B={a['B']}, S={a['S']}, L={a['L']}, d={a['d']}")
-      how += (f") / step time, vs the {ref} matmul rate timed in turn "
-              "with each step (median over rounds); "
-              f"{s['achieved_flops_per_s'] / 1e9:.0f} GFLOP/s")
-      if "utilisation_vs_best_peak" in s:
-        how += (f"; {s['utilisation_vs_best_peak']:.1%} of the best-of-sizes "
-                "peak measured after the steps")
-      rows.append(_row(f"{title} train step: FLOP utilisation",
-                       s["utilisation"], "", targets[stage], how,
-                       higher_is_better=True, fmt="{:.1%}"))
-      rows.append(_row(f"{title} train step: steps/s", s["steps_per_s"], "",
-                       None, f"batch {s['batch_size']}, median of "
-                       f"{s['repeats']} steps", fmt="{:.2f}"))
-      mem = s.get("compiled_memory") or {}
-      if mem:
-        rows.append(_row(
-            f"{title} train step: compiled memory", mem[
-                "peak_estimate_bytes"] / 2**20, "MiB", None,
-            "XLA memory analysis of the compiled step: arguments "
-            f"{mem.get('argument_size_in_bytes', 0) / 2**20:.0f} + outputs "
-            f"{mem.get('output_size_in_bytes', 0) / 2**20:.0f} - aliased "
-            f"{mem.get('alias_size_in_bytes', 0) / 2**20:.0f} + temporaries "
-            f"{mem.get('temp_size_in_bytes', 0) / 2**20:.0f} MiB",
-            fmt="{:.0f}"))
+    _train_step_rows(rows, ts, "embedded config", "")
     rows.append(_row(
         "Train-step benchmark: process peak RSS", ts["peak_rss_mb"], "MiB",
         None, f"getrusage max RSS of the benchmark process (both stages, "
         f"{ts['stages']['tokenizer']['peak_rss_mb_after']:.0f} MiB after stage "
         "1)", fmt="{:.0f}"))
   _tag(rows, "train_step")
+  for name in ("train_step_imagenet", "train_step_imagenet_bf16"):
+    if res.get(name):
+      _train_step_rows(rows, res[name], "ImageNet-256 config (the release's "
+                       "models), from the token cache", ", ImageNet-256")
+    _tag(rows, name)
   demo = res.get("demo")
   if demo:
     if demo_measured and demo.get("measured_in_this_run"):
