@@ -26,7 +26,10 @@ factor. Memory: peak resident 1.43 GB. image_size=64 (one more 2x
 downsampling level, 16 base filters) costs about 1.8x the stage-1 step and
 1.5x the stage-2 step (measured on one device with the earlier recipe):
 about 18 minutes there at 64.
-Quality on that set: README "Train on your own images".
+Quality on that set: README "Train on your own images". Stage 2 masks at
+least half of each grid (`transformer_training.min_mask_ratio=0.5`, from the
+shared recipe): on the Twemoji set, stage 2 retrained on the same tokens,
+sample FID 3.41x -> 3.27x the floor, class accuracy 0.61 -> 0.66 of real.
 Models: tokenizer 0.60M parameters at 32, 0.62M at 64 (512 l2-normalised
 16-d codes, 8x8 tokens); transformer "small" (4 layers, hidden 128).
 """
