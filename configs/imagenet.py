@@ -8,8 +8,9 @@ run with --config.tokenizer_checkpoint="" and the same --workdir):
 
 Recipe (maskgit_class_cond_config.py): 24 layers, hidden 768, 16 heads, MLP
 3072, dropout 0.1, batch 256, AdamW lr 1e-4, b 0.9/0.96, weight decay 0.045,
-5,000 warm-up steps then cosine decay, label smoothing 0.1, cosine masking,
-loss on masked tokens, 2M steps. Expected cost: one step is about
+5,000 warm-up steps then cosine decay, label smoothing 0.1, cosine masking
+with at least half of each grid masked (min_masking_rate 0.5), loss on
+masked tokens, 2M steps. Expected cost: one step is about
 6 x 172M x 257 x 256 = 68 TFLOPs (+ tokenizer forward), so 2M steps are
 about 1.4e20 FLOPs: weeks on a v4-32 slice at 40% utilisation.
 
@@ -47,6 +48,10 @@ def get_config():
   config.data.crop_scale = (0.08, 1.0)
   config.tokenizer_training = defaults.tokenizer_training()
   config.transformer_training = defaults.transformer_training()
+  # The release config's min_masking_rate: at least half of each grid masked
+  # (on the embedded default it took sample FID from 1.85x to 1.72x the
+  # floor: README "Measured").
+  config.transformer_training.min_mask_ratio = 0.5
   config.transformer_training.log_every = 100
   config.transformer_training.checkpoint_every = 10_000
   config.transformer_training.image_every = 10_000
