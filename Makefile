@@ -66,7 +66,7 @@ eval: setup
 	  --num_samples=$(EVAL_N) --num_real=$(EVAL_N) \
 	  --output=$(WORKDIR)/eval_$(EVAL_N).json
 
-# Writes benchmarks/results/bench.json and bench.md (~20 min on 2 CPU cores).
+# Writes benchmarks/results/bench.json and bench.md (~30 min on 2 CPU cores).
 # BENCH_ARGS=--demo also times `make demo` from a fresh clone (~10 min more).
 BENCH_ARGS ?=
 bench: setup
