@@ -1,4 +1,4 @@
-"""benchmarks/run_all.py: the rows of `make bench`'s report, from fake results.
+"""benchmarks/bench_rows.py: the rows of `make bench`'s report, from fake results.
 
 The figures of issue 14 come from `make bench`: the bf16 sampler against its
 floor at batches 2 and 8, and the train steps at the ImageNet-256 shapes in
@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] /
                        "benchmarks"))
-import run_all  # pylint: disable=wrong-import-position
+import bench_rows  # pylint: disable=wrong-import-position
 
 
 def _sampler_row(batch, sample_s, detokenize_s, forwards_floor_s):
@@ -48,7 +48,7 @@ def _rows():
           "utilisation_reference": "float32",
           "stages": {"transformer": _stage("bfloat16", 0.485, "bfloat16")}},
   }
-  rows = run_all.build_rows(res, demo_measured=False)
+  rows = bench_rows.build_rows(res, demo_measured=False)
   return {r["metric"]: r for r in rows}
 
 
