@@ -36,7 +36,9 @@ finished, so a run killed by the timeout still leaves a readable file):
                     configs/imagenet_vqgan.py recipe: GAN, R1; the perceptual
                     loss is off without its weights file), 256x256 images,
                     float32, the largest batch of --stage1_batches that fits.
-                    value: MFU = XLA cost analysis FLOPs / step time /
+                    value: MFU = XLA cost analysis FLOPs of the program
+                    before optimisation (the compiled program's count
+                    misses cuDNN's convolutions on GPU) / step time /
                     float32 matmul peak (also given against the bf16 peak).
   peak_memory       jax's device memory_stats()['peak_bytes_in_use'] (the
                     whole run; each measurement also records the running
@@ -125,13 +127,27 @@ def free_memory():
 class Report:
   """The JSON file, rewritten atomically after every change."""
 
-  def __init__(self, path, header):
+  def __init__(self, path, header, keep=()):
+    """keep: measurements not run now, copied from the existing file at
+    `path` (each tagged with the run it came from) or marked not run."""
     self.path = path
     self.data = dict(header)
     self.data["measurements"] = {
         name: {"value": None, "error": NOT_FINISHED,
                **({"target": TARGETS[name]} if name in TARGETS else {})}
         for name in NAMES}
+    old = previous_run(path, header.get("tiny")) if keep else None
+    for name in keep:
+      entry = (old or {}).get("measurements", {}).get(name)
+      if entry is None or "from_run" in entry:
+        self.data["measurements"][name] = {
+            "value": None, "error": "not run (--only) and not in the "
+                                    "previous file"}
+      else:
+        self.data["measurements"][name] = dict(
+            entry, from_run={k: old.get(k) for k in
+                             ("started", "command", "jax_version",
+                              "device_kind", "wall_s")})
     self.write()
 
   def set(self, name, value=None, error=None, **fields):
@@ -158,6 +174,17 @@ class Report:
 
 
 START = time.perf_counter()
+
+
+def previous_run(path, tiny):
+  """The earlier run at `path` (a dict) if it had the same sizes (--tiny or
+  not), else None."""
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return old if bool(old.get("tiny")) == bool(tiny) else None
 
 
 def measure(report, name, fn, deadline):
@@ -371,15 +398,23 @@ def run_stage1(args, peaks, deadline):
             "dtype": "float32", "image_size": size,
             "perceptual_loss": bool(section.perceptual_weights),
             "batches_tried": tried, "batch": b,
-            "flops_counting": "XLA cost analysis of the compiled step"}
+            "flops_counting": "XLA cost analysis of the step's program "
+                              "before optimisation (hlo_flops_per_step)"}
   if r is None:
     fields["error"] = no_batch_error(args.stage1_batches, tried)
     return None, fields
   peak, peak16 = peaks.get("float32"), peaks.get("bfloat16")
   fields.update(r, matmul_peak=peak)
-  fields["mfu"] = r["achieved_flops_per_s"] / peak if peak else None
-  fields["mfu_of_bf16_peak"] = (r["achieved_flops_per_s"] / peak16
+  # XLA:GPU's compiled cost analysis leaves out the convolutions it hands
+  # to cuDNN (the 2026-12-04 H200 run: 0.077 of 20.7 TFLOP per step);
+  # the unoptimised program's count keeps them.
+  flops = r["hlo_flops_per_step"] or r["flops_per_step"]
+  fields["flops_per_s"] = flops / r["step_s"]
+  fields["mfu"] = fields["flops_per_s"] / peak if peak else None
+  fields["mfu_of_bf16_peak"] = (fields["flops_per_s"] / peak16
                                 if peak16 else None)
+  fields["compiled_cost_mfu"] = (r["achieved_flops_per_s"] / peak
+                                 if peak else None)
   if not peak:
     fields["error"] = "no float32 matmul peak (see matmul_peak)"
   return fields["mfu"], fields
@@ -387,6 +422,16 @@ def run_stage1(args, peaks, deadline):
 
 def ints(text):
   return [int(x) for x in text.split(",") if x.strip()]
+
+
+def names(text):
+  chosen = [x.strip() for x in text.split(",") if x.strip()]
+  bad = [x for x in chosen if x not in NAMES]
+  if bad or not chosen:
+    raise argparse.ArgumentTypeError(
+        f"unknown measurement(s) {bad or text!r}; expected some of "
+        f"{', '.join(NAMES)}")
+  return chosen
 
 
 def parse_args(argv=None):
@@ -414,16 +459,21 @@ def parse_args(argv=None):
                       choices=sorted(sampler.DTYPES))
   parser.add_argument("--stage2_batches", type=ints, default=None,
                       help="descending, comma-separated (default "
-                           "512,256,128,64,32)")
+                           "256,128,64,32; 256 took 119 of the H200's 141 GB)")
   parser.add_argument("--stage1_batches", type=ints, default=None,
                       help="descending, comma-separated (default "
                            "32,16,8,4)")
   parser.add_argument("--peak_sizes", type=ints, default=None)
+  parser.add_argument("--only", type=names, default=None,
+                      help="comma-separated measurements to run (matmul_peak "
+                           "always runs: the MFUs need it); the others are "
+                           "kept from the existing --out file, tagged "
+                           "with their run")
   args = parser.parse_args(argv)
   t = args.tiny
   defaults = dict(repeats=1 if t else 10, sampler_batch=2 if t else 64,
                   num_iter=2 if t else None, min_attempt_s=0 if t else 40,
-                  stage2_batches=[2] if t else [512, 256, 128, 64, 32],
+                  stage2_batches=[2] if t else [256, 128, 64, 32],
                   stage1_batches=[2] if t else [32, 16, 8, 4],
                   peak_sizes=[64, 128] if t else
                   list(train_step.PEAK_SIZES["gpu"]))
@@ -453,7 +503,10 @@ def main(argv=None):
       "targets": {"stage2_train.mfu": ">= 0.45 on an H200",
                   "sampler forward mfu": ">= 0.40 on an H200"},
       "complete": False}
-  report = Report(args.out, header)
+  run = set(args.only or NAMES) | {"matmul_peak", "peak_memory"}
+  if "sampler_bfloat16" in run or "sampler_float32" in run:
+    run |= {"sampler_float32", "sampler_bfloat16"}  # one shared run
+  report = Report(args.out, header, keep=[n for n in NAMES if n not in run])
   print(f"device: {device} ({device.platform}); writing {args.out}",
         flush=True)
   if device.platform != "gpu" and not (args.tiny or args.allow_cpu):
@@ -471,11 +524,14 @@ def main(argv=None):
     peaks.update(float32=fields["float32"], bfloat16=fields["bfloat16"])
     return value, fields
   measure(report, "matmul_peak", peak, deadline)
-  run_sampler(report, args, peaks, deadline)
-  measure(report, "stage2_train", lambda: run_stage2(args, peaks, deadline),
-          deadline)
-  measure(report, "stage1_train", lambda: run_stage1(args, peaks, deadline),
-          deadline)
+  if "sampler_float32" in run:
+    run_sampler(report, args, peaks, deadline)
+  if "stage2_train" in run:
+    measure(report, "stage2_train",
+            lambda: run_stage2(args, peaks, deadline), deadline)
+  if "stage1_train" in run:
+    measure(report, "stage1_train",
+            lambda: run_stage1(args, peaks, deadline), deadline)
   stats = memory_stats()
   report.set("peak_memory", value=stats.get("peak_bytes_in_use"),
              error=(None if stats.get("peak_bytes_in_use") is not None else

@@ -146,12 +146,29 @@ def trainer_step_fn(task):
   return lambda s, b, f: task.train_step(s, b, f, phase)
 
 
+_HLO_FLOPS = {}  # id(compiled step) -> FLOPs of its unoptimised program
+
+
+def hlo_flops(compiled):
+  """FLOPs of a `compile_step` program before optimisation (None if
+  unknown)."""
+  return _HLO_FLOPS.get(id(compiled))
+
+
+def _flops(cost):
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", 0.0))
+
+
 def compile_step(task, batch, frozen):
   """(one, FLOPs, compiled): the task's jitted step compiled data parallel
   over every device (one device: the plain jit), the batch sharded and the
   state replicated, as the trainer's default mesh does; `one()` runs a step
   on the carried state and returns its loss. FLOPs: XLA's cost analysis of
-  the partitioned program times the device count."""
+  the partitioned program times the device count. `hlo_flops(compiled)`:
+  the same analysis of the program before optimisation, which still holds
+  the convolutions and dots that XLA:GPU hands to cuDNN / cuBLAS, where
+  the compiled count misses them."""
   mesh = sharding_lib.make_mesh((-1, 1, 1))
   replicated = sharding_lib.replicated(mesh)
   batch = jax.device_put(batch, jax.sharding.NamedSharding(
@@ -162,10 +179,10 @@ def compile_step(task, batch, frozen):
                   out_shardings=replicated)(jax.random.PRNGKey(0))
   step = jax.jit(trainer_step_fn(task), donate_argnums=0,
                  out_shardings=(replicated, replicated))
-  compiled = step.lower(state, batch, frozen).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0)) * len(jax.devices())
+  lowered = step.lower(state, batch, frozen)
+  compiled = lowered.compile()
+  flops = _flops(compiled.cost_analysis()) * len(jax.devices())
+  _HLO_FLOPS[id(compiled)] = _flops(lowered.cost_analysis())
   holder = {"state": state}
 
   def one():
@@ -181,6 +198,7 @@ def bench_task(task, batch, frozen, repeats, peak=None):
   the step alone."""
   one, flops, compiled = compile_step(task, batch, frozen)
   out = {"flops_per_step": flops, "repeats": repeats,
+         "hlo_flops_per_step": hlo_flops(compiled),
          "compiled_memory": _memory(compiled)}
   if peak is None:
     t = timing.median_time(one, repeats)
