@@ -40,6 +40,11 @@ finished, so a run killed by the timeout still leaves a readable file):
                     before optimisation (the compiled program's count
                     misses cuDNN's convolutions on GPU) / step time /
                     float32 matmul peak (also given against the bf16 peak).
+  stage2_train_fused  stage2_train with `transformer.attention_impl="fused"`
+                    (jax.nn.dot_product_attention: cuDNN's flash attention
+                    on the GPU) and no attention dropout (the fused kernel
+                    has none; the ImageNet recipe's is 0.1). Last: it was
+                    added after the first H200 run.
   peak_memory       jax's device memory_stats()['peak_bytes_in_use'] (the
                     whole run; each measurement also records the running
                     peak when it ended); null where the backend has none.
@@ -86,9 +91,9 @@ import train_step  # benchmarks/train_step.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
-         "stage1_train", "peak_memory")
+         "stage1_train", "stage2_train_fused", "peak_memory")
 TARGETS = {"sampler_float32": {"mfu": 0.40}, "sampler_bfloat16": {"mfu": 0.40},
-           "stage2_train": {"mfu": 0.45}}
+           "stage2_train": {"mfu": 0.45}, "stage2_train_fused": {"mfu": 0.45}}
 NOT_FINISHED = ("not finished: the run ended (wall-clock timeout or crash) "
                 "before this measurement completed")
 FORWARD_FORMULA = "2*N*B*S + 4*L*B*S^2*d"
@@ -334,9 +339,12 @@ def run_sampler(report, args, peaks, deadline):
              **fields)
 
 
-def run_stage2(args, peaks, deadline):
+def run_stage2(args, peaks, deadline, fused=False):
   config = load_config("imagenet", args.tiny)
   config.transformer.dtype = "bfloat16"
+  if fused:  # cuDNN's flash attention, which has no attention dropout
+    config.transformer.attention_impl = "fused"
+    config.transformer.attention_probs_dropout_prob = 0.0
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config)
   section = run_lib.resolve_durations(config.transformer_training,
@@ -357,6 +365,9 @@ def run_stage2(args, peaks, deadline):
                                 args.min_attempt_s)
   fields = {"unit": "MFU (fraction of the bf16 matmul peak)",
             "dtype": "bfloat16", "input": "cached tokens",
+            "attention_impl": transformer.attention_impl,
+            "attention_probs_dropout_prob":
+                transformer.attention_probs_dropout_prob,
             "batches_tried": tried, "batch": b}
   if r is None:
     fields["error"] = no_batch_error(args.stage2_batches, tried)
@@ -532,6 +543,9 @@ def main(argv=None):
   if "stage1_train" in run:
     measure(report, "stage1_train",
             lambda: run_stage1(args, peaks, deadline), deadline)
+  if "stage2_train_fused" in run:
+    measure(report, "stage2_train_fused",
+            lambda: run_stage2(args, peaks, deadline, fused=True), deadline)
   stats = memory_stats()
   report.set("peak_memory", value=stats.get("peak_bytes_in_use"),
              error=(None if stats.get("peak_bytes_in_use") is not None else

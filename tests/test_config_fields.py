@@ -100,3 +100,21 @@ def test_a_record_without_the_new_fields_resumes(tmp_path):
   changed = parse("fashion_mnist", "--config.transformer.hidden_size=64")
   with pytest.raises(ValueError, match=r"transformer.hidden_size: None -> 64"):
     config_record.record(changed, str(tmp_path), log=lambda _: None)
+
+
+def test_fused_attention_from_the_command_line():
+  """`--config.transformer.attention_impl=fused` needs the attention dropout
+  off (the ImageNet recipe has 0.1): one error naming both keys."""
+  with pytest.raises(ValueError, match=r"attention_impl='fused'.*"
+                     r"attention_probs_dropout_prob=0.1"):
+    factory.transformer_from_config(
+        parse("imagenet", "--config.transformer.attention_impl=fused"))
+  model = factory.transformer_from_config(parse(
+      "imagenet", "--config.transformer.attention_impl=fused",
+      "--config.transformer.attention_probs_dropout_prob=0.0"))
+  assert model.attention_impl == "fused"
+  assert factory.transformer_from_config(
+      parse("imagenet")).attention_impl == "default"
+  with pytest.raises(ValueError, match=r"attention_impl='flash'; expected"):
+    factory.transformer_from_config(
+        parse("imagenet", "--config.transformer.attention_impl=flash"))

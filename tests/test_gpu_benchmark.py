@@ -11,7 +11,7 @@ import conftest  # tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
-         "stage1_train", "peak_memory")
+         "stage1_train", "stage2_train_fused", "peak_memory")
 
 
 def run_tiny(out, *extra):
@@ -62,6 +62,11 @@ def test_tiny_cpu_values(report):
   assert s2["batch"] == 2 and s2["dtype"] == "bfloat16"
   assert s2["target"] == {"mfu": 0.45} and s2["value"] == s2["mfu"]
   assert s2["analytic"]["B"] == 2 and s2["flops_per_step"] > 0
+  fused = m["stage2_train_fused"]
+  assert fused["attention_impl"] == "fused" and s2["attention_impl"] == (
+      "default")
+  assert fused["attention_probs_dropout_prob"] == 0.0
+  assert fused["analytic"] == s2["analytic"] and fused["value"] > 0
   s1 = m["stage1_train"]
   assert s1["batch"] == 2 and s1["image_size"] == 16
   assert s1["value"] == s1["mfu"] and s1["flops_per_step"] > 0
@@ -99,7 +104,8 @@ def test_only_reruns_some_and_keeps_the_rest(report, tmp_path):
   out.write_text(json.dumps(report))
   again = run_tiny(out, "--only=stage1_train")
   m = again["measurements"]
-  for name in ("sampler_float32", "sampler_bfloat16", "stage2_train"):
+  for name in ("sampler_float32", "sampler_bfloat16", "stage2_train",
+               "stage2_train_fused"):
     kept = dict(m[name])
     assert kept.pop("from_run")["started"] == report["started"], name
     assert kept == report["measurements"][name], name

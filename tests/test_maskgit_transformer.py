@@ -284,3 +284,47 @@ def test_bfloat16_sampler_casts_kernels_once_with_the_same_tokens():
   assert _converts_of_shapes(per_forward, kernels, rv)  # the check can fail
   np.testing.assert_array_equal(np.asarray(ours(rv)),
                                 np.asarray(jax.jit(per_forward)(rv)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_fused_attention_equals_the_default(dtype):
+  """attention_impl="fused" (jax.nn.dot_product_attention; XLA's on a CPU,
+  cuDNN's on a GPU) has the same variables and, in training (no attention
+  dropout) and at inference, the default's logits and gradients."""
+  kw = dict(codebook_size=16, num_classes=3, latent_size=4, hidden_size=32,
+            num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            dtype=dtype)
+  default = maskgit_transformer.Transformer.create(**kw)
+  fused = maskgit_transformer.Transformer.create(**kw, attention_impl="fused")
+  ids = jax.random.randint(jax.random.key(1), (3, 17), -1, 19)
+  variables = nn.meta.unbox(default.init(jax.random.key(0), ids))
+  fused_vars = nn.meta.unbox(fused.init(jax.random.key(0), ids))
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+      jnp.shape, fused_vars)
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  for deterministic in (True, False):
+    a = default.apply(variables, ids, deterministic)
+    b = fused.apply(variables, ids, deterministic)
+    np.testing.assert_allclose(b, a, atol=tol, rtol=tol)
+
+  def loss(model, v):
+    out = model.apply(v, ids, False, image_logits=16,
+                      rngs={"dropout": jax.random.key(2)})
+    return jnp.mean(jax.nn.log_softmax(out)[..., 0])
+  ga = jax.grad(functools.partial(loss, default))(variables)
+  gb = jax.grad(functools.partial(loss, fused))(variables)
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(y, x, atol=tol, rtol=tol * 10)
+
+
+def test_fused_attention_refuses_attention_dropout():
+  model = maskgit_transformer.Transformer.create(
+      codebook_size=16, num_classes=3, latent_size=4, hidden_size=16,
+      num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.1,
+      attention_impl="fused")
+  ids = jnp.zeros((2, 17), jnp.int32)
+  variables = model.init(jax.random.key(0), ids)  # inference: no dropout
+  with pytest.raises(ValueError, match="no attention dropout"):
+    model.apply(variables, ids, False, rngs={"dropout": jax.random.key(1)})

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from maskgit_jax.nets import attention
 from maskgit_jax.nets import layers
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
@@ -77,7 +78,7 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
 TRANSFORMER_KEYS = {
     "preset", "hidden_size", "num_hidden_layers", "num_attention_heads",
     "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob",
-    "initializer_range", "dtype", "remat", "scan_layers"}
+    "initializer_range", "dtype", "remat", "scan_layers", "attention_impl"}
 
 
 def transformer_from_config(config: ml_collections.ConfigDict,
@@ -103,6 +104,15 @@ def transformer_from_config(config: ml_collections.ConfigDict,
   base.update(fields)
   if "dtype" in base:
     base["dtype"] = parse_dtype(base["dtype"])
+  impl = base.get("attention_impl", "default")
+  if impl not in attention.ATTENTION_IMPLS:
+    raise ValueError(f"config.transformer.attention_impl={impl!r}; expected "
+                     f"one of {attention.ATTENTION_IMPLS}.")
+  if impl == "fused" and base.get("attention_probs_dropout_prob", 0.1):
+    raise ValueError(
+        "config.transformer.attention_impl='fused' has no attention dropout, "
+        "but config.transformer.attention_probs_dropout_prob="
+        f"{base.get('attention_probs_dropout_prob', 0.1)}: set it to 0.")
   factor = tokenizer.downsample_factor
   if config.image_size % factor:
     raise ValueError(f"image_size={config.image_size} is not divisible by the "

@@ -78,14 +78,19 @@ class Attention(nn.Module):
   hidden_dropout_prob: float
   initializer_range: float = 0.02
   dtype: Dtype = jnp.float32
+  attention_impl: str = "default"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     init = truncated_normal(self.initializer_range)
     zeros = nn.initializers.zeros
-    attention_fn = (nn.dot_product_attention if self.dtype == jnp.float32
-                    else functools.partial(attention.low_precision_attention,
-                                           loop_examples=deterministic))
+    if self.attention_impl == "fused":
+      attention_fn = attention.fused_attention
+    elif self.dtype == jnp.float32:
+      attention_fn = nn.dot_product_attention
+    else:
+      attention_fn = functools.partial(attention.low_precision_attention,
+                                       loop_examples=deterministic)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_attention_heads,
         qkv_features=self.hidden_size,
@@ -156,6 +161,7 @@ class TransformerLayer(nn.Module):
   initializer_range: float = 0.02
   dtype: Dtype = jnp.float32
   activation_rules: Optional[Tuple[Tuple[str, Any], ...]] = None
+  attention_impl: str = "default"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -164,8 +170,8 @@ class TransformerLayer(nn.Module):
         num_attention_heads=self.num_attention_heads,
         attention_probs_dropout_prob=self.attention_probs_dropout_prob,
         hidden_dropout_prob=self.hidden_dropout_prob,
-        initializer_range=self.initializer_range, dtype=self.dtype)(
-            x, deterministic)
+        initializer_range=self.initializer_range, dtype=self.dtype,
+        attention_impl=self.attention_impl)(x, deterministic)
     x = Mlp(hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
             hidden_dropout_prob=self.hidden_dropout_prob,
@@ -289,6 +295,11 @@ class Transformer(nn.Module):
       "minimal", "full"; see `layers.remat`). The variables are the same.
     scan_layers: the layers as one `nn.scan` (variables stacked under
       `layer_stack.STACK`; `layer_stack.to_layout` converts either way).
+    attention_impl: "default" (the release's products; in bfloat16
+      `attention.low_precision_attention`) or "fused"
+      (`attention.fused_attention`: cuDNN's flash attention on an NVIDIA
+      GPU in bfloat16; needs attention_probs_dropout_prob=0). The
+      variables are the same.
   """
   vocab_size: int
   hidden_size: int = 768
@@ -303,6 +314,7 @@ class Transformer(nn.Module):
   activation_rules: Optional[Tuple[Tuple[str, Any], ...]] = None
   remat: str = "none"
   scan_layers: bool = False
+  attention_impl: str = "default"
 
   @classmethod
   def from_preset(cls, name, **overrides) -> "Transformer":
@@ -346,7 +358,8 @@ class Transformer(nn.Module):
         hidden_dropout_prob=self.hidden_dropout_prob,
         attention_probs_dropout_prob=self.attention_probs_dropout_prob,
         initializer_range=self.initializer_range, dtype=self.dtype,
-        activation_rules=self.activation_rules)
+        activation_rules=self.activation_rules,
+        attention_impl=self.attention_impl)
     if self.scan_layers:
       stack = nn.scan(
           layers.remat(_ScanStep, self.remat, prevent_cse=False),

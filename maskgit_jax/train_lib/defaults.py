@@ -22,7 +22,7 @@ TRANSFORMER_FIELDS = (
     ("hidden_size", int), ("num_hidden_layers", int),
     ("num_attention_heads", int), ("intermediate_size", int),
     ("hidden_dropout_prob", float), ("attention_probs_dropout_prob", float),
-    ("initializer_range", float), ("dtype", str))
+    ("initializer_range", float), ("dtype", str), ("attention_impl", str))
 TOKENIZER_FIELDS = (
     ("filters", int), ("channel_multipliers", tuple), ("num_res_blocks", int),
     ("embedding_dim", int), ("codebook_size", int), ("num_groups", int),
