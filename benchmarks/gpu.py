@@ -314,6 +314,7 @@ def sampler_entries(args, peaks):
         "sample_mfu": (forwards * flops / m["sample_s"] / peak if peak
                        else None),
         "bf16_speedup": r["bf16_speedup"],
+        "phases_s": r["phases"],  # where the measurement's wall time went
         "load_average_start": r["load_average_start"]}
     if not peak:
       fields["mfu_error"] = "no matmul peak (see matmul_peak)"

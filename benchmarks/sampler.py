@@ -132,7 +132,10 @@ def _programs(s, batch, num_iter):
 
 
 def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
+  start = time.perf_counter()
   tokenizer, tok_vars, transformer, tr_vars, classes, _ = build_models(shape)
+  jax.block_until_ready((tok_vars, tr_vars))
+  phases = {"build_s": time.perf_counter() - start}
   samplers = {
       "float32": sampling.MaskGitSampler(
           tokenizer.clone(dtype=jnp.float32), tok_vars,
@@ -148,7 +151,14 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
     fns.update({f"{mode}/{k}": v for k, v in programs.items()})
   load_start = timing.load_average()
   cpu = {}
-  times = timing.interleaved_times(fns, repeats, cpu=cpu)
+  phases["compile_s"] = sum(compile_s.values())
+  start = time.perf_counter()
+  for fn in fns.values():  # the warm-up, timed apart from the rounds
+    jax.block_until_ready(fn())
+  phases["warmup_s"] = time.perf_counter() - start
+  start = time.perf_counter()
+  times = timing.interleaved_times(fns, repeats, warmup=False, cpu=cpu)
+  phases["timed_s"] = time.perf_counter() - start
   result = {"shape": shape, "batch": batch, "num_iter": num_iter,
             "repeats": repeats, "image_size": samplers["float32"].image_size,
             "latent_size": samplers["float32"].latent_size,
@@ -158,7 +168,7 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
                 samplers["float32"].latent_size ** 2 + 1),
             "fast_mode": {"transformer_dtype": "bfloat16",
                           "tokenizer_dtype": fast_tokenizer_dtype},
-            "load_average_start": load_start,
+            "load_average_start": load_start, "phases": phases,
             "load_average_end": timing.load_average()}
   for mode in samplers:
     t = {k: timing.median(times[f"{mode}/{k}"])
