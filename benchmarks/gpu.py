@@ -61,14 +61,10 @@ same for the peak and for the models.
 """
 import argparse
 import datetime
-import gc
-import json
 import os
 import pathlib
 import platform
 import sys
-import time
-import traceback
 
 if "--tiny" in sys.argv[1:]:
   # XLA:CPU compiles ~3x faster unoptimised; the tiny run is all compiling.
@@ -86,168 +82,14 @@ from maskgit_jax.store import loader
 from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
+from gpu_report import (NAMES, START, Report, largest_fitting, measure,  # pylint: disable=g-multiple-import
+                        memory_stats, no_batch_error)
 import sampler  # benchmarks/sampler.py
 import train_step  # benchmarks/train_step.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
-         "stage1_train", "stage2_train_fused", "peak_memory")
-TARGETS = {"sampler_float32": {"mfu": 0.40}, "sampler_bfloat16": {"mfu": 0.40},
-           "stage2_train": {"mfu": 0.45}, "stage2_train_fused": {"mfu": 0.45}}
-NOT_FINISHED = ("not finished: the run ended (wall-clock timeout or crash) "
-                "before this measurement completed")
 FORWARD_FORMULA = "2*N*B*S + 4*L*B*S^2*d"
 STEPS_PER_EPOCH = 1000  # only resolves durations; nothing here depends on it
-
-
-def is_oom(e: BaseException) -> bool:
-  text = f"{type(e).__name__}: {e}"
-  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or (
-      "out of memory" in text)
-
-
-def error_text(e: BaseException, limit: int = 600) -> str:
-  text = f"{type(e).__name__}: {e}".strip()
-  return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def memory_stats():
-  """jax's device memory_stats() ({} where the backend has none)."""
-  try:
-    return jax.devices()[0].memory_stats() or {}
-  except Exception:  # pylint: disable=broad-except
-    return {}
-
-
-def peak_bytes():
-  return memory_stats().get("peak_bytes_in_use")
-
-
-def free_memory():
-  gc.collect()
-  jax.clear_caches()
-  gc.collect()
-
-
-class Report:
-  """The JSON file, rewritten atomically after every change."""
-
-  def __init__(self, path, header, keep=()):
-    """keep: measurements not run now, copied from the existing file at
-    `path` (each tagged with the run it came from) or marked not run."""
-    self.path = path
-    self.data = dict(header)
-    self.data["measurements"] = {
-        name: {"value": None, "error": NOT_FINISHED,
-               **({"target": TARGETS[name]} if name in TARGETS else {})}
-        for name in NAMES}
-    old = previous_run(path, header.get("tiny")) if keep else None
-    for name in keep:
-      entry = (old or {}).get("measurements", {}).get(name)
-      if entry is None or "from_run" in entry:
-        self.data["measurements"][name] = {
-            "value": None, "error": "not run (--only) and not in the "
-                                    "previous file"}
-      else:
-        self.data["measurements"][name] = dict(
-            entry, from_run={k: old.get(k) for k in
-                             ("started", "command", "jax_version",
-                              "device_kind", "wall_s")})
-    self.write()
-
-  def set(self, name, value=None, error=None, **fields):
-    entry = self.data["measurements"][name]
-    entry.update(fields)
-    entry["value"] = value
-    entry["error"] = error if value is None else None
-    if value is None and error is None:
-      entry["error"] = "no value (no error was raised)"
-    if name in TARGETS and value is not None:
-      entry["target_met"] = {k: (entry.get(k) is not None and
-                                 entry[k] >= threshold)
-                             for k, threshold in TARGETS[name].items()}
-    self.write()
-
-  def write(self):
-    self.data["wall_s"] = time.perf_counter() - START
-    directory = os.path.dirname(os.path.abspath(self.path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{self.path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(self.data, f, indent=1, default=str)
-    os.replace(tmp, self.path)
-
-
-START = time.perf_counter()
-
-
-def previous_run(path, tiny):
-  """The earlier run at `path` (a dict) if it had the same sizes (--tiny or
-  not), else None."""
-  try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, ValueError):
-    return None
-  return old if bool(old.get("tiny")) == bool(tiny) else None
-
-
-def measure(report, name, fn, deadline):
-  """Runs fn() -> (value, fields) into report[name]; errors are recorded."""
-  left = deadline - time.perf_counter()
-  if left < 5:
-    report.set(name, error=f"skipped: the time budget ran out ({left:.0f} s "
-                           "left)")
-    return
-  t0 = time.perf_counter()
-  try:
-    value, fields = fn()
-  except Exception as e:  # pylint: disable=broad-except
-    traceback.print_exc()
-    value, fields = None, {"error": error_text(e)}
-  fields.setdefault("error", None)
-  error = fields.pop("error")
-  fields["wall_s"] = time.perf_counter() - t0
-  fields["peak_bytes_in_use_so_far"] = peak_bytes()
-  report.set(name, value=value, error=error, **fields)
-  state = "ok" if value is not None else f"error: {error}"
-  print(f"[{time.perf_counter() - START:6.1f} s] {name}: "
-        f"{value if value is not None else ''} ({state[:200]})", flush=True)
-  free_memory()
-
-
-def largest_fitting(batches, attempt, deadline, min_left):
-  """Tries attempt(batch) for each batch in order; returns (batch, result,
-  tried) for the first that does not run out of memory. Other errors are
-  raised; (None, None, tried) when none fits or the time ran out."""
-  tried = []
-  for b in batches:
-    left = deadline - time.perf_counter()
-    if left < min_left:
-      tried.append({"batch": b, "skipped": f"time budget ({left:.0f} s left)"})
-      break
-    t0 = time.perf_counter()
-    try:
-      result = attempt(b)
-    except Exception as e:  # pylint: disable=broad-except
-      if not is_oom(e):
-        raise
-      tried.append({"batch": b, "out_of_memory": error_text(e, 300),
-                    "wall_s": time.perf_counter() - t0})
-      print(f"  batch {b}: out of memory, trying a smaller one", flush=True)
-      free_memory()
-      continue
-    tried.append({"batch": b, "fits": True,
-                  "wall_s": time.perf_counter() - t0})
-    return b, result, tried
-  return None, None, tried
-
-
-def no_batch_error(batches, tried):
-  if tried and "skipped" in tried[-1]:
-    return (f"the time budget ran out before a batch of {batches} ran "
-            f"({tried[-1]['skipped']})")
-  return f"no batch of {batches} fitted in memory"
 
 
 def load_config(name, tiny):
