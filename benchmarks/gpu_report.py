@@ -61,10 +61,12 @@ class Report:
     old = previous_run(path, header.get("tiny")) if keep else None
     for name in keep:
       entry = (old or {}).get("measurements", {}).get(name)
-      if entry is None or "from_run" in entry:
+      if entry is None:
         self.data["measurements"][name] = {
             "value": None, "error": "not run (--only) and not in the "
                                     "previous file"}
+      elif "from_run" in entry:  # kept before: it keeps its own run's tag
+        self.data["measurements"][name] = dict(entry)
       else:
         self.data["measurements"][name] = dict(
             entry, from_run={k: old.get(k) for k in

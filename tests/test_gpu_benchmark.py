@@ -113,3 +113,8 @@ def test_only_reruns_some_and_keeps_the_rest(report, tmp_path):
     assert "from_run" not in m[name] and m[name]["value"] > 0, name
   assert m["stage1_train"]["wall_s"] != (
       report["measurements"]["stage1_train"]["wall_s"])
+  # Once more: entries kept before keep the run they were measured in.
+  third = run_tiny(out, "--only=stage2_train")["measurements"]
+  assert third["sampler_float32"]["from_run"]["started"] == report["started"]
+  assert third["stage1_train"]["from_run"]["started"] == again["started"]
+  assert "from_run" not in third["stage2_train"]
