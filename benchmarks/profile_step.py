@@ -98,7 +98,7 @@ def main():
             "stages": {}}
   for stage in args.stages.split(","):
     task, batch, frozen = train_step.make_stage(config, stage, sections[stage])
-    one, flops, compiled = train_step.compile_step(task, batch, frozen)
+    one, flops, compiled, _ = train_step.compile_step(task, batch, frozen)
     for _ in range(3):
       jax.block_until_ready(one())
     directory = tempfile.mkdtemp(prefix="profile_step_")

@@ -146,27 +146,18 @@ def trainer_step_fn(task):
   return lambda s, b, f: task.train_step(s, b, f, phase)
 
 
-_HLO_FLOPS = {}  # id(compiled step) -> FLOPs of its unoptimised program
-
-
-def hlo_flops(compiled):
-  """FLOPs of a `compile_step` program before optimisation (None if
-  unknown)."""
-  return _HLO_FLOPS.get(id(compiled))
-
-
 def _flops(cost):
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get("flops", 0.0))
 
 
 def compile_step(task, batch, frozen):
-  """(one, FLOPs, compiled): the task's jitted step compiled data parallel
-  over every device (one device: the plain jit), the batch sharded and the
+  """(one, FLOPs, compiled, HLO FLOPs): the task's jitted step compiled
+  data parallel over every device (one device: the plain jit), the batch sharded and the
   state replicated, as the trainer's default mesh does; `one()` runs a step
   on the carried state and returns its loss. FLOPs: XLA's cost analysis of
-  the partitioned program times the device count. `hlo_flops(compiled)`:
-  the same analysis of the program before optimisation, which still holds
+  the partitioned program times the device count. HLO FLOPs: the same
+  analysis of the program before optimisation, which still holds
   the convolutions and dots that XLA:GPU hands to cuDNN / cuBLAS, where
   the compiled count misses them."""
   mesh = sharding_lib.make_mesh((-1, 1, 1))
@@ -182,13 +173,13 @@ def compile_step(task, batch, frozen):
   lowered = step.lower(state, batch, frozen)
   compiled = lowered.compile()
   flops = _flops(compiled.cost_analysis()) * len(jax.devices())
-  _HLO_FLOPS[id(compiled)] = _flops(lowered.cost_analysis())
+  hlo_flops = _flops(lowered.cost_analysis())
   holder = {"state": state}
 
   def one():
     holder["state"], metrics = compiled(holder["state"], batch, frozen)
     return metrics["loss"]
-  return one, flops, compiled
+  return one, flops, compiled, hlo_flops
 
 
 def bench_task(task, batch, frozen, repeats, peak=None):
@@ -196,9 +187,9 @@ def bench_task(task, batch, frozen, repeats, peak=None):
   interleaved with the step, for the utilisation (see the module
   docstring). Without it (benchmarks/gpu.py, which measures its own peak)
   the step alone."""
-  one, flops, compiled = compile_step(task, batch, frozen)
+  one, flops, compiled, hlo_flops = compile_step(task, batch, frozen)
   out = {"flops_per_step": flops, "repeats": repeats,
-         "hlo_flops_per_step": hlo_flops(compiled),
+         "hlo_flops_per_step": hlo_flops,
          "compiled_memory": _memory(compiled)}
   if peak is None:
     t = timing.median_time(one, repeats)

@@ -78,7 +78,7 @@ def test_phased_step_is_compiled_for_the_phase_of_most_steps():
   task.num_steps = 20  # now steps 6-19, the late phase, are the most
   assert train_step.most_steps_phase(task) is True
   batch = {"x": jnp.ones((8, 16))}
-  one, _, _ = train_step.compile_step(task, batch, None)
+  one, _, _, _ = train_step.compile_step(task, batch, None)
   w0 = np.asarray(task.init(jax.random.PRNGKey(0))["w"])
   expected = np.sum(np.ones((8, 16)) @ (w0 * 2.0))  # one late step first
   one()
