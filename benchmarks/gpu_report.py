@@ -3,11 +3,12 @@ file rewritten after every change, and running one measurement or batch
 attempt so that a failure or a timeout leaves an explicit entry."""
 import gc
 import json
-import os
 import time
 import traceback
 
 import jax
+
+from maskgit_jax.common import files
 
 NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
          "stage1_train", "stage2_train_fused", "peak_memory")
@@ -89,12 +90,7 @@ class Report:
 
   def write(self):
     self.data["wall_s"] = time.perf_counter() - START
-    directory = os.path.dirname(os.path.abspath(self.path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{self.path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(self.data, f, indent=1, default=str)
-    os.replace(tmp, self.path)
+    files.write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
 
 START = time.perf_counter()

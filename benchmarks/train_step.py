@@ -153,13 +153,13 @@ def _flops(cost):
 
 def compile_step(task, batch, frozen):
   """(one, FLOPs, compiled, HLO FLOPs): the task's jitted step compiled
-  data parallel over every device (one device: the plain jit), the batch sharded and the
-  state replicated, as the trainer's default mesh does; `one()` runs a step
-  on the carried state and returns its loss. FLOPs: XLA's cost analysis of
-  the partitioned program times the device count. HLO FLOPs: the same
-  analysis of the program before optimisation, which still holds
-  the convolutions and dots that XLA:GPU hands to cuDNN / cuBLAS, where
-  the compiled count misses them."""
+  data parallel over every device (one device: the plain jit), the batch
+  sharded and the state replicated, as the trainer's default mesh does;
+  `one()` runs a step on the carried state and returns its loss. FLOPs:
+  XLA's cost analysis of the partitioned program times the device count.
+  HLO FLOPs: the same analysis of the program before optimisation, which
+  still holds the convolutions and dots that XLA:GPU hands to cuDNN /
+  cuBLAS, where the compiled count misses them."""
   mesh = sharding_lib.make_mesh((-1, 1, 1))
   replicated = sharding_lib.replicated(mesh)
   batch = jax.device_put(batch, jax.sharding.NamedSharding(
