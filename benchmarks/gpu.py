@@ -12,10 +12,14 @@ finished, so a run killed by the timeout still leaves a readable file):
                     (float32 accumulation): train_step.py's `matmul_peak`,
                     the best of square n x n matmuls, n in 2048..8192.
   sampler_float32,  sampler.py's `bench_shape` at the ImageNet-256 shape
-  sampler_bfloat16  (tokenizer "imagenet", Transformer 256), batch 64, the
+  sampler_bfloat16, (tokenizer "imagenet", Transformer 256), batch 64, the
+  sampler_bfloat16_fused
                     config's num_iter (16), no guidance; the bf16 mode is the
                     transformer's `dtype` field (the tokenizer stays float32
-                    unless --fast_tokenizer_dtype). value: images/s of the
+                    unless --fast_tokenizer_dtype); the fused one is the bf16
+                    one with `attention_impl="fused"` (cuDNN's flash
+                    attention; --no_fused_sampler leaves it out), all three
+                    timed interleaved in one run. value: images/s of the
                     whole sampler (decode + detokenize). mfu: the transformer
                     forward's model FLOP utilisation, FLOPs per forward
                     2*N*B*S + 4*L*B*S^2*d (one third of train_step.py's
@@ -82,8 +86,8 @@ from maskgit_jax.store import loader
 from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
-from gpu_report import (NAMES, START, Report, largest_fitting, measure,  # pylint: disable=g-multiple-import
-                        memory_stats, no_batch_error)
+from gpu_report import (NAMES, SAMPLERS, START, Report, largest_fitting,  # pylint: disable=g-multiple-import
+                        measure, memory_stats, no_batch_error)
 import sampler  # benchmarks/sampler.py
 import train_step  # benchmarks/train_step.py
 
@@ -123,27 +127,31 @@ def run_peak(sizes, repeats):
 
 
 def sampler_entries(args, peaks):
-  """({mode: (images/s, fields)}) of one interleaved sampler.bench_shape run
-  (float32 and bfloat16 measured together)."""
+  """({entry name: (images/s, fields)}) of one interleaved
+  sampler.bench_shape run (float32, bfloat16 and the fused bfloat16
+  measured together)."""
   shape = "tiny" if args.tiny else "imagenet256"
   config = load_config("imagenet", args.tiny)
   num_iter = args.num_iter or config.sampling.num_iter
   guidance = 0.0  # sampler._decode_kwargs
   forwards = num_iter * (2 if guidance else 1)
   r = sampler.bench_shape(shape, args.sampler_batch, num_iter, args.repeats,
-                          args.fast_tokenizer_dtype)
+                          args.fast_tokenizer_dtype,
+                          fused_bf16=args.fused_sampler)
   transformer = factory.transformer_from_config(config)
   analytic, flops = forward_flops(transformer, args.sampler_batch)
   out = {}
-  for mode in sampler.DTYPES:
+  for mode in r["modes"]:
     m = r[mode]
-    peak = peaks.get(mode)
+    dtype = "float32" if mode == "float32" else "bfloat16"
+    peak = peaks.get(dtype)
     fields = {
         "unit": "images/s", "shape": shape, "batch": r["batch"],
         "image_size": r["image_size"], "latent_size": r["latent_size"],
         "num_iter": num_iter, "guidance_scale": guidance,
         "forwards_per_batch": forwards, "repeats": r["repeats"],
-        "transformer_dtype": mode,
+        "transformer_dtype": dtype,
+        "attention_impl": "fused" if mode.endswith("_fused") else "default",
         "tokenizer_dtype": ("float32" if mode == "float32"
                             else args.fast_tokenizer_dtype),
         "forward_s": m["forward_s"], "detokenize_s": m["detokenize_s"],
@@ -151,7 +159,7 @@ def sampler_entries(args, peaks):
         "compile_s": m["compile_s"], "times": m["times"],
         "forward_flops": analytic,
         "forward_flops_per_s": flops / m["forward_s"],
-        "matmul_peak": peak, "mfu_reference": f"{mode} matmul peak",
+        "matmul_peak": peak, "mfu_reference": f"{dtype} matmul peak",
         "mfu": flops / m["forward_s"] / peak if peak else None,
         "sample_mfu": (forwards * flops / m["sample_s"] / peak if peak
                        else None),
@@ -160,26 +168,32 @@ def sampler_entries(args, peaks):
         "load_average_start": r["load_average_start"]}
     if not peak:
       fields["mfu_error"] = "no matmul peak (see matmul_peak)"
-    out[mode] = (r["batch"] / m["sample_s"], fields)
+    out[f"sampler_{mode}"] = (r["batch"] / m["sample_s"], fields)
+  out["errors"] = r["errors"]  # a mode that could not be compiled
   return out
 
 
 def run_sampler(report, args, peaks, deadline):
-  """Both sampler entries (one shared run: one error fills both)."""
+  """The sampler entries (one shared run: one error fills them all)."""
   holder = {}
 
   def bench():
     holder.update(sampler_entries(args, peaks))
-    return holder["float32"]
+    return holder["sampler_float32"]
   measure(report, "sampler_float32", bench, deadline)
   entry = report.data["measurements"]["sampler_float32"]
-  if "bfloat16" not in holder:
-    report.set("sampler_bfloat16", error=entry["error"])
-    return
-  value, fields = holder["bfloat16"]
-  report.set("sampler_bfloat16", value=value, wall_s=entry["wall_s"],
-             peak_bytes_in_use_so_far=entry["peak_bytes_in_use_so_far"],
-             **fields)
+  for name in SAMPLERS[1:]:
+    if name in holder:
+      value, fields = holder[name]
+      report.set(name, value=value, wall_s=entry["wall_s"],
+                 peak_bytes_in_use_so_far=entry["peak_bytes_in_use_so_far"],
+                 **fields)
+    elif entry["error"] or name != "sampler_bfloat16_fused":
+      report.set(name, error=entry["error"] or "not measured")
+    elif holder.get("errors", {}).get("bfloat16_fused"):
+      report.set(name, error=holder["errors"]["bfloat16_fused"])
+    else:
+      report.set(name, error="not measured (--no_fused_sampler)")
 
 
 def run_stage2(args, peaks, deadline, fused=False):
@@ -311,6 +325,10 @@ def parse_args(argv=None):
                            "2 with --tiny)")
   parser.add_argument("--fast_tokenizer_dtype", default="float32",
                       choices=sorted(sampler.DTYPES))
+  parser.add_argument("--fused_sampler", default=True,
+                      action=argparse.BooleanOptionalAction,
+                      help="also the bf16 sampler with fused attention "
+                           "(sampler_bfloat16_fused)")
   parser.add_argument("--stage2_batches", type=ints, default=None,
                       help="descending, comma-separated (default "
                            "256,128,64,32; 256 took 119 of the H200's 141 GB)")
@@ -358,8 +376,8 @@ def main(argv=None):
                   "sampler forward mfu": ">= 0.40 on an H200"},
       "complete": False}
   run = set(args.only or NAMES) | {"matmul_peak", "peak_memory"}
-  if "sampler_bfloat16" in run or "sampler_float32" in run:
-    run |= {"sampler_float32", "sampler_bfloat16"}  # one shared run
+  if run & set(SAMPLERS):
+    run |= set(SAMPLERS)  # one shared run
   report = Report(args.out, header, keep=[n for n in NAMES if n not in run])
   print(f"device: {device} ({device.platform}); writing {args.out}",
         flush=True)

@@ -10,9 +10,12 @@ import jax
 
 from maskgit_jax.common import files
 
-NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
-         "stage1_train", "stage2_train_fused", "peak_memory")
+NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16",
+         "sampler_bfloat16_fused", "stage2_train", "stage1_train",
+         "stage2_train_fused", "peak_memory")
+SAMPLERS = ("sampler_float32", "sampler_bfloat16", "sampler_bfloat16_fused")
 TARGETS = {"sampler_float32": {"mfu": 0.40}, "sampler_bfloat16": {"mfu": 0.40},
+           "sampler_bfloat16_fused": {"mfu": 0.40},
            "stage2_train": {"mfu": 0.45}, "stage2_train_fused": {"mfu": 0.45}}
 NOT_FINISHED = ("not finished: the run ended (wall-clock timeout or crash) "
                 "before this measurement completed")

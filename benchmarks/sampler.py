@@ -131,7 +131,11 @@ def _programs(s, batch, num_iter):
           "sample": lambda: smp(tr_vars, tok_vars, inputs, rng)}, compile_s
 
 
-def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
+def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
+                fused_bf16=False):
+  """The float32 and bfloat16 samplers (and with `fused_bf16` a third,
+  "bfloat16_fused": the bfloat16 one with `attention_impl="fused"`, cuDNN's
+  flash attention on a GPU), timed interleaved."""
   start = time.perf_counter()
   tokenizer, tok_vars, transformer, tr_vars, classes, _ = build_models(shape)
   jax.block_until_ready((tok_vars, tr_vars))
@@ -145,10 +149,23 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
           transformer.clone(dtype=jnp.bfloat16), tr_vars,
           num_classes=classes),
   }
-  fns, compile_s = {}, {}
-  for mode, s in samplers.items():
-    programs, compile_s[mode] = _programs(s, batch, num_iter)
-    fns.update({f"{mode}/{k}": v for k, v in programs.items()})
+  if fused_bf16:  # (inference: no attention dropout either way)
+    samplers["bfloat16_fused"] = sampling.MaskGitSampler(
+        tokenizer.clone(dtype=DTYPES[fast_tokenizer_dtype]), tok_vars,
+        transformer.clone(dtype=jnp.bfloat16, attention_impl="fused",
+                          attention_probs_dropout_prob=0.0), tr_vars,
+        num_classes=classes)
+  fns, compile_s, errors = {}, {}, {}
+  for mode, s in list(samplers.items()):
+    try:
+      programs, compile_s[mode] = _programs(s, batch, num_iter)
+      fns.update({f"{mode}/{k}": v for k, v in programs.items()})
+    except Exception as e:  # pylint: disable=broad-except
+      if mode != "bfloat16_fused":
+        raise
+      # cuDNN may refuse the shape: the other two are measured all the same.
+      errors[mode] = f"{type(e).__name__}: {e}"[:600]
+      del samplers[mode]
   load_start = timing.load_average()
   cpu = {}
   phases["compile_s"] = sum(compile_s.values())
@@ -166,6 +183,7 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
                 np.size(x) for x in jax.tree.leaves(tr_vars))),
             "tokens_per_forward": batch * (
                 samplers["float32"].latent_size ** 2 + 1),
+            "modes": list(samplers), "errors": errors,
             "fast_mode": {"transformer_dtype": "bfloat16",
                           "tokenizer_dtype": fast_tokenizer_dtype},
             "load_average_start": load_start, "phases": phases,

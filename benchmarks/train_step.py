@@ -53,6 +53,7 @@ import os
 import pathlib
 import platform
 import resource
+import time
 
 import flax.linen as nn
 import jax
@@ -151,7 +152,7 @@ def _flops(cost):
   return float((cost or {}).get("flops", 0.0))
 
 
-def compile_step(task, batch, frozen):
+def compile_step(task, batch, frozen, phases=None):
   """(one, FLOPs, compiled, HLO FLOPs): the task's jitted step compiled
   data parallel over every device (one device: the plain jit), the batch
   sharded and the state replicated, as the trainer's default mesh does;
@@ -159,7 +160,11 @@ def compile_step(task, batch, frozen):
   XLA's cost analysis of the partitioned program times the device count.
   HLO FLOPs: the same analysis of the program before optimisation, which
   still holds the convolutions and dots that XLA:GPU hands to cuDNN /
-  cuBLAS, where the compiled count misses them."""
+  cuBLAS, where the compiled count misses them. `phases` (a dict), when
+  given, gets the seconds of the state's creation, lowering and compiling
+  (init_s, lower_s, compile_s)."""
+  phases = {} if phases is None else phases
+  start = time.perf_counter()
   mesh = sharding_lib.make_mesh((-1, 1, 1))
   replicated = sharding_lib.replicated(mesh)
   batch = jax.device_put(batch, jax.sharding.NamedSharding(
@@ -168,10 +173,16 @@ def compile_step(task, batch, frozen):
     frozen = jax.device_put(frozen, replicated)
   state = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
                   out_shardings=replicated)(jax.random.PRNGKey(0))
+  jax.block_until_ready(state)
+  phases["init_s"] = time.perf_counter() - start
   step = jax.jit(trainer_step_fn(task), donate_argnums=0,
                  out_shardings=(replicated, replicated))
+  start = time.perf_counter()
   lowered = step.lower(state, batch, frozen)
+  phases["lower_s"] = time.perf_counter() - start
+  start = time.perf_counter()
   compiled = lowered.compile()
+  phases["compile_s"] = time.perf_counter() - start
   flops = _flops(compiled.cost_analysis()) * len(jax.devices())
   hlo_flops = _flops(lowered.cost_analysis())
   holder = {"state": state}
@@ -187,10 +198,13 @@ def bench_task(task, batch, frozen, repeats, peak=None):
   interleaved with the step, for the utilisation (see the module
   docstring). Without it (benchmarks/gpu.py, which measures its own peak)
   the step alone."""
-  one, flops, compiled, hlo_flops = compile_step(task, batch, frozen)
+  phases = {}
+  one, flops, compiled, hlo_flops = compile_step(task, batch, frozen, phases)
+  start = time.perf_counter()
   out = {"flops_per_step": flops, "repeats": repeats,
          "hlo_flops_per_step": hlo_flops,
-         "compiled_memory": _memory(compiled)}
+         "compiled_memory": _memory(compiled),
+         "phases_s": phases}  # where the wall time went
   if peak is None:
     t = timing.median_time(one, repeats)
   else:
@@ -204,6 +218,7 @@ def bench_task(task, batch, frozen, repeats, peak=None):
         "peak_median_flops_per_s": peak[1] / timing.median(times["peak"]),
         "peak_min_flops_per_s": peak[1] / max(times["peak"]),
         "peak_max_flops_per_s": peak[1] / min(times["peak"])}
+  phases["timed_s"] = time.perf_counter() - start  # warm-up and rounds
   out.update(step_s=t, steps_per_s=1 / t, achieved_flops_per_s=flops / t)
   return out
 

@@ -10,8 +10,9 @@ import pytest
 import conftest  # tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16", "stage2_train",
-         "stage1_train", "stage2_train_fused", "peak_memory")
+NAMES = ("matmul_peak", "sampler_float32", "sampler_bfloat16",
+         "sampler_bfloat16_fused", "stage2_train", "stage1_train",
+         "stage2_train_fused", "peak_memory")
 
 
 def run_tiny(out, *extra):
@@ -51,10 +52,12 @@ def test_tiny_cpu_values(report):
     assert m[name]["error"] is None, (name, m[name]["error"])
     assert m[name]["value"] > 0, name
   assert m["matmul_peak"]["float32"] > 0 and m["matmul_peak"]["bfloat16"] > 0
-  for mode in ("float32", "bfloat16"):
+  for mode in ("float32", "bfloat16", "bfloat16_fused"):
     s = m[f"sampler_{mode}"]
     assert s["batch"] == 2 and s["image_size"] == 16
-    assert s["transformer_dtype"] == mode
+    assert s["transformer_dtype"] == mode.split("_")[0]
+    assert s["attention_impl"] == ("fused" if "fused" in mode else "default")
+    assert s["mfu_reference"] == f"{mode.split('_')[0]} matmul peak"
     assert 0 < s["mfu"] and 0 < s["sample_mfu"]
     assert s["target"] == {"mfu": 0.40} and "mfu" in s["target_met"]
     assert s["forwards_per_batch"] == s["num_iter"]
@@ -67,6 +70,10 @@ def test_tiny_cpu_values(report):
       "default")
   assert fused["attention_probs_dropout_prob"] == 0.0
   assert fused["analytic"] == s2["analytic"] and fused["value"] > 0
+  for entry in (s2, fused):  # where each attempt's wall time went
+    assert set(entry["phases_s"]) == {"init_s", "lower_s", "compile_s",
+                                      "timed_s"}
+    assert all(v >= 0 for v in entry["phases_s"].values())
   s1 = m["stage1_train"]
   assert s1["batch"] == 2 and s1["image_size"] == 16
   assert s1["value"] == s1["mfu"] and s1["flops_per_step"] > 0

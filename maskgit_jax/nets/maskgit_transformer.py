@@ -241,9 +241,9 @@ class MlmLayer(nn.Module):
     if self.dtype == jnp.float32:
       logits = jnp.matmul(h, embeddings.T)
     else:
-      logits = jnp.einsum("bld,vd->blv", h.astype(self.dtype),
-                          embeddings.astype(self.dtype),
-                          preferred_element_type=jnp.float32)
+      logits = attention.dot_general(self.dtype)(
+          h.astype(self.dtype), embeddings.astype(self.dtype),
+          (((2,), (1,)), ((), ())))  # [b, l, d] x [v, d] -> f32 [b, l, v]
     return Bias(size=vocab_size, name="mlm_bias")(logits)
 
 
