@@ -1,7 +1,8 @@
-"""The fast precision mode's backward: bfloat16 gradient products on an
-accelerator (`attention._low_precision_backward_dot`), the automatic
-backward on a CPU. The accelerator's form is traced and run here by XLA:CPU
-with `jax.default_backend` patched, at sizes XLA:CPU runs correctly."""
+"""The fast precision mode's backward: bfloat16 gradient products
+(`attention._low_precision_backward_dot`); on a CPU only for unbatched
+products, with a float32 result. The accelerator's form is traced and run
+here by XLA:CPU with `jax.default_backend` patched, at sizes XLA:CPU runs
+correctly."""
 import collections
 
 import flax.linen as nn
@@ -23,14 +24,17 @@ from maskgit_jax.nets import maskgit_transformer
 DENSE = (((1,), (0,)), ((), ()))
 
 
-def _dot_dtypes(fn, *args):
+def _dot_dtypes(fn, *args, batched=None):
   """Counter of (lhs dtype, rhs dtype, out dtype) over fn's dot_generals,
-  nested jaxprs included."""
+  nested jaxprs included; `batched` True / False: only the products with /
+  without batch dimensions."""
   found = collections.Counter()
 
   def walk(jaxpr):
     for eqn in jaxpr.eqns:
-      if str(eqn.primitive) == "dot_general":
+      if str(eqn.primitive) == "dot_general" and (
+          batched is None or
+          batched == bool(eqn.params["dimension_numbers"][1][0])):
         found[tuple(str(v.aval.dtype) for v in eqn.invars) +
               (str(eqn.outvars[0].aval.dtype),)] += 1
       for sub in jax.extend.core.jaxprs_in_params(eqn.params):
@@ -103,14 +107,19 @@ def test_train_step_has_no_mixed_products(dtype, accelerator):  # pylint: disabl
     assert set(found) == {("float32",) * 3}
 
 
-def test_cpu_keeps_the_automatic_backward():
-  """On a CPU the bfloat16 mode's gradient products are the automatic
-  ones: float32 cotangent x bfloat16 operand (see the module docstring)."""
+def test_cpu_keeps_the_automatic_backward_of_batched_products():
+  """On a CPU the bfloat16 mode's dense layers and output layer multiply in
+  bfloat16 with a float32 result; the attention's batched products keep
+  the automatic backward (float32 cotangent x bfloat16 operand; see
+  `attention._low_precision_backward_dot`)."""
   ids = jax.random.randint(jax.random.key(1), (3, 17), 0, 19)
   model = _model(jnp.bfloat16)
   variables = nn.meta.unbox(model.init(jax.random.key(0), ids))
-  found = _dot_dtypes(jax.grad(_loss(model, ids)), variables)
-  assert ("float32", "bfloat16", "float32") in found, found
+  grad = jax.grad(_loss(model, ids))
+  assert set(_dot_dtypes(grad, variables, batched=False)) == {
+      ("bfloat16", "bfloat16", "float32")}
+  assert ("float32", "bfloat16", "float32") in _dot_dtypes(
+      grad, variables, batched=True)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "gpu"])
@@ -129,7 +138,7 @@ def test_bfloat16_gradients_stay_close_to_float32(backend, monkeypatch):
     assert float(jnp.max(jnp.abs(a - b))) / scale < 0.02
 
 
-@pytest.mark.parametrize("lhs_shape,rhs_shape,dims", [
+LAYOUTS = [
     ((6, 40), (40, 7), DENSE),                                # Dense
     ((2, 5, 12), (12, 3, 4), (((2,), (0,)), ((), ()))),        # qkv
     ((2, 5, 3, 4), (3, 4, 12), (((2, 3), (0, 1)), ((), ()))),  # out
@@ -137,11 +146,18 @@ def test_bfloat16_gradients_stay_close_to_float32(backend, monkeypatch):
     ((2, 5, 3, 4), (2, 6, 3, 4), (((3,), (3,)), ((0, 2), (0, 2)))),  # logits
     ((2, 3, 5, 6), (2, 6, 3, 4), (((3,), (1,)), ((0, 1), (0, 2)))),  # values
     ((4, 3, 5), (5, 7, 4), (((0, 2), (2, 0)), ((), ()))),      # unordered
-])
+]
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,dims", LAYOUTS)
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
 def test_gradients_of_every_layout_match_jax(lhs_shape, rhs_shape, dims,
-                                             accelerator):  # pylint: disable=redefined-outer-name,unused-argument
+                                             backend, monkeypatch):
   """The backward against jax's own gradient of the same product, computed
-  in float32 from the bfloat16-rounded cotangent."""
+  in float32 from the bfloat16-rounded cotangent: an accelerator's form
+  (a bfloat16 result) and a CPU's (a float32 one, rounded after; batched
+  products: the automatic backward)."""
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
   rs = np.random.RandomState(2)
   x = jnp.asarray(rs.randn(*lhs_shape), jnp.bfloat16)
   w = jnp.asarray(rs.randn(*rhs_shape), jnp.bfloat16)
@@ -150,8 +166,15 @@ def test_gradients_of_every_layout_match_jax(lhs_shape, rhs_shape, dims,
   c = jnp.asarray(rs.randn(*out_shape), jnp.float32)
   grad = jax.grad(lambda a, b: jnp.sum(c * f(a, b, dims)), argnums=(0, 1))
   got = grad(x, w)
-  # Gradient products with a bfloat16 result (the forward's is float32).
-  assert {k[2] for k in _dot_dtypes(grad, x, w)} == {"float32", "bfloat16"}
+  found = _dot_dtypes(grad, x, w)
+  if backend == "cpu" and dims[1][0]:  # batched on a CPU: automatic
+    assert ("float32", "bfloat16", "float32") in found
+    return
+  # Gradient products in bfloat16, with a bfloat16 result on an
+  # accelerator (the forward's is float32).
+  assert all(k[:2] == ("bfloat16", "bfloat16") for k in found), found
+  assert {k[2] for k in found} == (
+      {"float32"} if backend == "cpu" else {"float32", "bfloat16"})
   c16 = c.astype(jnp.bfloat16).astype(jnp.float32)
   want = jax.grad(lambda a, b: jnp.sum(c16 * jax.lax.dot_general(
       a, b, dims, precision="highest")), argnums=(0, 1))(

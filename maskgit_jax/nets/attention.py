@@ -11,12 +11,14 @@ from typing import Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=None,
                                   preferred_element_type=None, **kwargs):
   del preferred_element_type
-  if kwargs or jax.default_backend() == "cpu":
+  batched = dimension_numbers[1] != ((), ())
+  if kwargs or (batched and jax.default_backend() == "cpu"):
     return jax.lax.dot_general(lhs, rhs, dimension_numbers,
                                precision=precision,
                                preferred_element_type=jnp.float32, **kwargs)
@@ -38,12 +40,13 @@ def _low_precision_backward_dot(lhs, rhs, dimension_numbers, precision):
   matrix units (the ImageNet-256 stage-2 step at batch 256 on an H200:
   0.506 -> 0.339 s).
 
-  Not on a CPU (`dot_general` keeps the automatic backward there): XLA:CPU
-  runs products with a bfloat16 result about 4x slower than with a float32
-  one (2048^2 on an AMX Xeon: 224 against 990 GFLOP/s), and with a float32
-  result it fails at run time on some of the step's batched products
-  (jax 0.10: "Unsupported element type for DotThunk::Execute: BF16 x BF16 =
-  F32").
+  On a CPU the gradient products give a float32 result, rounded after, as
+  matrix products of the operands flattened to 2-D: XLA:CPU runs products
+  with a bfloat16 result about 4x slower (2048^2 on an AMX Xeon: 224
+  against 990 GFLOP/s). Batched products (the attention's) keep the
+  automatic backward there: with a float32 result XLA:CPU fails at run time
+  on some of them (jax 0.10: "Unsupported element type for
+  DotThunk::Execute: BF16 x BF16 = F32").
   """
   return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                              preferred_element_type=jnp.float32)
@@ -58,6 +61,9 @@ def _low_precision_backward_dot_bwd(dimension_numbers, precision, residuals,
                                     cotangent):
   lhs, rhs = residuals
   low = jnp.promote_types(lhs.dtype, rhs.dtype)
+  if jax.default_backend() == "cpu":
+    return _matrix_gradients(lhs, rhs, dimension_numbers, precision,
+                             cotangent.astype(low))
   # The transpose of the product with a `low` result is the pair of
   # gradient products, in `low`. (Its forward product is dead code.)
   _, pullback = jax.vjp(
@@ -66,6 +72,33 @@ def _low_precision_backward_dot_bwd(dimension_numbers, precision, residuals,
                                        preferred_element_type=low),
       lhs, rhs)
   return pullback(cotangent.astype(low))
+
+
+def _matrix_gradients(lhs, rhs, dimension_numbers, precision, cotangent):
+  """The two gradients of an unbatched `dot_general(lhs, rhs, dims)` as
+  products of 2-D matrices with a float32 result, rounded to the operands'
+  dtypes: `lhs` as `[kept, contracted]` (A), `rhs` as `[contracted, kept]`
+  (B), the cotangent as `[lhs kept, rhs kept]` (G): dA = G B^T, dB = A^T G.
+  """
+  (lc, rc), _ = dimension_numbers
+  lk = [i for i in range(lhs.ndim) if i not in lc]
+  rk = [i for i in range(rhs.ndim) if i not in rc]
+  lhs_order, rhs_order = lk + list(lc), list(rc) + rk
+  a = lhs.transpose(lhs_order)
+  b = rhs.transpose(rhs_order)
+  m = int(np.prod([lhs.shape[i] for i in lk]))
+  n = int(np.prod([rhs.shape[i] for i in rk]))
+  k = int(np.prod([lhs.shape[i] for i in lc]))
+  a2, b2, g = a.reshape(m, k), b.reshape(k, n), cotangent.reshape(m, n)
+  da = jax.lax.dot_general(g, b2, (((1,), (1,)), ((), ())),
+                           precision=precision,
+                           preferred_element_type=jnp.float32)
+  db = jax.lax.dot_general(a2, g, (((0,), (0,)), ((), ())),
+                           precision=precision,
+                           preferred_element_type=jnp.float32)
+  da = da.reshape(a.shape).transpose(np.argsort(lhs_order))
+  db = db.reshape(b.shape).transpose(np.argsort(rhs_order))
+  return da.astype(lhs.dtype), db.astype(rhs.dtype)
 
 
 _low_precision_backward_dot.defvjp(_low_precision_backward_dot_fwd,
