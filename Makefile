@@ -60,11 +60,14 @@ checkpoint: setup
 # config's sampling and 1,000 reconstructions against 1,000 held-out test
 # images, each FID beside its real-vs-real floor at the same N, and prints the
 # table of the README's quality targets ($(WORKDIR)/eval_1000.json).
+# EVAL_ARGS go to the evaluator, e.g. EVAL_ARGS=--cache_dir=DIR to keep the
+# real images' features between runs.
 EVAL_N ?= 1000
+EVAL_ARGS ?=
 eval: setup
 	$(PY) -m maskgit_jax.evaluate --workdir=$(WORKDIR) \
 	  --num_samples=$(EVAL_N) --num_real=$(EVAL_N) \
-	  --output=$(WORKDIR)/eval_$(EVAL_N).json
+	  --output=$(WORKDIR)/eval_$(EVAL_N).json $(EVAL_ARGS)
 
 # Writes benchmarks/results/bench.json and bench.md (~30 min on 2 CPU cores).
 # BENCH_ARGS=--demo also times `make demo` from a fresh clone (~10 min more).

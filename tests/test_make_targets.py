@@ -1,0 +1,29 @@
+"""The Makefile's eval target (dry run): EVAL_ARGS reach the evaluator."""
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _dry_run(*assignments):
+  proc = subprocess.run(["make", "-n", "eval", *assignments], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60,
+                        check=True)
+  text = proc.stdout.replace("\\\n", " ")
+  lines = [l for l in text.splitlines() if "maskgit_jax.evaluate" in l]
+  assert len(lines) == 1, proc.stdout
+  return lines[0].split()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_eval_passes_eval_args_to_the_evaluator():
+  plain = _dry_run()
+  assert "--num_samples=1000" in plain and "--num_real=1000" in plain
+  assert not any(a.startswith("--cache_dir") for a in plain)
+  extra = _dry_run("EVAL_ARGS=--cache_dir=/tmp/fid_cache", "EVAL_N=1200")
+  assert "--cache_dir=/tmp/fid_cache" in extra
+  assert "--num_samples=1200" in extra
+  assert "--output=runs/fashion_mnist/eval_1200.json" in extra
