@@ -40,3 +40,20 @@ def test_floor_uses_the_higher_peak_of_before_and_after(monkeypatch, tmp_path):
   assert abs(floor["forwards_floor_s"] - forwards) < 1e-12
   assert abs(floor["decode_over_forwards_floor"] - (12 - 2) / forwards) < 1e-9
   assert floor["target_met"] is False  # 10 s of decode > 1.25 x 0.4 s
+
+
+def test_a_fused_sampler_that_cannot_compile_leaves_the_others(monkeypatch):
+  """cuDNN may refuse the fused attention's shape: bench_shape still times
+  the float32 and bfloat16 samplers and names the fused one's error."""
+  real = sampler._programs  # pylint: disable=protected-access
+
+  def programs(s, batch, num_iter):
+    if s.transformer.attention_impl == "fused":
+      raise NotImplementedError("Unsupported sequence length Q 257, KV 257.")
+    return real(s, batch, num_iter)
+  monkeypatch.setattr(sampler, "_programs", programs)
+  r = sampler.bench_shape("tiny", 2, 2, 1, "float32", fused_bf16=True)
+  assert r["modes"] == ["float32", "bfloat16"]
+  assert "bfloat16_fused" not in r and r["bfloat16"]["sample_s"] > 0
+  assert r["errors"]["bfloat16_fused"].startswith(
+      "NotImplementedError: Unsupported sequence length")
