@@ -2,7 +2,10 @@
 
 `dot_general(dtype)` is what the transformer's dense layers multiply with
 (None, the default, in float32), and `low_precision_attention` its
-attention in that mode (`maskgit_transformer.Attention`).
+attention in that mode (`maskgit_transformer.Attention`). Their gradient
+products take bfloat16 inputs too (`_low_precision_backward_dot`); on a
+CPU, the attention's keep jax's automatic backward. `fused_attention` is
+the `attention_impl="fused"` form (cuDNN's flash attention on a GPU).
 """
 
 import functools
@@ -28,7 +31,7 @@ def _f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=None,
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _low_precision_backward_dot(lhs, rhs, dimension_numbers, precision):
   """`lhs . rhs` accumulated and returned in float32, whose backward
-  multiplies in the inputs' precision (on an accelerator: see below).
+  multiplies in the inputs' precision.
 
   The forward is the plain float32-accumulating product. Its automatic
   backward multiplies the float32 cotangent with the bfloat16 inputs:
