@@ -88,7 +88,7 @@ from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
 from gpu_report import (NAMES, SAMPLERS, START, Report, largest_fitting,  # pylint: disable=g-multiple-import
                         measure, memory_stats, no_batch_error)
-from gpu_sampler import load_config, run_sampler  # pylint: disable=g-multiple-import
+from gpu_sampler import load_config, run_sampler
 import sampler  # benchmarks/sampler.py
 import train_step  # benchmarks/train_step.py
 

@@ -149,11 +149,12 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
           transformer.clone(dtype=jnp.bfloat16), tr_vars,
           num_classes=classes),
   }
-  if fused_bf16:  # (inference: no attention dropout either way)
+  if fused_bf16:  # the bf16 one (inference: no attention dropout either way)
+    bf16 = samplers["bfloat16"]
     samplers["bfloat16_fused"] = sampling.MaskGitSampler(
-        tokenizer.clone(dtype=DTYPES[fast_tokenizer_dtype]), tok_vars,
-        transformer.clone(dtype=jnp.bfloat16, attention_impl="fused",
-                          attention_probs_dropout_prob=0.0), tr_vars,
+        bf16.tokenizer, tok_vars,
+        bf16.transformer.clone(attention_impl="fused",
+                               attention_probs_dropout_prob=0.0), tr_vars,
         num_classes=classes)
   fns, compile_s, errors = {}, {}, {}
   for mode, s in list(samplers.items()):
