@@ -36,6 +36,10 @@ finished, so a run killed by the timeout still leaves a readable file):
                     value: MFU = analytic 6NBS + 12LBS^2d / step time /
                     bf16 matmul peak; XLA's cost analysis beside it.
                     Target: >= 45% on an H200.
+  stage2_train_fused  stage2_train with `transformer.attention_impl="fused"`
+                    (jax.nn.dot_product_attention: cuDNN's flash attention
+                    on the GPU) and no attention dropout (the fused kernel
+                    has none; the ImageNet recipe's is 0.1).
   stage1_train      the stage-1 train step (tokenizer_task's own, with the
                     configs/imagenet_vqgan.py recipe: GAN, R1; the perceptual
                     loss is off without its weights file), 256x256 images,
@@ -44,18 +48,24 @@ finished, so a run killed by the timeout still leaves a readable file):
                     before optimisation (the compiled program's count
                     misses cuDNN's convolutions on GPU) / step time /
                     float32 matmul peak (also given against the bf16 peak).
-  stage2_train_fused  stage2_train with `transformer.attention_impl="fused"`
-                    (jax.nn.dot_product_attention: cuDNN's flash attention
-                    on the GPU) and no attention dropout (the fused kernel
-                    has none; the ImageNet recipe's is 0.1). Last: it was
-                    added after the first H200 run.
   peak_memory       jax's device memory_stats()['peak_bytes_in_use'] (the
                     whole run; each measurement also records the running
                     peak when it ended); null where the backend has none.
 
 Every measurement has a `value` (a number) or an `error` (a string); a
-failure of one does not stop the others. Without a GPU the script records
-an error for every measurement and exits, unless --tiny or --allow_cpu.
+failure of one does not stop the others. Each train step's entry has a
+`profile` and each sampler's a `forward_profile` (--no_profile: none): a
+jax.profiler trace of --profile_calls calls after the timing, summed per XLA
+operation on the device (benchmarks/gpu_profile.py), and `phases_s`, where
+the measurement's wall time went.
+
+Within the five minutes: random states are computed by the host CPU and
+then placed (XLA:GPU took 79 s to compile the stage-2 state's jitted init),
+and the samplers' programs are compiled together on a thread pool
+(benchmarks/prepare.py).
+
+Without a GPU the script records an error for every measurement and exits,
+unless --tiny or --allow_cpu.
 --tiny: CPU-sized shapes for tests ("tiny" presets, 16x16 images, batch 2,
 one repeat, two decoding iterations, small matmuls).
 
@@ -72,9 +82,11 @@ import sys
 
 if "--tiny" in sys.argv[1:]:
   # XLA:CPU compiles ~3x faster unoptimised; the tiny run is all compiling.
-  # (Read when the backend starts, after these imports.)
+  # (Read when the backend starts, after these imports.) XLA:CPU traces its
+  # operations for the profiles only with the traceme flag.
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_backend_optimization_level=0").strip()
+                             " --xla_backend_optimization_level=0"
+                             " --xla_cpu_enable_xprof_traceme=true").strip()
 
 import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp
@@ -89,6 +101,7 @@ from maskgit_jax.train_lib import transformer_task
 from gpu_report import (NAMES, SAMPLERS, START, Report, largest_fitting,  # pylint: disable=g-multiple-import
                         measure, memory_stats, no_batch_error)
 from gpu_sampler import load_config, run_sampler
+import gpu_profile  # benchmarks/gpu_profile.py
 import sampler  # benchmarks/sampler.py
 import train_step  # benchmarks/train_step.py
 
@@ -131,7 +144,8 @@ def run_stage2(args, peaks, deadline, fused=False):
                                               (b, n_tokens)), jnp.int32),
              "label": jnp.asarray(rs.randint(0, config.num_classes, b),
                                   jnp.int32)}
-    return train_step.bench_task(task, batch, None, args.repeats)
+    return train_step.bench_task(task, batch, None, args.repeats,
+                                 profile=profiler(args))
 
   b, r, tried = largest_fitting(args.stage2_batches, attempt, deadline,
                                 args.min_attempt_s)
@@ -173,7 +187,8 @@ def run_stage1(args, peaks, deadline):
     batch = {"image": jnp.asarray(rs.rand(b, size, size, ch), jnp.float32),
              "label": jnp.asarray(rs.randint(0, config.num_classes, b),
                                   jnp.int32)}
-    return train_step.bench_task(task, batch, None, args.repeats)
+    return train_step.bench_task(task, batch, None, args.repeats,
+                                 profile=profiler(args))
 
   b, r, tried = largest_fitting(args.stage1_batches, attempt, deadline,
                                 args.min_attempt_s)
@@ -201,6 +216,14 @@ def run_stage1(args, peaks, deadline):
   if not peak:
     fields["error"] = "no float32 matmul peak (see matmul_peak)"
   return fields["mfu"], fields
+
+
+def profiler(args):
+  """gpu_profile.safe_profile with --profile_calls, or None (--no_profile)."""
+  if not args.profile:
+    return None
+  return lambda fn, hlo_text="": gpu_profile.safe_profile(
+      fn, calls=args.profile_calls, hlo_text=hlo_text)
 
 
 def ints(text):
@@ -244,6 +267,12 @@ def parse_args(argv=None):
                       action=argparse.BooleanOptionalAction,
                       help="also the bf16 sampler with fused attention "
                            "(sampler_bfloat16_fused)")
+  parser.add_argument("--profile", default=True,
+                      action=argparse.BooleanOptionalAction,
+                      help="after each timing, a jax.profiler trace of the "
+                           "step / each sampler's forward, summed per XLA "
+                           "operation (`profile` / `forward_profile`)")
+  parser.add_argument("--profile_calls", type=int, default=3)
   parser.add_argument("--stage2_batches", type=ints, default=None,
                       help="descending, comma-separated (default "
                            "256,128,64,32; 256 took 119 of the H200's 141 GB)")
@@ -312,16 +341,16 @@ def main(argv=None):
     return value, fields
   measure(report, "matmul_peak", peak, deadline)
   if "sampler_float32" in run:
-    run_sampler(report, args, peaks, deadline)
+    run_sampler(report, args, peaks, deadline, profiler(args))
   if "stage2_train" in run:
     measure(report, "stage2_train",
             lambda: run_stage2(args, peaks, deadline), deadline)
-  if "stage1_train" in run:
-    measure(report, "stage1_train",
-            lambda: run_stage1(args, peaks, deadline), deadline)
   if "stage2_train_fused" in run:
     measure(report, "stage2_train_fused",
             lambda: run_stage2(args, peaks, deadline, fused=True), deadline)
+  if "stage1_train" in run:
+    measure(report, "stage1_train",
+            lambda: run_stage1(args, peaks, deadline), deadline)
   stats = memory_stats()
   report.set("peak_memory", value=stats.get("peak_bytes_in_use"),
              error=(None if stats.get("peak_bytes_in_use") is not None else

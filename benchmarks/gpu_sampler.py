@@ -26,7 +26,7 @@ def forward_flops(transformer, batch):
               train_formula=a["formula"]), a["flops_per_step"] / 3
 
 
-def sampler_entries(args, peaks):
+def sampler_entries(args, peaks, profile=None):
   """({entry name: (images/s, fields)}) of one interleaved
   sampler.bench_shape run (float32, bfloat16 and the fused bfloat16
   measured together)."""
@@ -37,7 +37,7 @@ def sampler_entries(args, peaks):
   forwards = num_iter * (2 if guidance else 1)
   r = sampler.bench_shape(shape, args.sampler_batch, num_iter, args.repeats,
                           args.fast_tokenizer_dtype,
-                          fused_bf16=args.fused_sampler)
+                          fused_bf16=args.fused_sampler, profile=profile)
   transformer = factory.transformer_from_config(config)
   analytic, flops = forward_flops(transformer, args.sampler_batch)
   out = {}
@@ -65,6 +65,7 @@ def sampler_entries(args, peaks):
                        else None),
         "bf16_speedup": r["bf16_speedup"],
         "phases_s": r["phases"],  # where the measurement's wall time went
+        "forward_profile": m.get("forward_profile"),
         "load_average_start": r["load_average_start"]}
     if not peak:
       fields["mfu_error"] = "no matmul peak (see matmul_peak)"
@@ -73,12 +74,12 @@ def sampler_entries(args, peaks):
   return out
 
 
-def run_sampler(report, args, peaks, deadline):
+def run_sampler(report, args, peaks, deadline, profile=None):
   """The sampler entries (one shared run: one error fills them all)."""
   holder = {}
 
   def bench():
-    holder.update(sampler_entries(args, peaks))
+    holder.update(sampler_entries(args, peaks, profile))
     return holder["sampler_float32"]
   measure(report, "sampler_float32", bench, deadline)
   entry = report.data["measurements"]["sampler_float32"]

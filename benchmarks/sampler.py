@@ -47,6 +47,7 @@ from maskgit_jax.common import allocator
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.store import loader
+import prepare  # benchmarks/prepare.py
 import timing  # benchmarks/timing.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -79,10 +80,16 @@ def build_models(shape):
     config = tiny(load_config("imagenet"))
   else:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-  models = loader.load_models(config, random_init=True,
-                              required=loader.STAGES)
-  return (models.tokenizer, models.tokenizer_variables, models.transformer,
-          models.transformer_variables, config.num_classes, config.image_size)
+  device = jax.devices()[0]
+  # Random weights computed by the host CPU, then placed: XLA:GPU is slow
+  # to compile a large jitted init (benchmarks/prepare.py).
+  with jax.default_device(prepare.host_device()):
+    models = loader.load_models(config, random_init=True,
+                                required=loader.STAGES)
+  tok_vars, tr_vars = jax.device_put(
+      (models.tokenizer_variables, models.transformer_variables), device)
+  return (models.tokenizer, tok_vars, models.transformer, tr_vars,
+          config.num_classes, config.image_size)
 
 
 def _decode_kwargs(num_iter, method="cosine"):
@@ -100,9 +107,9 @@ def _inputs(s, batch):
                                     1))
 
 
-def _programs(s, batch, num_iter):
-  """AOT-compiled forward, detokenize and sample (decode + detokenize) of
-  sampler `s`; returns ({name: zero-argument callable}, compile seconds)."""
+def _lowered(s, batch, num_iter):
+  """The forward, detokenize and sample (decode + detokenize) programs of
+  sampler `s`, lowered: {name: (jax Lowered, its arguments)}."""
   inputs = _inputs(s, batch)
   ids = jnp.zeros((batch, s.latent_size, s.latent_size), jnp.int32)
   rng = jax.random.PRNGKey(0)
@@ -120,22 +127,21 @@ def _programs(s, batch, num_iter):
     grid = seqs[:, -1, 1:].reshape(ids.shape)
     return s.tokenizer.apply(tok_v, grid,
                              method=s.tokenizer.decode_from_indices)
-
-  start = time.perf_counter()
-  fwd = jax.jit(forward).lower(tr_vars, inputs).compile()
-  det = jax.jit(detokenize).lower(tok_vars, ids).compile()
-  smp = jax.jit(sample).lower(tr_vars, tok_vars, inputs, rng).compile()
-  compile_s = time.perf_counter() - start
-  return {"forward": lambda: fwd(tr_vars, inputs),
-          "detokenize": lambda: det(tok_vars, ids),
-          "sample": lambda: smp(tr_vars, tok_vars, inputs, rng)}, compile_s
+  out = {}
+  for name, fn, args in (("forward", forward, (tr_vars, inputs)),
+                         ("detokenize", detokenize, (tok_vars, ids)),
+                         ("sample", sample, (tr_vars, tok_vars, inputs, rng))):
+    out[name] = (jax.jit(fn).lower(*args), args)
+  return out
 
 
 def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
-                fused_bf16=False):
+                fused_bf16=False, profile=None):
   """The float32 and bfloat16 samplers (and with `fused_bf16` a third,
   "bfloat16_fused": the bfloat16 one with `attention_impl="fused"`, cuDNN's
-  flash attention on a GPU), timed interleaved."""
+  flash attention on a GPU), timed interleaved. `profile(fn, hlo_text=)`,
+  when given, annotates each mode's forward after the timing (gpu.py:
+  gpu_profile.safe_profile)."""
   start = time.perf_counter()
   tokenizer, tok_vars, transformer, tr_vars, classes, _ = build_models(shape)
   jax.block_until_ready((tok_vars, tr_vars))
@@ -156,20 +162,38 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
         bf16.transformer.clone(attention_impl="fused",
                                attention_probs_dropout_prob=0.0), tr_vars,
         num_classes=classes)
-  fns, compile_s, errors = {}, {}, {}
+  lowered, args, errors = {}, {}, {}
   for mode, s in list(samplers.items()):
     try:
-      programs, compile_s[mode] = _programs(s, batch, num_iter)
-      fns.update({f"{mode}/{k}": v for k, v in programs.items()})
+      programs = _lowered(s, batch, num_iter)
     except Exception as e:  # pylint: disable=broad-except
       if mode != "bfloat16_fused":
         raise
       # cuDNN may refuse the shape: the other two are measured all the same.
       errors[mode] = f"{type(e).__name__}: {e}"[:600]
+      continue
+    for k, (low, a) in programs.items():
+      lowered[f"{mode}/{k}"], args[f"{mode}/{k}"] = low, a
+  phases["lower_s"] = time.perf_counter() - start - phases["build_s"]
+  start = time.perf_counter()
+  # Every program compiled at once (XLA compiles outside the GIL).
+  compiled, program_s, failed = prepare.compile_all(lowered)
+  phases["compile_s"] = time.perf_counter() - start
+  for name, err in failed.items():
+    if not name.startswith("bfloat16_fused/"):
+      raise RuntimeError(f"sampler program {name} did not compile: {err}")
+    errors.setdefault("bfloat16_fused", err)
+  for mode in list(samplers):
+    if mode in errors:
       del samplers[mode]
+  fns = {name: (lambda c=c, a=args[name]: c(*a))
+         for name, c in compiled.items()
+         if name.split("/")[0] in samplers}
+  # Each mode's programs' own compile seconds (they overlapped).
+  compile_s = {mode: sum(v for k, v in program_s.items()
+                         if k.startswith(mode + "/")) for mode in samplers}
   load_start = timing.load_average()
   cpu = {}
-  phases["compile_s"] = sum(compile_s.values())
   start = time.perf_counter()
   for fn in fns.values():  # the warm-up, timed apart from the rounds
     jax.block_until_ready(fn())
@@ -201,6 +225,10 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
                                                  "sample")},
         cpu_times={k: cpu[f"{mode}/{k}"] for k in ("forward", "detokenize",
                                                    "sample")})
+    if profile is not None:  # after every timed round
+      result[mode]["forward_profile"] = profile(
+          fns[f"{mode}/forward"],
+          hlo_text=compiled[f"{mode}/forward"].as_text())
   result["bf16_speedup"] = (result["float32"]["sample_s"] /
                             result["bfloat16"]["sample_s"])
   # Process CPU seconds per wall second over all timed calls: about the

@@ -68,6 +68,7 @@ from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
+import prepare  # benchmarks/prepare.py
 import timing  # benchmarks/timing.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -171,8 +172,10 @@ def compile_step(task, batch, frozen, phases=None):
       mesh, jax.sharding.PartitionSpec(sharding_lib.BATCH_AXES)))
   if frozen is not None:
     frozen = jax.device_put(frozen, replicated)
-  state = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
-                  out_shardings=replicated)(jax.random.PRNGKey(0))
+  # Computed by the host CPU, then placed (prepare.on_host: XLA:GPU is slow
+  # to compile a large model's jitted init; the values are the same).
+  state = prepare.on_host(lambda r: nn.meta.unbox(task.init(r)),
+                          jax.random.PRNGKey(0), placement=replicated)
   jax.block_until_ready(state)
   phases["init_s"] = time.perf_counter() - start
   step = jax.jit(trainer_step_fn(task), donate_argnums=0,
@@ -193,11 +196,12 @@ def compile_step(task, batch, frozen, phases=None):
   return one, flops, compiled, hlo_flops
 
 
-def bench_task(task, batch, frozen, repeats, peak=None):
+def bench_task(task, batch, frozen, repeats, peak=None, profile=None):
   """Times the compiled step; `peak` = (matmul fn, its FLOPs) times it
   interleaved with the step, for the utilisation (see the module
   docstring). Without it (benchmarks/gpu.py, which measures its own peak)
-  the step alone."""
+  the step alone. `profile(fn, hlo_text=)`, when given, annotates the
+  result after the timing (gpu.py: gpu_profile.safe_profile)."""
   phases = {}
   one, flops, compiled, hlo_flops = compile_step(task, batch, frozen, phases)
   start = time.perf_counter()
@@ -220,6 +224,8 @@ def bench_task(task, batch, frozen, repeats, peak=None):
         "peak_max_flops_per_s": peak[1] / min(times["peak"])}
   phases["timed_s"] = time.perf_counter() - start  # warm-up and rounds
   out.update(step_s=t, steps_per_s=1 / t, achieved_flops_per_s=flops / t)
+  if profile is not None:
+    out["profile"] = profile(one, hlo_text=compiled.as_text())
   return out
 
 

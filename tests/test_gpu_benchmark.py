@@ -87,6 +87,29 @@ def test_tiny_cpu_values(report):
   assert "peak_bytes_in_use" in m["peak_memory"]["error"]
 
 
+def test_profiles_name_the_operations(report):
+  """Each train step has a `profile` and each sampler a `forward_profile`:
+  the traced calls' XLA operations (on a CPU: the host's), per call."""
+  m = report["measurements"]
+  profiles = [m[n]["profile"] for n in ("stage2_train", "stage1_train",
+                                        "stage2_train_fused")]
+  profiles += [m[f"sampler_{mode}"]["forward_profile"]
+               for mode in ("float32", "bfloat16", "bfloat16_fused")]
+  for p in profiles:
+    assert "error" not in p, p
+    assert p["calls"] == 3 and p["where"] == "host XLA operations"
+    assert p["ms_per_call"] > 0 and p["top"] and p["threads"]
+    assert sum(r["ms"] for r in p["top"]) <= p["ms_per_call"] * (1 + 1e-9)
+  # The step's operations carry their JAX source from the compiled HLO.
+  assert any("Transformer" in r["source"]
+             for r in m["stage2_train"]["profile"]["top"])
+  for name in ("stage2_train", "stage1_train"):  # the state made on the host
+    assert m[name]["phases_s"]["init_s"] > 0
+  phases = m["sampler_float32"]["phases_s"]
+  assert {"build_s", "lower_s", "compile_s", "warmup_s",
+          "timed_s"} <= set(phases)
+
+
 def test_no_gpu_without_tiny_records_errors(tmp_path):
   """Without a GPU (and without --tiny/--allow_cpu) every measurement gets
   the same explicit error and the script exits 2 at once."""

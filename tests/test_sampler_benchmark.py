@@ -45,13 +45,13 @@ def test_floor_uses_the_higher_peak_of_before_and_after(monkeypatch, tmp_path):
 def test_a_fused_sampler_that_cannot_compile_leaves_the_others(monkeypatch):
   """cuDNN may refuse the fused attention's shape: bench_shape still times
   the float32 and bfloat16 samplers and names the fused one's error."""
-  real = sampler._programs  # pylint: disable=protected-access
+  real = sampler._lowered  # pylint: disable=protected-access
 
   def programs(s, batch, num_iter):
     if s.transformer.attention_impl == "fused":
       raise NotImplementedError("Unsupported sequence length Q 257, KV 257.")
     return real(s, batch, num_iter)
-  monkeypatch.setattr(sampler, "_programs", programs)
+  monkeypatch.setattr(sampler, "_lowered", programs)
   r = sampler.bench_shape("tiny", 2, 2, 1, "float32", fused_bf16=True)
   assert r["modes"] == ["float32", "bfloat16"]
   assert "bfloat16_fused" not in r and r["bfloat16"]["sample_s"] > 0

@@ -1,0 +1,112 @@
+"""benchmarks/prepare.py and benchmarks/gpu_profile.py: what gpu.py uses to
+fit its five minutes and to say where the device time goes, with fakes of
+known answers (a GPU trace's layout, programs that fail to compile)."""
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] /
+                       "benchmarks"))
+import gpu_profile  # pylint: disable=g-import-not-at-top,wrong-import-position
+import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _meta(pid, tid=None, process=None, thread=None):
+  if thread is None:
+    return {"ph": "M", "pid": pid, "name": "process_name",
+            "args": {"name": process}}
+  return {"ph": "M", "pid": pid, "tid": tid, "name": "thread_name",
+          "args": {"name": thread}}
+
+
+def _x(pid, tid, name, dur):
+  return {"ph": "X", "pid": pid, "tid": tid, "name": name, "dur": dur}
+
+
+GPU_TRACE = [
+    _meta(1, process="/host:CPU"), _meta(1, 10, thread="python"),
+    _meta(2, process="/device:GPU:0 NVIDIA H200"),
+    _meta(2, 20, thread="XLA Ops"), _meta(2, 21, thread="Stream #13"),
+    _x(1, 10, "fusion.1", 999),  # a host event of the same name: not counted
+    _x(2, 20, "fusion.1", 30), _x(2, 20, "fusion.1", 10),
+    _x(2, 20, "custom-call.2", 50),
+    _x(2, 21, "sm90_xmma_gemm_bf16", 45),  # the kernel behind custom-call.2
+]
+
+
+def test_gpu_operations_come_from_the_devices_xla_ops_thread():
+  totals, where = gpu_profile.device_op_durations(GPU_TRACE)
+  assert dict(totals) == {"fusion.1": 40, "custom-call.2": 50}
+  assert where == "device 'XLA Ops' threads"
+
+
+def test_without_an_ops_thread_the_device_streams_count():
+  trace = [e for e in GPU_TRACE if e.get("tid") != 20]
+  totals, where = gpu_profile.device_op_durations(trace)
+  assert dict(totals) == {"sm90_xmma_gemm_bf16": 45}
+  assert where.startswith("device threads")
+
+
+def test_a_cpu_trace_falls_back_to_the_hosts_operations():
+  trace = [_meta(1, process="/host:CPU"), _meta(1, 10, thread="tf_XLA"),
+           _x(1, 10, "ynn_fusion.3", 7), _x(1, 10, "$python frame", 100)]
+  totals, where = gpu_profile.device_op_durations(trace)
+  assert dict(totals) == {"ynn_fusion.3": 7}
+  assert where == "host XLA operations"
+
+
+def test_thread_totals_rank_the_busiest_threads():
+  rows = gpu_profile.thread_totals(GPU_TRACE, top=2)
+  assert [(r["process"], r["thread"], r["us"]) for r in rows] == [
+      ("/host:CPU", "python", 999), ("/device:GPU:0 NVIDIA H200", "XLA Ops",
+                                     90)]
+
+
+def test_a_profiler_failure_is_an_error_entry_not_a_crash():
+  def boom():
+    raise RuntimeError("no CUPTI")
+  out = gpu_profile.safe_profile(boom, calls=1)
+  assert out == {"error": "RuntimeError: no CUPTI"}
+
+
+class _Lowered:
+  """Fails to compile `fails` times, then returns `value`."""
+
+  def __init__(self, value, fails=0):
+    self.value, self.fails, self.calls = value, fails, 0
+
+  def compile(self):
+    self.calls += 1
+    if self.calls <= self.fails:
+      raise NotImplementedError(f"refused ({self.calls})")
+    return self.value
+
+
+def test_compile_all_compiles_every_program_and_retries_alone():
+  programs = {"a": _Lowered(1), "b": _Lowered(2, fails=1),
+              "c": _Lowered(3, fails=5)}
+  compiled, seconds, errors = prepare.compile_all(programs, workers=3)
+  assert compiled == {"a": 1, "b": 2}  # b: failed on the pool, then alone
+  assert errors == {"c": "NotImplementedError: refused (2)"}
+  assert programs["b"].calls == 2 and programs["c"].calls == 2
+  assert set(seconds) == {"a", "b", "c"}
+
+
+def test_compile_all_matches_the_plain_compile():
+  f = jax.jit(lambda x: jnp.sin(x) * 2)
+  x = jnp.arange(4.0)
+  compiled, _, errors = prepare.compile_all({"f": f.lower(x),
+                                             "g": f.lower(x + 1)})
+  assert not errors
+  np.testing.assert_array_equal(compiled["f"](x), f(x))
+
+
+def test_on_host_gives_the_jitted_values():
+  init = lambda r: jax.random.normal(r, (3, 2))  # pylint: disable=unnecessary-lambda-assignment
+  key = jax.random.PRNGKey(1)
+  out = prepare.on_host(init, key)
+  np.testing.assert_array_equal(out, jax.jit(init)(key))
+  assert out.devices() == {jax.devices()[0]}
