@@ -6,7 +6,11 @@ r"""One-GPU benchmark (issue 14 item 5): throughput and MFU at full size.
 Measurements (random weights from `store.loader`; timing does not depend on
 the weights), in this order, each written to --out as soon as it ends (the
 file is replaced atomically; it starts with every measurement marked as not
-finished, so a run killed by the timeout still leaves a readable file):
+finished, so a run killed by the timeout still leaves a readable file).
+The default run leaves out the two comparison entries, sampler_bfloat16
+and stage2_train (bf16 with the default attention, beside the fused
+attention's): --all adds them (about 2 minutes more), --only picks; an entry
+not measured is kept from the previous --out file, tagged with its run.
 
   matmul_peak       the device's matmul rate, float32 and bfloat16 inputs
                     (float32 accumulation): train_step.py's `matmul_peak`,
@@ -18,8 +22,7 @@ finished, so a run killed by the timeout still leaves a readable file):
                     transformer's `dtype` field (the tokenizer stays float32
                     unless --fast_tokenizer_dtype); the fused one is the bf16
                     one with `attention_impl="fused"` (cuDNN's flash
-                    attention; --no_fused_sampler leaves it out), all three
-                    timed interleaved in one run. value: images/s of the
+                    attention), timed interleaved in one run. value: images/s of the
                     whole sampler (decode + detokenize). mfu: the transformer
                     forward's model FLOP utilisation, FLOPs per forward
                     2*N*B*S + 4*L*B*S^2*d (one third of train_step.py's
@@ -218,6 +221,26 @@ def run_stage1(args, peaks, deadline):
   return fields["mfu"], fields
 
 
+# Measured with --all (or --only) only: the bf16 sampler and stage-2 step
+# with the default attention, beside the fused ones that the default run
+# measures (cuDNN's flash attention: on the H200 45% MFU against 33%).
+COMPARISONS = ("sampler_bfloat16", "stage2_train")
+
+
+def selected(args):
+  """The measurements this run makes: --only's, or every one with --all,
+  else all but COMPARISONS; always the peak and the peak memory, and the
+  float32 sampler with any other (they share one interleaved run)."""
+  if args.only:
+    run = set(args.only)
+  else:
+    run = set(NAMES) - (set() if args.all else set(COMPARISONS))
+  run |= {"matmul_peak", "peak_memory"}
+  if run & set(SAMPLERS):
+    run.add("sampler_float32")
+  return run
+
+
 def profiler(args):
   """gpu_profile.safe_profile with --profile_calls, or None (--no_profile)."""
   if not args.profile:
@@ -263,10 +286,10 @@ def parse_args(argv=None):
                            "2 with --tiny)")
   parser.add_argument("--fast_tokenizer_dtype", default="float32",
                       choices=sorted(sampler.DTYPES))
-  parser.add_argument("--fused_sampler", default=True,
-                      action=argparse.BooleanOptionalAction,
-                      help="also the bf16 sampler with fused attention "
-                           "(sampler_bfloat16_fused)")
+  parser.add_argument("--all", action="store_true",
+                      help="also the comparison entries left out of the "
+                           f"default run ({', '.join(COMPARISONS)}: bf16 "
+                           "with the default attention, ~2 min more)")
   parser.add_argument("--profile", default=True,
                       action=argparse.BooleanOptionalAction,
                       help="after each timing, a jax.profiler trace of the "
@@ -281,7 +304,8 @@ def parse_args(argv=None):
                            "32,16,8,4)")
   parser.add_argument("--peak_sizes", type=ints, default=None)
   parser.add_argument("--only", type=names, default=None,
-                      help="comma-separated measurements to run (matmul_peak "
+                      help="comma-separated measurements to run instead of "
+                           "the default ones (matmul_peak "
                            "always runs: the MFUs need it); the others are "
                            "kept from the existing --out file, tagged "
                            "with their run")
@@ -319,9 +343,7 @@ def main(argv=None):
       "targets": {"stage2_train.mfu": ">= 0.45 on an H200",
                   "sampler forward mfu": ">= 0.40 on an H200"},
       "complete": False}
-  run = set(args.only or NAMES) | {"matmul_peak", "peak_memory"}
-  if run & set(SAMPLERS):
-    run |= set(SAMPLERS)  # one shared run
+  run = selected(args)
   report = Report(args.out, header, keep=[n for n in NAMES if n not in run])
   print(f"device: {device} ({device.platform}); writing {args.out}",
         flush=True)
@@ -341,7 +363,8 @@ def main(argv=None):
     return value, fields
   measure(report, "matmul_peak", peak, deadline)
   if "sampler_float32" in run:
-    run_sampler(report, args, peaks, deadline, profiler(args))
+    run_sampler(report, args, peaks, deadline, profiler(args),
+                [n for n in SAMPLERS if n in run])
   if "stage2_train" in run:
     measure(report, "stage2_train",
             lambda: run_stage2(args, peaks, deadline), deadline)

@@ -11,6 +11,7 @@ host's XLA events are summed instead. Every (process, thread) total is
 kept too, so that a trace laid out otherwise still says where time went.
 """
 import collections
+import re
 import shutil
 import tempfile
 
@@ -68,7 +69,7 @@ def thread_totals(events, top=12):
           for k, v in us.most_common(top)]
 
 
-def profile(fn, calls=3, hlo_text="", top=15):
+def profile(fn, calls=3, hlo_text="", top=25):
   """Traces `calls` calls of `fn` (already compiled and warm) and returns
   {ms_per_call, categories_ms, top: [{op, ms, shape, source}], where,
   threads}: per call, operations summed over the trace's device(s)."""
@@ -83,16 +84,37 @@ def profile(fn, calls=3, hlo_text="", top=15):
   totals, where = device_op_durations(events)
   info = profile_step.hlo_info(hlo_text) if hlo_text else {}
   per_call = 1e-3 / calls  # microseconds summed -> ms per call
-  cats = profile_step.categories(totals)
+  cats = categories(totals)
+  rows = []
+  for name, dur in totals.most_common(top):
+    shape, source = hlo_of(info, name)
+    rows.append({"op": name, "ms": dur * per_call, "shape": shape[:80],
+                 "source": source[-120:]})
   return {
       "calls": calls, "where": where,
       "ms_per_call": sum(totals.values()) * per_call,
       "categories_ms": {k: v * per_call for k, v in cats.most_common(top)},
-      "top": [{"op": name, "ms": dur * per_call,
-               "shape": info.get(name, ("", ""))[0][:80],
-               "source": info.get(name, ("", ""))[1][-120:]}
-              for name, dur in totals.most_common(top)],
-      "threads": thread_totals(events)}
+      "top": rows, "threads": thread_totals(events)}
+
+
+def categories(totals):
+  """Totals grouped by name without its number: `fusion.12` (an HLO
+  operation) and `loop_add_fusion_23` (XLA:GPU's kernel of
+  `loop_add_fusion.23`) alike."""
+  grouped = collections.Counter()
+  for name, dur in totals.items():
+    grouped[re.sub(r"[._]\d+$", "", name)] += dur
+  return grouped
+
+
+def hlo_of(info, name):
+  """(shape, JAX source) of an operation or of XLA:GPU's kernel for it
+  (the HLO name with its last `.` written `_`); ("", "") for a library
+  kernel (cuBLAS, cuDNN)."""
+  for candidate in (name, re.sub(r"_(\d+)$", r".\1", name)):
+    if candidate in info:
+      return info[candidate]
+  return "", ""
 
 
 def safe_profile(fn, **kwargs):

@@ -67,8 +67,8 @@ class Report:
       entry = (old or {}).get("measurements", {}).get(name)
       if entry is None:
         self.data["measurements"][name] = {
-            "value": None, "error": "not run (--only) and not in the "
-                                    "previous file"}
+            "value": None, "error": "not run this time (see --all, --only) "
+                                    "and not in the previous file"}
       elif "from_run" in entry:  # kept before: it keeps its own run's tag
         self.data["measurements"][name] = dict(entry)
       else:

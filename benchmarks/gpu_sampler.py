@@ -26,10 +26,10 @@ def forward_flops(transformer, batch):
               train_formula=a["formula"]), a["flops_per_step"] / 3
 
 
-def sampler_entries(args, peaks, profile=None):
+def sampler_entries(args, peaks, profile=None, names=SAMPLERS):
   """({entry name: (images/s, fields)}) of one interleaved
-  sampler.bench_shape run (float32, bfloat16 and the fused bfloat16
-  measured together)."""
+  sampler.bench_shape run (float32 and, of `names`, the bfloat16 and the
+  fused bfloat16 measured together)."""
   shape = "tiny" if args.tiny else "imagenet256"
   config = load_config("imagenet", args.tiny)
   num_iter = args.num_iter or config.sampling.num_iter
@@ -37,7 +37,9 @@ def sampler_entries(args, peaks, profile=None):
   forwards = num_iter * (2 if guidance else 1)
   r = sampler.bench_shape(shape, args.sampler_batch, num_iter, args.repeats,
                           args.fast_tokenizer_dtype,
-                          fused_bf16=args.fused_sampler, profile=profile)
+                          fused_bf16="sampler_bfloat16_fused" in names,
+                          profile=profile,
+                          unfused_bf16="sampler_bfloat16" in names)
   transformer = factory.transformer_from_config(config)
   analytic, flops = forward_flops(transformer, args.sampler_batch)
   out = {}
@@ -63,7 +65,16 @@ def sampler_entries(args, peaks, profile=None):
         "mfu": flops / m["forward_s"] / peak if peak else None,
         "sample_mfu": (forwards * flops / m["sample_s"] / peak if peak
                        else None),
+        # The forward as the decode loop runs it: (sample - detokenize) /
+        # forwards, the per-iteration token choice included (no dispatch
+        # per forward, loop-invariant work hoisted by XLA).
+        "loop_forward_s": (m["sample_s"] - m["detokenize_s"]) / forwards,
+        "loop_forward_mfu": (forwards * flops / (m["sample_s"] -
+                                                 m["detokenize_s"]) / peak
+                             if peak and m["sample_s"] > m["detokenize_s"]
+                             else None),
         "bf16_speedup": r["bf16_speedup"],
+        "bf16_speedup_against": r["bf16_mode"],
         "phases_s": r["phases"],  # where the measurement's wall time went
         "forward_profile": m.get("forward_profile"),
         "load_average_start": r["load_average_start"]}
@@ -74,16 +85,18 @@ def sampler_entries(args, peaks, profile=None):
   return out
 
 
-def run_sampler(report, args, peaks, deadline, profile=None):
-  """The sampler entries (one shared run: one error fills them all)."""
+def run_sampler(report, args, peaks, deadline, profile=None,
+                names=SAMPLERS):
+  """The sampler entries of `names` (one shared run: one error fills them
+  all)."""
   holder = {}
 
   def bench():
-    holder.update(sampler_entries(args, peaks, profile))
+    holder.update(sampler_entries(args, peaks, profile, names))
     return holder["sampler_float32"]
   measure(report, "sampler_float32", bench, deadline)
   entry = report.data["measurements"]["sampler_float32"]
-  for name in SAMPLERS[1:]:
+  for name in [n for n in SAMPLERS[1:] if n in names]:
     if name in holder:
       value, fields = holder[name]
       report.set(name, value=value, wall_s=entry["wall_s"],
@@ -91,7 +104,6 @@ def run_sampler(report, args, peaks, deadline, profile=None):
                  **fields)
     elif entry["error"] or name != "sampler_bfloat16_fused":
       report.set(name, error=entry["error"] or "not measured")
-    elif holder.get("errors", {}).get("bfloat16_fused"):
-      report.set(name, error=holder["errors"]["bfloat16_fused"])
-    else:
-      report.set(name, error="not measured (--no_fused_sampler)")
+    else:  # cuDNN refused it; the others were measured
+      report.set(name, error=holder.get("errors", {}).get(
+          "bfloat16_fused", "not measured"))

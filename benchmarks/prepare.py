@@ -35,13 +35,21 @@ def on_host(fn, *args, placement=None):
 
 
 def compile_all(lowered, workers=None):
-  """Compiles {name: jax Lowered} concurrently.
+  """Compiles {name: jax Lowered} concurrently; programs whose lowered text
+  is the same (e.g. one tokenizer's decoder timed for several samplers)
+  are compiled once and shared.
 
-  Returns ({name: compiled}, {name: seconds of its own compile},
-  {name: error text}). A program that fails on the pool is compiled once
-  more on its own (`seconds` then counts both tries); one that fails again
-  is an error entry, and the others are compiled all the same."""
-  workers = workers or min(len(lowered), max(1, os.cpu_count() or 1), 8)
+  Returns ({name: compiled}, {name: seconds of its own compile, 0 for a
+  shared one}, {name: error text}). A program that fails on the pool is
+  compiled once more on its own (`seconds` then counts both tries); one
+  that fails again is an error entry, and the others are compiled all the
+  same."""
+  first = {}  # lowered text -> the first name with it
+  alias = {}
+  for name, low in lowered.items():
+    alias[name] = first.setdefault(low.as_text(), name)
+  unique = {name: lowered[name] for name in dict.fromkeys(alias.values())}
+  workers = workers or min(len(unique), max(1, os.cpu_count() or 1), 8)
 
   def one(item):
     name, low = item
@@ -53,14 +61,21 @@ def compile_all(lowered, workers=None):
           f"{type(e).__name__}: {e}"[:600])
   compiled, seconds, errors = {}, {}, {}
   with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-    results = list(pool.map(one, list(lowered.items())))
+    results = list(pool.map(one, list(unique.items())))
   for name, c, s, err in results:
     if err is not None:  # alone this time, in case the overlap caused it
-      _, c, again, err = one((name, lowered[name]))
+      _, c, again, err = one((name, unique[name]))
       s += again
     seconds[name] = s
     if err is None:
       compiled[name] = c
     else:
       errors[name] = err
+  for name, source in alias.items():
+    if name != source:
+      seconds[name] = 0.0
+      if source in compiled:
+        compiled[name] = compiled[source]
+      else:
+        errors[name] = errors[source]
   return compiled, seconds, errors

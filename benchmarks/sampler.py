@@ -136,12 +136,13 @@ def _lowered(s, batch, num_iter):
 
 
 def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
-                fused_bf16=False, profile=None):
+                fused_bf16=False, profile=None, unfused_bf16=True):
   """The float32 and bfloat16 samplers (and with `fused_bf16` a third,
   "bfloat16_fused": the bfloat16 one with `attention_impl="fused"`, cuDNN's
-  flash attention on a GPU), timed interleaved. `profile(fn, hlo_text=)`,
-  when given, annotates each mode's forward after the timing (gpu.py:
-  gpu_profile.safe_profile)."""
+  flash attention on a GPU), timed interleaved. `unfused_bf16=False` (with
+  `fused_bf16`) leaves the plain bfloat16 one out (gpu.py's default run).
+  `profile(fn, hlo_text=)`, when given, annotates each mode's forward after
+  the timing (gpu.py: gpu_profile.safe_profile)."""
   start = time.perf_counter()
   tokenizer, tok_vars, transformer, tr_vars, classes, _ = build_models(shape)
   jax.block_until_ready((tok_vars, tr_vars))
@@ -162,6 +163,8 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
         bf16.transformer.clone(attention_impl="fused",
                                attention_probs_dropout_prob=0.0), tr_vars,
         num_classes=classes)
+    if not unfused_bf16:
+      del samplers["bfloat16"]
   lowered, args, errors = {}, {}, {}
   for mode, s in list(samplers.items()):
     try:
@@ -229,16 +232,20 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
       result[mode]["forward_profile"] = profile(
           fns[f"{mode}/forward"],
           hlo_text=compiled[f"{mode}/forward"].as_text())
-  result["bf16_speedup"] = (result["float32"]["sample_s"] /
-                            result["bfloat16"]["sample_s"])
   # Process CPU seconds per wall second over all timed calls: about the
   # core count when the benchmark had the machine to itself.
   result["cpu_per_wall"] = (sum(map(sum, cpu.values())) /
                             sum(map(sum, times.values())))
-  result["bf16_forward_speedup"] = (result["float32"]["forward_s"] /
-                                    result["bfloat16"]["forward_s"])
-  result["bf16_detokenize_speedup"] = (result["float32"]["detokenize_s"] /
-                                       result["bfloat16"]["detokenize_s"])
+  # Against the plain bf16 sampler, else the fused one (unfused_bf16=False;
+  # none when that one did not compile either).
+  bf16 = next((m for m in ("bfloat16", "bfloat16_fused") if m in samplers),
+              None)
+  result["bf16_mode"] = bf16
+  for key, part in (("bf16_speedup", "sample_s"),
+                    ("bf16_forward_speedup", "forward_s"),
+                    ("bf16_detokenize_speedup", "detokenize_s")):
+    result[key] = (result["float32"][part] / result[bf16][part]
+                   if bf16 else None)
   return result
 
 

@@ -32,7 +32,7 @@ def run_tiny(out, *extra):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-  return run_tiny(tmp_path_factory.mktemp("gpu") / "gpu.json")
+  return run_tiny(tmp_path_factory.mktemp("gpu") / "gpu.json", "--all")
 
 
 def test_every_measurement_has_a_number_or_an_error(report):
@@ -125,6 +125,20 @@ def test_no_gpu_without_tiny_records_errors(tmp_path):
   for name in NAMES:
     m = report["measurements"][name]
     assert m["value"] is None and m["error"].startswith("no GPU"), name
+
+
+def test_the_default_run_leaves_out_the_comparisons():
+  """Within the five minutes: the default run measures the fused bf16
+  sampler and stage-2 step, not their default-attention comparisons
+  (--all); the float32 sampler runs with any sampler."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import gpu  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  default = gpu.selected(gpu.parse_args([]))
+  assert default == set(NAMES) - {"sampler_bfloat16", "stage2_train"}
+  assert gpu.selected(gpu.parse_args(["--all"])) == set(NAMES)
+  assert gpu.selected(gpu.parse_args(["--only=sampler_bfloat16_fused"])) == {
+      "matmul_peak", "peak_memory", "sampler_float32",
+      "sampler_bfloat16_fused"}
 
 
 def test_only_reruns_some_and_keeps_the_rest(report, tmp_path):

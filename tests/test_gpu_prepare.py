@@ -65,6 +65,19 @@ def test_thread_totals_rank_the_busiest_threads():
                                      90)]
 
 
+def test_gpu_kernels_are_grouped_and_named_by_their_hlo():
+  totals = {"loop_add_fusion_23": 5, "loop_add_fusion_7": 2, "fusion.3": 1,
+            "fusion.4": 1, "sm90_xmma_gemm": 9}
+  assert dict(gpu_profile.categories(totals)) == {
+      "loop_add_fusion": 7, "fusion": 2, "sm90_xmma_gemm": 9}
+  info = {"loop_add_fusion.23": ("f32[8]", "jit(step)/add"),
+          "fusion.3": ("bf16[2]", "jit(step)/mul")}
+  assert gpu_profile.hlo_of(info, "loop_add_fusion_23") == (
+      "f32[8]", "jit(step)/add")
+  assert gpu_profile.hlo_of(info, "fusion.3") == ("bf16[2]", "jit(step)/mul")
+  assert gpu_profile.hlo_of(info, "sm90_xmma_gemm") == ("", "")
+
+
 def test_a_profiler_failure_is_an_error_entry_not_a_crash():
   def boom():
     raise RuntimeError("no CUPTI")
@@ -75,8 +88,12 @@ def test_a_profiler_failure_is_an_error_entry_not_a_crash():
 class _Lowered:
   """Fails to compile `fails` times, then returns `value`."""
 
-  def __init__(self, value, fails=0):
+  def __init__(self, value, fails=0, text=None):
     self.value, self.fails, self.calls = value, fails, 0
+    self.text = f"program {value}" if text is None else text
+
+  def as_text(self):
+    return self.text
 
   def compile(self):
     self.calls += 1
@@ -93,6 +110,18 @@ def test_compile_all_compiles_every_program_and_retries_alone():
   assert errors == {"c": "NotImplementedError: refused (2)"}
   assert programs["b"].calls == 2 and programs["c"].calls == 2
   assert set(seconds) == {"a", "b", "c"}
+
+
+def test_identical_programs_are_compiled_once_and_shared():
+  programs = {"f32/detokenize": _Lowered(1, text="decoder"),
+              "bf16/detokenize": _Lowered(2, text="decoder"),
+              "bf16/forward": _Lowered(3)}
+  compiled, seconds, errors = prepare.compile_all(programs)
+  assert not errors
+  assert compiled == {"f32/detokenize": 1, "bf16/detokenize": 1,
+                      "bf16/forward": 3}
+  assert programs["bf16/detokenize"].calls == 0
+  assert seconds["bf16/detokenize"] == 0.0
 
 
 def test_compile_all_matches_the_plain_compile():

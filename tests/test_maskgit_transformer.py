@@ -318,6 +318,49 @@ def test_fused_attention_equals_the_default(dtype):
     np.testing.assert_allclose(y, x, atol=tol, rtol=tol * 10)
 
 
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_fused_attention_pads_once_for_an_even_length(monkeypatch,
+                                                      scan_layers):
+  """Where cuDNN's fused attention needs an even length (a GPU, bf16), the
+  transformer pads the odd sequence (class token + latent**2) once, before
+  its first layer, and every layer's attention sees the even length with
+  the padded key masked: logits and gradients stay the default's. Forced on
+  a CPU (XLA's implementation with the same sequence-length masks)."""
+  kw = dict(codebook_size=16, num_classes=3, latent_size=4, hidden_size=32,
+            num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            scan_layers=scan_layers)
+  default = maskgit_transformer.Transformer.create(**kw)
+  fused = maskgit_transformer.Transformer.create(**kw, attention_impl="fused")
+  ids = jax.random.randint(jax.random.key(1), (3, 17), -1, 19)
+  variables = nn.meta.unbox(default.init(jax.random.key(0), ids))
+  lengths = []
+  real = attention.fused_attention
+
+  def recording(query, key, value, **kwargs):
+    lengths.append((query.shape[1], kwargs.get("valid_length")))
+    return real(query, key, value, **kwargs)
+  monkeypatch.setattr(attention, "fused_attention", recording)
+  monkeypatch.setattr(attention, "fused_padding",
+                      lambda length, dtype: length % 2)
+  a = default.apply(variables, ids)
+  b = fused.apply(variables, ids)
+  assert b.shape == a.shape and a.shape[:2] == (3, 17)
+  np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
+  assert set(lengths) == {(18, 17)}  # every layer: even, 17 of them real
+
+  def loss(model, v):
+    out = model.apply(v, ids, False, image_logits=16,
+                      rngs={"dropout": jax.random.key(2)})
+    return jnp.mean(jax.nn.log_softmax(out)[..., 0])
+  ga = jax.grad(functools.partial(loss, default))(variables)
+  gb = jax.grad(functools.partial(loss, fused))(variables)
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(y, x, atol=1e-5, rtol=1e-4)
+  monkeypatch.undo()  # a CPU never pads
+  assert attention.fused_padding(17, jnp.bfloat16) == 0
+
+
 def test_fused_attention_refuses_attention_dropout():
   model = maskgit_transformer.Transformer.create(
       codebook_size=16, num_classes=3, latent_size=4, hidden_size=16,

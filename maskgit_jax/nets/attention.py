@@ -237,7 +237,7 @@ ATTENTION_IMPLS = ("default", "fused")
 def fused_attention(query, key, value, mask=None, dropout_rng=None,
                     dropout_rate=0., broadcast_dropout=True,
                     deterministic=False, dtype=None, precision=None,
-                    module=None):
+                    module=None, valid_length=None):
   """`jax.nn.dot_product_attention` as a flax `attention_fn`: on an NVIDIA
   GPU with bfloat16 (or float16) inputs, cuDNN's fused (flash) attention,
   which never writes the `[batch, heads, q, k]` weights out; elsewhere
@@ -245,7 +245,9 @@ def fused_attention(query, key, value, mask=None, dropout_rng=None,
 
   No attention dropout, mask or sown weights: the transformer's
   `attention_impl="fused"` needs `attention_probs_dropout_prob=0`
-  (the factory says so in one line; here a ValueError)."""
+  (the factory says so in one line; here a ValueError). `valid_length`
+  (an int, the transformer's when it padded the sequence, see
+  `fused_padding`): only the first `valid_length` positions are real."""
   del dropout_rng, broadcast_dropout, precision
   if not deterministic and dropout_rate > 0.:
     raise ValueError(
@@ -254,11 +256,33 @@ def fused_attention(query, key, value, mask=None, dropout_rng=None,
   if mask is not None or module is not None:
     raise ValueError("fused attention takes no mask and sows no weights")
   query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
-  impl = ("cudnn" if jax.default_backend() == "gpu" and
-          query.dtype in (jnp.bfloat16, jnp.float16) else "xla")
+  impl = fused_implementation(query.dtype)
+  if valid_length is not None and valid_length < query.shape[1]:
+    # Padded by the transformer (`fused_padding`): keys past valid_length
+    # are masked, the padded queries' rows are dropped by the caller.
+    lengths = jnp.full((query.shape[0],), valid_length, jnp.int32)
+    return jax.nn.dot_product_attention(
+        query, key, value, query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths, implementation=impl)
   if impl == "cudnn" and query.shape[1] % 2:
     return even_length_attention(query, key, value, impl)
   return jax.nn.dot_product_attention(query, key, value, implementation=impl)
+
+
+def fused_implementation(dtype) -> str:
+  """jax.nn.dot_product_attention's implementation for `fused_attention`:
+  "cudnn" on an NVIDIA GPU with bfloat16 / float16 inputs, else "xla"."""
+  return ("cudnn" if jax.default_backend() == "gpu" and
+          jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "xla")
+
+
+def fused_padding(length: int, dtype) -> int:
+  """Positions the transformer appends once, before its first layer, so
+  that cuDNN's fused attention sees an even length in every layer (0 or 1).
+  Padding there instead of in each layer (`even_length_attention`) saves
+  the pad and slice copies of q, k, v and the output in every layer: 10%
+  of the bf16 sampler's forward on the H200 (1.9 of 18.5 ms)."""
+  return int(fused_implementation(dtype) == "cudnn" and length % 2)
 
 
 def even_length_attention(query, key, value, implementation):

@@ -79,13 +79,15 @@ class Attention(nn.Module):
   initializer_range: float = 0.02
   dtype: Dtype = jnp.float32
   attention_impl: str = "default"
+  valid_length: Optional[int] = None  # fused: real positions (the rest pad)
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     init = truncated_normal(self.initializer_range)
     zeros = nn.initializers.zeros
     if self.attention_impl == "fused":
-      attention_fn = attention.fused_attention
+      attention_fn = functools.partial(attention.fused_attention,
+                                       valid_length=self.valid_length)
     elif self.dtype == jnp.float32:
       attention_fn = nn.dot_product_attention
     else:
@@ -162,6 +164,7 @@ class TransformerLayer(nn.Module):
   dtype: Dtype = jnp.float32
   activation_rules: Optional[Tuple[Tuple[str, Any], ...]] = None
   attention_impl: str = "default"
+  valid_length: Optional[int] = None  # see Attention
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -171,7 +174,8 @@ class TransformerLayer(nn.Module):
         attention_probs_dropout_prob=self.attention_probs_dropout_prob,
         hidden_dropout_prob=self.hidden_dropout_prob,
         initializer_range=self.initializer_range, dtype=self.dtype,
-        attention_impl=self.attention_impl)(x, deterministic)
+        attention_impl=self.attention_impl,
+        valid_length=self.valid_length)(x, deterministic)
     x = Mlp(hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
             hidden_dropout_prob=self.hidden_dropout_prob,
@@ -350,6 +354,13 @@ class Transformer(nn.Module):
                   hidden_dropout_prob=self.hidden_dropout_prob,
                   initializer_range=self.initializer_range)
     x = embed(ids, deterministic)
+    length = ids.shape[1]
+    # cuDNN's fused attention wants an even length: pad once, here, rather
+    # than in every layer (attention.fused_padding); dropped before the head.
+    pad = (attention.fused_padding(length, self.dtype)
+           if self.attention_impl == "fused" else 0)
+    if pad:
+      x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
     x = _constrain(x, self.activation_rules)
     fields = dict(
         hidden_size=self.hidden_size,
@@ -359,7 +370,8 @@ class Transformer(nn.Module):
         attention_probs_dropout_prob=self.attention_probs_dropout_prob,
         initializer_range=self.initializer_range, dtype=self.dtype,
         activation_rules=self.activation_rules,
-        attention_impl=self.attention_impl)
+        attention_impl=self.attention_impl,
+        valid_length=length if pad else None)
     if self.scan_layers:
       stack = nn.scan(
           layers.remat(_ScanStep, self.remat, prevent_cse=False),
@@ -373,6 +385,8 @@ class Transformer(nn.Module):
       layer = layers.remat(TransformerLayer, self.remat, static_argnums=(2,))
       for i in range(self.num_hidden_layers):
         x = layer(**fields, name=f"TransformerLayer_{i}")(x, deterministic)
+    if pad:
+      x = x[:, :length]
     embeddings = embed.variables["params"]["word_embeddings"]["embedding"]
     embeddings = nn.meta.unbox(embeddings)
     if image_logits is not None:
