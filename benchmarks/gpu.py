@@ -29,7 +29,9 @@ not measured is kept from the previous --out file, tagged with its run.
                     analytic 6NBS + 12LBS^2d) / the median forward time /
                     the matmul peak of the same precision. sample_mfu: the
                     same FLOPs x num_iter forwards (x2 with guidance) over
-                    the whole sampler time (detokenize included).
+                    the whole sampler time (detokenize included);
+                    loop_forward_mfu: over (sample - detokenize) time, the
+                    forward as the decode loop runs it.
                     Target: forward MFU >= 40% on an H200.
   stage2_train      the stage-2 train step (transformer_task's own), bfloat16
                     transformer, on cached tokens (the token-cache path, so
