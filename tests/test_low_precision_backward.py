@@ -135,7 +135,39 @@ def test_bfloat16_gradients_stay_close_to_float32(backend, monkeypatch):
     # (The key bias's gradient is zero up to rounding: the softmax does not
     # see it; the floor keeps its rounding noise from counting.)
     scale = max(float(jnp.max(jnp.abs(a))), 1e-4)
-    assert float(jnp.max(jnp.abs(a - b))) / scale < 0.02
+    # On an accelerator the dense layers' results are rounded to bfloat16
+    # as well (2.6% at most here, 1.4% on the CPU's float32 results).
+    tol = 0.02 if backend == "cpu" else 0.04
+    assert float(jnp.max(jnp.abs(a - b))) / scale < tol
+
+
+def test_accelerator_dense_products_return_bfloat16(accelerator):  # pylint: disable=redefined-outer-name,unused-argument
+  """On an accelerator the bf16 mode's dense layers return bfloat16 from
+  their float32 accumulation (no float32 activations converted back by the
+  next layer); the attention's products and the output logits stay float32.
+  A CPU returns float32 from all (test_cpu_keeps_...)."""
+  ids = jax.random.randint(jax.random.key(1), (3, 17), 0, 19)
+  model = _model(jnp.bfloat16)
+  variables = nn.meta.unbox(model.init(jax.random.key(0), ids))
+  forward = lambda v: model.apply(v, ids)  # pylint: disable=unnecessary-lambda-assignment
+  # 2 layers x (q, k, v, out, 2 MLP) + the output layer's dense.
+  assert _dot_dtypes(forward, variables, batched=False) == {
+      ("bfloat16", "bfloat16", "bfloat16"): 13,
+      ("bfloat16", "bfloat16", "float32"): 1}  # the tied logits
+  assert set(_dot_dtypes(forward, variables, batched=True)) == {
+      ("bfloat16", "bfloat16", "float32")}  # the attention's two products
+  assert forward(variables).dtype == jnp.float32
+  rs = np.random.RandomState(0)
+  x = jnp.asarray(rs.randn(8, 300), jnp.bfloat16)
+  w = jnp.asarray(rs.randn(300, 5), jnp.bfloat16)
+  out = attention.dot_general(jnp.bfloat16)(x, w, DENSE)
+  exact = jax.lax.dot_general(x, w, DENSE, preferred_element_type=jnp.float32)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32), exact,
+                             rtol=2**-8, atol=1e-3)
+  logits = attention.dot_general(jnp.bfloat16, float32_result=True)(
+      x, w, DENSE)
+  assert logits.dtype == jnp.float32
 
 
 LAYOUTS = [
@@ -171,10 +203,11 @@ def test_gradients_of_every_layout_match_jax(lhs_shape, rhs_shape, dims,
     assert ("float32", "bfloat16", "float32") in found
     return
   # Gradient products in bfloat16, with a bfloat16 result on an
-  # accelerator (the forward's is float32).
+  # accelerator (there the forward's too, but for batched products).
   assert all(k[:2] == ("bfloat16", "bfloat16") for k in found), found
   assert {k[2] for k in found} == (
-      {"float32"} if backend == "cpu" else {"float32", "bfloat16"})
+      {"float32"} if backend == "cpu" else
+      {"float32", "bfloat16"} if dims[1][0] else {"bfloat16"})
   c16 = c.astype(jnp.bfloat16).astype(jnp.float32)
   want = jax.grad(lambda a, b: jnp.sum(c16 * jax.lax.dot_general(
       a, b, dims, precision="highest")), argnums=(0, 1))(

@@ -245,7 +245,7 @@ class MlmLayer(nn.Module):
     if self.dtype == jnp.float32:
       logits = jnp.matmul(h, embeddings.T)
     else:
-      logits = attention.dot_general(self.dtype)(
+      logits = attention.dot_general(self.dtype, float32_result=True)(
           h.astype(self.dtype), embeddings.astype(self.dtype),
           (((2,), (1,)), ((), ())))  # [b, l, d] x [v, d] -> f32 [b, l, v]
     return Bias(size=vocab_size, name="mlm_bias")(logits)
