@@ -161,7 +161,8 @@ def compile_step(task, batch, frozen, phases=None):
   XLA's cost analysis of the partitioned program times the device count.
   HLO FLOPs: the same analysis of the program before optimisation, which
   still holds the convolutions and dots that XLA:GPU hands to cuDNN /
-  cuBLAS, where the compiled count misses them. `phases` (a dict), when
+  cuBLAS, where the compiled count misses them (lowered for the host CPU
+  where the device's lowering has no count). `phases` (a dict), when
   given, gets the seconds of the state's creation, lowering and compiling
   (init_s, lower_s, compile_s)."""
   phases = {} if phases is None else phases
@@ -188,6 +189,9 @@ def compile_step(task, batch, frozen, phases=None):
   phases["compile_s"] = time.perf_counter() - start
   flops = _flops(compiled.cost_analysis()) * len(jax.devices())
   hlo_flops = _flops(lowered.cost_analysis())
+  if not hlo_flops:  # XLA:GPU reports none before optimisation
+    hlo_flops = prepare.host_hlo_flops(trainer_step_fn(task), state, batch,
+                                       frozen)
   holder = {"state": state}
 
   def one():

@@ -139,3 +139,12 @@ def test_on_host_gives_the_jitted_values():
   out = prepare.on_host(init, key)
   np.testing.assert_array_equal(out, jax.jit(init)(key))
   assert out.devices() == {jax.devices()[0]}
+
+
+def test_host_hlo_flops_counts_the_unoptimised_program():
+  """2 m n k for a matmul, from shapes alone (what gpu.py's stage-1 MFU
+  counts when XLA:GPU's lowered program reports no FLOPs)."""
+  a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+  assert prepare.host_hlo_flops(jnp.matmul, a, b) == 2 * 8 * 16 * 4
+  assert prepare.host_hlo_flops(
+      lambda t: t["x"] @ t["y"], {"x": a, "y": b}) == 2 * 8 * 16 * 4
