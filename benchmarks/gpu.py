@@ -13,7 +13,7 @@ attention's): --all adds them (about 2 minutes more), --only picks; an entry
 not measured is kept from the previous --out file, tagged with its run.
 
   matmul_peak       the device's matmul rate, float32 and bfloat16 inputs
-                    (float32 accumulation): train_step.py's `matmul_peak`,
+                    (float32 accumulation): peak.py's `matmul_peak`,
                     the best of square n x n matmuls, n in 2048..8192.
   sampler_float32,  sampler.py's `bench_shape` at the ImageNet-256 shape
   sampler_bfloat16, (tokenizer "imagenet", Transformer 256), batch 64, the
@@ -107,6 +107,7 @@ from gpu_report import (NAMES, SAMPLERS, START, Report, largest_fitting,  # pyli
                         measure, memory_stats, no_batch_error)
 from gpu_sampler import load_config, run_sampler
 import gpu_profile  # benchmarks/gpu_profile.py
+import peak as peak_lib  # benchmarks/peak.py
 import sampler  # benchmarks/sampler.py
 import train_step  # benchmarks/train_step.py
 
@@ -118,12 +119,12 @@ def run_peak(sizes, repeats):
   peaks = {}
   by_size = {}
   for name in sampler.DTYPES:
-    peaks[name], sizes_ = train_step.matmul_peak(sampler.DTYPES[name], sizes,
+    peaks[name], sizes_ = peak_lib.matmul_peak(sampler.DTYPES[name], sizes,
                                                  repeats)
     by_size[name] = {str(k): v for k, v in sizes_.items()}
   fields = {"unit": "FLOP/s", "float32": peaks["float32"],
             "bfloat16": peaks["bfloat16"], "by_size": by_size,
-            "method": "train_step.matmul_peak: best of n x n matmuls, n in "
+            "method": "peak.matmul_peak: best of n x n matmuls, n in "
                       f"{list(sizes)}, 2 n^3 FLOPs, float32 accumulation, "
                       f"median of {repeats} after a warm-up"}
   return peaks["bfloat16"], fields
@@ -318,7 +319,7 @@ def parse_args(argv=None):
                   stage2_batches=[2] if t else [256, 128, 64, 32],
                   stage1_batches=[2] if t else [32, 16, 8, 4],
                   peak_sizes=[64, 128] if t else
-                  list(train_step.PEAK_SIZES["gpu"]))
+                  list(peak_lib.PEAK_SIZES["gpu"]))
   for k, v in defaults.items():
     if getattr(args, k) is None:
       setattr(args, k, v)

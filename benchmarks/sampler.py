@@ -47,6 +47,7 @@ from maskgit_jax.common import allocator
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.store import loader
+import peak as peak_lib  # benchmarks/peak.py
 import prepare  # benchmarks/prepare.py
 import timing  # benchmarks/timing.py
 
@@ -311,8 +312,7 @@ def add_floor(result, peaks_bf16):
 
 
 def _bf16_peak():
-  import train_step  # pylint: disable=import-outside-toplevel
-  return train_step.matmul_peak(jnp.bfloat16, train_step.PEAK_SIZES["cpu"])[0]
+  return peak_lib.matmul_peak(jnp.bfloat16, peak_lib.PEAK_SIZES["cpu"])[0]
 
 
 def main():

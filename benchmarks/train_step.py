@@ -68,39 +68,12 @@ from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import transformer_task
+import peak as peak_lib  # benchmarks/peak.py
 import prepare  # benchmarks/prepare.py
 import timing  # benchmarks/timing.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PEAK_SIZES = {"cpu": (512, 1024, 2048), "gpu": (2048, 4096, 8192)}
 ANALYTIC_FORMULA = "6*N*B*S + 12*L*B*S^2*d"
-
-
-def peak_matmul_fn(dtype, n):
-  """(fn, FLOPs): one n x n matmul, float32 accumulation, inputs ready."""
-  rs = np.random.RandomState(n)
-  a = jnp.asarray(rs.rand(n, n), dtype)
-  b = jnp.asarray(rs.rand(n, n), dtype)
-  return (lambda: _matmul(a, b)), 2.0 * n**3
-
-
-_matmul = jax.jit(lambda x, y: jnp.matmul(x, y,
-                                          preferred_element_type=jnp.float32))
-
-
-def matmul_peak(dtype, sizes, repeats=5):
-  """(best FLOP/s, {n: FLOP/s}) of n x n matmuls, float32 accumulation."""
-  by_size = {}
-  for n in sizes:
-    fn, flops = peak_matmul_fn(dtype, n)
-    by_size[n] = flops / timing.median_time(fn, repeats)
-  return max(by_size.values()), by_size
-
-
-def reference_is_bf16(gpu: bool, dtype_name: str) -> bool:
-  """Whether a step is measured against the bfloat16 peak: on a GPU always
-  (MFU), on a CPU when it computes in bfloat16."""
-  return gpu or dtype_name == "bfloat16"
 
 
 def load_config(path):
@@ -336,11 +309,12 @@ def main():
   stages = args.stages.split(",")
   rss_start = rss_mb()
   results = {}
-  peak_n = PEAK_SIZES["gpu" if gpu else "cpu"][-1]
+  peak_n = peak_lib.PEAK_SIZES["gpu" if gpu else "cpu"][-1]
 
   def peak_fn(dtype_name):
-    bf16 = reference_is_bf16(gpu, dtype_name)
-    return peak_matmul_fn(jnp.bfloat16 if bf16 else jnp.float32, peak_n)
+    bf16 = peak_lib.reference_is_bf16(gpu, dtype_name)
+    return peak_lib.peak_matmul_fn(jnp.bfloat16 if bf16 else jnp.float32,
+                                   peak_n)
 
   if "tokenizer" in stages:
     t1 = sections["tokenizer"]
@@ -364,14 +338,15 @@ def main():
     results["transformer"]["analytic"] = analytic_transformer_flops(
         transformer, tr_params, t2.batch_size)
 
-  sizes = PEAK_SIZES["gpu" if gpu else "cpu"]
-  peak16, sizes16 = matmul_peak(jnp.bfloat16, sizes)
-  peak32, sizes32 = (None, {}) if gpu else matmul_peak(jnp.float32, sizes)
+  sizes = peak_lib.PEAK_SIZES["gpu" if gpu else "cpu"]
+  peak16, sizes16 = peak_lib.matmul_peak(jnp.bfloat16, sizes)
+  peak32, sizes32 = ((None, {}) if gpu else
+                      peak_lib.matmul_peak(jnp.float32, sizes))
   reference = "bfloat16" if gpu else "float32"
   peak_ref = peak16 if gpu else peak32
   for r in results.values():
     # Against the peak of the precision the step computes in.
-    bf16 = reference_is_bf16(gpu, r["dtype"])
+    bf16 = peak_lib.reference_is_bf16(gpu, r["dtype"])
     r["utilisation_reference"] = "bfloat16" if bf16 else reference
     r["utilisation_vs_best_peak"] = r["achieved_flops_per_s"] / (
         peak16 if bf16 else peak_ref)

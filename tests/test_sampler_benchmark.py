@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] /
                        "benchmarks"))
 import sampler  # pylint: disable=wrong-import-position
-import train_step  # pylint: disable=wrong-import-position
+import peak as peak_lib  # pylint: disable=wrong-import-position
 
 
 def _row(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
@@ -26,7 +26,7 @@ def _row(shape, batch, num_iter, repeats, fast_tokenizer_dtype):
 def test_floor_uses_the_higher_peak_of_before_and_after(monkeypatch, tmp_path):
   peaks = iter([2e6, 1e6])  # before: 2 MFLOP/s; after: a slow moment
   monkeypatch.setattr(sampler, "bench_shape", _row)
-  monkeypatch.setattr(train_step, "matmul_peak",
+  monkeypatch.setattr(peak_lib, "matmul_peak",
                       lambda dtype, sizes: (next(peaks), {}))
   out = tmp_path / "floor.json"
   monkeypatch.setattr(sys, "argv", [
