@@ -286,19 +286,33 @@ def test_bfloat16_sampler_casts_kernels_once_with_the_same_tokens():
                                 np.asarray(jax.jit(per_forward)(rv)))
 
 
+def _default_and_fused(**kw):
+  """(default model, fused model, ids [3, 17], the default's variables) of
+  a small transformer without dropout."""
+  kw = dict(codebook_size=16, num_classes=3, latent_size=4, hidden_size=32,
+            num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **kw)
+  default = maskgit_transformer.Transformer.create(**kw)
+  fused = maskgit_transformer.Transformer.create(**kw, attention_impl="fused")
+  ids = jax.random.randint(jax.random.key(1), (3, 17), -1, 19)
+  variables = nn.meta.unbox(default.init(jax.random.key(0), ids))
+  return default, fused, ids, variables
+
+
+def _training_gradients(model, variables, ids):
+  def loss(v):
+    out = model.apply(v, ids, False, image_logits=16,
+                      rngs={"dropout": jax.random.key(2)})
+    return jnp.mean(jax.nn.log_softmax(out)[..., 0])
+  return jax.tree.leaves(jax.grad(loss)(variables))
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_fused_attention_equals_the_default(dtype):
   """attention_impl="fused" (jax.nn.dot_product_attention; XLA's on a CPU,
   cuDNN's on a GPU) has the same variables and, in training (no attention
   dropout) and at inference, the default's logits and gradients."""
-  kw = dict(codebook_size=16, num_classes=3, latent_size=4, hidden_size=32,
-            num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-            dtype=dtype)
-  default = maskgit_transformer.Transformer.create(**kw)
-  fused = maskgit_transformer.Transformer.create(**kw, attention_impl="fused")
-  ids = jax.random.randint(jax.random.key(1), (3, 17), -1, 19)
-  variables = nn.meta.unbox(default.init(jax.random.key(0), ids))
+  default, fused, ids, variables = _default_and_fused(dtype=dtype)
   fused_vars = nn.meta.unbox(fused.init(jax.random.key(0), ids))
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
       jnp.shape, fused_vars)
@@ -307,14 +321,8 @@ def test_fused_attention_equals_the_default(dtype):
     a = default.apply(variables, ids, deterministic)
     b = fused.apply(variables, ids, deterministic)
     np.testing.assert_allclose(b, a, atol=tol, rtol=tol)
-
-  def loss(model, v):
-    out = model.apply(v, ids, False, image_logits=16,
-                      rngs={"dropout": jax.random.key(2)})
-    return jnp.mean(jax.nn.log_softmax(out)[..., 0])
-  ga = jax.grad(functools.partial(loss, default))(variables)
-  gb = jax.grad(functools.partial(loss, fused))(variables)
-  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+  for x, y in zip(_training_gradients(default, variables, ids),
+                  _training_gradients(fused, variables, ids)):
     np.testing.assert_allclose(y, x, atol=tol, rtol=tol * 10)
 
 
@@ -326,14 +334,8 @@ def test_fused_attention_pads_once_for_an_even_length(monkeypatch,
   its first layer, and every layer's attention sees the even length with
   the padded key masked: logits and gradients stay the default's. Forced on
   a CPU (XLA's implementation with the same sequence-length masks)."""
-  kw = dict(codebook_size=16, num_classes=3, latent_size=4, hidden_size=32,
-            num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-            scan_layers=scan_layers)
-  default = maskgit_transformer.Transformer.create(**kw)
-  fused = maskgit_transformer.Transformer.create(**kw, attention_impl="fused")
-  ids = jax.random.randint(jax.random.key(1), (3, 17), -1, 19)
-  variables = nn.meta.unbox(default.init(jax.random.key(0), ids))
+  default, fused, ids, variables = _default_and_fused(
+      scan_layers=scan_layers)
   lengths = []
   real = attention.fused_attention
 
@@ -348,14 +350,8 @@ def test_fused_attention_pads_once_for_an_even_length(monkeypatch,
   assert b.shape == a.shape and a.shape[:2] == (3, 17)
   np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
   assert set(lengths) == {(18, 17)}  # every layer: even, 17 of them real
-
-  def loss(model, v):
-    out = model.apply(v, ids, False, image_logits=16,
-                      rngs={"dropout": jax.random.key(2)})
-    return jnp.mean(jax.nn.log_softmax(out)[..., 0])
-  ga = jax.grad(functools.partial(loss, default))(variables)
-  gb = jax.grad(functools.partial(loss, fused))(variables)
-  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+  for x, y in zip(_training_gradients(default, variables, ids),
+                  _training_gradients(fused, variables, ids)):
     np.testing.assert_allclose(y, x, atol=1e-5, rtol=1e-4)
   monkeypatch.undo()  # a CPU never pads
   assert attention.fused_padding(17, jnp.bfloat16) == 0
