@@ -148,3 +148,26 @@ def test_host_hlo_flops_counts_the_unoptimised_program():
   assert prepare.host_hlo_flops(jnp.matmul, a, b) == 2 * 8 * 16 * 4
   assert prepare.host_hlo_flops(
       lambda t: t["x"] @ t["y"], {"x": a, "y": b}) == 2 * 8 * 16 * 4
+
+
+def test_a_refused_fused_sampler_is_an_error_entry(monkeypatch, tmp_path):
+  """gpu_sampler.run_sampler: when cuDNN refuses the fused sampler the
+  other samplers keep their figures and the fused entry names the error;
+  a sampler not asked for is left to the report (kept from its run)."""
+  import gpu_report  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  import gpu_sampler  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  refused = "NotImplementedError: Unsupported sequence length"
+  monkeypatch.setattr(
+      gpu_sampler, "sampler_entries",
+      lambda args, peaks, profile, names: (
+          {"sampler_float32": (10.0, {"unit": "images/s"})},
+          {"bfloat16_fused": refused}))
+  report = gpu_report.Report(str(tmp_path / "gpu.json"), {"tiny": True})
+  gpu_sampler.run_sampler(report, None, {}, float("inf"), None,
+                          ["sampler_float32", "sampler_bfloat16_fused"])
+  m = report.data["measurements"]
+  assert m["sampler_float32"]["value"] == 10.0
+  assert m["sampler_float32"]["error"] is None
+  assert m["sampler_bfloat16_fused"]["value"] is None
+  assert m["sampler_bfloat16_fused"]["error"] == refused
+  assert m["sampler_bfloat16"]["error"] == gpu_report.NOT_FINISHED
