@@ -17,6 +17,7 @@ import tempfile
 
 import jax
 
+from gpu_report import error_text  # benchmarks/gpu_report.py
 import profile_step  # benchmarks/profile_step.py
 
 
@@ -123,4 +124,4 @@ def safe_profile(fn, **kwargs):
   try:
     return profile(fn, **kwargs)
   except (Exception, SystemExit) as e:  # pylint: disable=broad-except
-    return {"error": f"{type(e).__name__}: {e}"[:400]}
+    return {"error": error_text(e, 400)}

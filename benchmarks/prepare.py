@@ -19,6 +19,8 @@ import time
 
 import jax
 
+from gpu_report import error_text  # benchmarks/gpu_report.py
+
 
 def host_device():
   """The first CPU device (jax always has the CPU backend)."""
@@ -28,14 +30,12 @@ def host_device():
 def on_host(fn, *args, placement=None):
   """`jax.jit(fn)(*args)` computed on the host CPU, then `device_put` to
   `placement` (a sharding or device; default: jax's default device).
-  Where the default device is a CPU already, that is the plain call."""
-  default = jax.devices()[0]
-  if default.platform == "cpu":
-    out = jax.jit(fn)(*args)
-    return jax.device_put(out, placement) if placement is not None else out
+  Where the default device is a CPU already, that is the plain call and a
+  placement on the same device."""
   with jax.default_device(host_device()):
     out = jax.block_until_ready(jax.jit(fn)(*args))
-  return jax.device_put(out, default if placement is None else placement)
+  return jax.device_put(out, jax.devices()[0] if placement is None
+                        else placement)
 
 
 def host_hlo_flops(fn, *args):
@@ -72,8 +72,7 @@ def compile_all(lowered, workers=None):
     try:
       return name, low.compile(), time.perf_counter() - start, None
     except Exception as e:  # pylint: disable=broad-except
-      return name, None, time.perf_counter() - start, (
-          f"{type(e).__name__}: {e}"[:600])
+      return name, None, time.perf_counter() - start, error_text(e)
   compiled, seconds, errors = {}, {}, {}
   with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
     results = list(pool.map(one, list(unique.items())))

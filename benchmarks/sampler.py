@@ -47,6 +47,7 @@ from maskgit_jax.common import allocator
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.store import loader
+from gpu_report import error_text  # benchmarks/gpu_report.py
 import peak as peak_lib  # benchmarks/peak.py
 import prepare  # benchmarks/prepare.py
 import timing  # benchmarks/timing.py
@@ -174,7 +175,7 @@ def bench_shape(shape, batch, num_iter, repeats, fast_tokenizer_dtype,
       if mode != "bfloat16_fused":
         raise
       # cuDNN may refuse the shape: the other two are measured all the same.
-      errors[mode] = f"{type(e).__name__}: {e}"[:600]
+      errors[mode] = error_text(e)
       continue
     for k, (low, a) in programs.items():
       lowered[f"{mode}/{k}"], args[f"{mode}/{k}"] = low, a
