@@ -5,7 +5,11 @@ r"""The sampler's bf16 attention forms on a CPU, timed in turn in one process.
   python benchmarks/attention_forms.py --tiny   # a check of the script
 
 Forms of `attention.low_precision_attention` at inference (no mask, no
-dropout), all giving the same values to the bit (checked here too):
+dropout), all giving the same values up to float32 rounding (checked here:
+within `RTOL` of the output's scale; bit-identical on the AMD EPYC, while
+on the AMX Xeon the per-head products round differently in about 0.2% of
+the elements, by at most 2e-7 of the scale; the largest difference is in
+the report):
   per_head      the library's (`attention._attend_per_head`): a loop over
                 pairs of examples, each head's two products as 2-D matmuls;
   per_example   the previous one: a loop over examples (`lax.map`), the
@@ -68,6 +72,22 @@ def _interleaved(calls, rounds):
   return {name: timing.median(t) for name, t in times.items()}
 
 
+# The largest difference from the batched form a form may have, relative to
+# the largest output: float32 rounding of products summed in another order.
+RTOL = 1e-5
+# The same for the two bf16 forwards' logits: an ulp of float32 in one
+# attention can flip the bfloat16 rounding of the next layer's input, a
+# step of 2^-8; over 24 layers that stays within a few bfloat16 steps (the
+# ImageNet-256 transformer at batch 8 on the AMX Xeon: 0.004).
+FORWARD_RTOL = 2.0 ** -6
+
+
+def _max_difference(a, b):
+  """max |a - b| relative to max |b| (0 where b is all zeros)."""
+  scale = float(np.max(np.abs(b))) or 1.0
+  return float(np.max(np.abs(a.astype(np.float64) - b))) / scale
+
+
 def bench_layer(batch, seq_len, heads, depth, rounds):
   keys = jax.random.split(jax.random.PRNGKey(batch), 3)
   q, k, v = (jax.random.normal(key, (batch, seq_len, heads, depth),
@@ -75,13 +95,16 @@ def bench_layer(batch, seq_len, heads, depth, rounds):
   compiled = {name: jax.jit(form).lower(q, k, v).compile()
               for name, form in FORMS.items()}
   outputs = {name: np.asarray(fn(q, k, v)) for name, fn in compiled.items()}
-  for name, out in outputs.items():
-    if not np.array_equal(out, outputs["batched"]):
+  differences = {name: _max_difference(out, outputs["batched"])
+                 for name, out in outputs.items()}
+  for name, difference in differences.items():
+    if not difference <= RTOL:
       raise AssertionError(f"attention form {name} differs from the batched "
-                           "form")
+                           f"form by {difference:.3g} of its scale (more "
+                           f"than {RTOL:g})")
   times = _interleaved({name: (lambda fn=fn: fn(q, k, v))
                         for name, fn in compiled.items()}, rounds)
-  return {"seconds": times,
+  return {"seconds": times, "max_difference": differences,
           "flops": 4 * batch * heads * seq_len * seq_len * depth}
 
 
@@ -107,9 +130,12 @@ def bench_forward(model, variables, batch, rounds):
             for name, fn in compiled.items()}
   times = _interleaved({name: (lambda fn=fn: fn(variables, ids))
                         for name, fn in compiled.items()}, rounds)
+  difference = _max_difference(logits["per_head"], logits["per_example"])
   return {"seconds": times, "compile_s": compile_s,
           "same_logits": bool(np.array_equal(logits["per_head"],
-                                             logits["per_example"]))}
+                                             logits["per_example"])),
+          "max_logit_difference": difference,
+          "logits_close": difference <= FORWARD_RTOL}
 
 
 def main(argv=None):
@@ -142,8 +168,9 @@ def main(argv=None):
         f"{k} {v * 1e3:.2f} ms" for k, v in layer["seconds"].items()) +
           f"; forward per_head {forward['seconds']['per_head']:.4f} s, "
           f"per_example {forward['seconds']['per_example']:.4f} s "
-          f"({row['forward_speedup']:.2f}x), same logits: "
-          f"{forward['same_logits']}", flush=True)
+          f"({row['forward_speedup']:.2f}x), logits differ by "
+          f"{forward['max_logit_difference']:.2g} of their scale",
+          flush=True)
   reports.write_report(args.out, {
       "preset": preset, "backend": jax.default_backend(),
       "device_kind": jax.devices()[0].device_kind,
