@@ -44,7 +44,12 @@ def host_hlo_flops(fn, *args):
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                         args)
   with jax.default_device(host_device()):
-    cost = jax.jit(fn).lower(*shapes).cost_analysis()
+    return cost_flops(jax.jit(fn).lower(*shapes).cost_analysis())
+
+
+def cost_flops(cost):
+  """The FLOPs of a jax `cost_analysis()` result (a dict, or a list of
+  one per program); 0.0 where XLA gives none."""
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get("flops", 0.0))
 

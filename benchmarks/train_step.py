@@ -121,11 +121,6 @@ def trainer_step_fn(task):
   return lambda s, b, f: task.train_step(s, b, f, phase)
 
 
-def _flops(cost):
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float((cost or {}).get("flops", 0.0))
-
-
 def compile_step(task, batch, frozen, phases=None):
   """(one, FLOPs, compiled, HLO FLOPs): the task's jitted step compiled
   data parallel over every device (one device: the plain jit), the batch
@@ -160,8 +155,8 @@ def compile_step(task, batch, frozen, phases=None):
   start = time.perf_counter()
   compiled = lowered.compile()
   phases["compile_s"] = time.perf_counter() - start
-  flops = _flops(compiled.cost_analysis()) * len(jax.devices())
-  hlo_flops = _flops(lowered.cost_analysis())
+  flops = prepare.cost_flops(compiled.cost_analysis()) * len(jax.devices())
+  hlo_flops = prepare.cost_flops(lowered.cost_analysis())
   if not hlo_flops:  # XLA:GPU reports none before optimisation
     hlo_flops = prepare.host_hlo_flops(trainer_step_fn(task), state, batch,
                                        frozen)
