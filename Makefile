@@ -71,6 +71,8 @@ eval: setup
 
 # Writes benchmarks/results/bench.json and bench.md (~30 min on 2 CPU cores).
 # BENCH_ARGS=--demo also times `make demo` from a fresh clone (~10 min more).
+# MASKGIT_RELEASE_PATH=DIR (a checkout of google-research/maskgit) adds the
+# float32 sampler against the release's (benchmarks/release_sampler.py, ~8 min).
 BENCH_ARGS ?=
 bench: setup
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)

@@ -261,6 +261,20 @@ def build_rows(res, demo_measured):
           f"{sbs['max_abs_diff_vs_torch']:.1e}", higher_is_better=True,
           fmt="{:.2f}"))
   _tag(rows, "inception")
+  rel = res.get("release_sampler")
+  for r in (rel or {}).get("results", []):
+    rows.append(_row(
+        f"float32 sampler / the release's, ImageNet-256, batch {r['batch']}",
+        r["ours_over_release"], "x", 1.0,
+        f"the release's decode + detokenize (google-research/maskgit) and "
+        f"ours on the same random weights and key, {r['num_iter']} "
+        f"iterations, {r['repeats']} interleaved rounds: {r['ours_s']:.2f} s "
+        f"against {r['release_s']:.2f} s; tokens "
+        f"{'equal' if r['tokens_equal'] else 'NOT equal'}, images differ by "
+        f"{r['max_abs_image_difference']:.1e}", fmt="{:.3f}"))
+    if not r["tokens_equal"]:
+      rows[-1]["passed"] = False
+  _tag(rows, "release_sampler")
   return rows
 
 

@@ -20,6 +20,10 @@ Benchmarks (NAME for --skip / --only):
   input_pipeline      images/s of the input pipeline (informational)
   inception           FID Inception images/s; against torch when
                       $MASKGIT_TORCH_PYTHON names an interpreter with torch
+  release_sampler     the float32 sampler against the release's decode on
+                      the same weights and key (tokens compared, time
+                      ratio); only when $MASKGIT_RELEASE_PATH names a
+                      checkout of google-research/maskgit (~6 min)
   demo                `make demo` from a fresh clone (~10 min): only with
                       --demo; otherwise the last measured figures are
                       reported, marked as not measured in this run.
@@ -100,6 +104,10 @@ def commands(quick: bool):
            f"--num_batches={2 if quick else 5}",
            f"--json_out={out('inception_throughput.json')}"],
           "inception_throughput.json"),
+      "release_sampler": (
+          [f"{b}/release_sampler.py", "--batches=2,8", "--num_iter=8",
+           f"--repeats={1 if quick else 3}",
+           f"--out={out('release_sampler.json')}"], "release_sampler.json"),
       "demo": ([f"{b}/demo.py", f"--out={out('demo.json')}"], "demo.json"),
   }
 
@@ -189,6 +197,8 @@ def main():
   args = parser.parse_args()
   cmds = commands(args.quick)
   names = [n for n in cmds if n != "demo" or args.demo]
+  if not os.environ.get("MASKGIT_RELEASE_PATH"):  # no release checkout
+    names.remove("release_sampler")
   if args.only:
     names = [n for n in names if n in args.only.split(",")]
   names = [n for n in names if n not in args.skip.split(",")]
