@@ -55,16 +55,23 @@ def _stand_in(decode=None):
           types.SimpleNamespace(get_config=get_config))
 
 
-def test_the_same_decoder_gives_the_same_tokens_and_a_ratio(
-    monkeypatch, tmp_path):
+def _run(monkeypatch, tmp_path, decode=None, repeats=2):
+  """release_sampler.main() against the stand-in at the tiny shape, batch
+  2: (exit code, the batch's result row)."""
   monkeypatch.setattr(release_sampler, "import_release",
-                      lambda path: _stand_in())
+                      lambda path: _stand_in(decode))
   out = tmp_path / "release_sampler.json"
   monkeypatch.setattr(sys, "argv", [
       "release_sampler.py", "--release_path=unused", "--shape=tiny",
-      "--batches=2", "--num_iter=3", "--repeats=2", f"--out={out}"])
-  assert release_sampler.main() == 0
-  row = json.loads(out.read_text())["results"][0]
+      "--batches=2", "--num_iter=3", f"--repeats={repeats}", f"--out={out}"])
+  code = release_sampler.main()
+  return code, json.loads(out.read_text())["results"][0]
+
+
+def test_the_same_decoder_gives_the_same_tokens_and_a_ratio(
+    monkeypatch, tmp_path):
+  code, row = _run(monkeypatch, tmp_path)
+  assert code == 0
   assert row["tokens_equal"] is True
   assert row["max_abs_image_difference"] < 1e-5
   assert row["release_s"] > 0 and row["ours_s"] > 0
@@ -79,14 +86,8 @@ def test_a_release_that_decodes_otherwise_is_reported(monkeypatch, tmp_path):
     seqs = parallel_decode.decode(inputs, rng, tokens_to_logits, **kwargs)
     return jnp.where(seqs == 0, 1, 0).astype(seqs.dtype).at[:, :, 0].set(
         seqs[:, :, 0])
-  monkeypatch.setattr(release_sampler, "import_release",
-                      lambda path: _stand_in(other_decode))
-  out = tmp_path / "release_sampler.json"
-  monkeypatch.setattr(sys, "argv", [
-      "release_sampler.py", "--release_path=unused", "--shape=tiny",
-      "--batches=2", "--num_iter=2", "--repeats=1", f"--out={out}"])
-  assert release_sampler.main() == 1
-  row = json.loads(out.read_text())["results"][0]
+  code, row = _run(monkeypatch, tmp_path, other_decode, repeats=1)
+  assert code == 1
   assert row["tokens_equal"] is False and row["target_met"] is False
 
 
