@@ -23,7 +23,7 @@ Benchmarks (NAME for --skip / --only):
   release_sampler     the float32 sampler against the release's decode on
                       the same weights and key (tokens compared, time
                       ratio); only when $MASKGIT_RELEASE_PATH names a
-                      checkout of google-research/maskgit (~6 min)
+                      checkout of google-research/maskgit (~8 min)
   demo                `make demo` from a fresh clone (~10 min): only with
                       --demo; otherwise the last measured figures are
                       reported, marked as not measured in this run.
