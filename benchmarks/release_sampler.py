@@ -20,9 +20,9 @@ schedule, no guidance, token temperature 1):
   release  `maskgit.libml.parallel_decode.decode` over the release's
            `maskgit_transformer.Transformer` (logits sliced to the codebook,
            as its `inference.py` does), then its `VQVAE.decode_from_indices`;
-  ours     `MaskGitSampler`'s decode (`sampling.MaskGitSampler._decode_tokens`)
-           and the tokenizer's `decode_from_indices`, as `benchmarks/sampler.py`
-           times it.
+  ours     `MaskGitSampler`'s decode and the tokenizer's
+           `decode_from_indices`, the program `benchmarks/sampler.py` times
+           (`sampler.sample_and_tokens`).
 
 It checks that both give the same tokens (to the bit) and images (to float32
 rounding), then times them in interleaved rounds (`timing.interleaved_times`)
@@ -115,19 +115,6 @@ def release_program(release, image_size, num_iter, choice_temperature):
   return generate
 
 
-def ours_program(s, num_iter, latent):
-  """Our decode + detokenize (benchmarks/sampler.py's "sample" program),
-  returning (images, final tokens)."""
-  def generate(tr_vars, tok_vars, inputs, rng):
-    seqs = s._decode_tokens(  # pylint: disable=protected-access
-        tr_vars, inputs, rng, **sampler_bench._decode_kwargs(num_iter))  # pylint: disable=protected-access
-    grid = seqs[:, -1, 1:].reshape(-1, latent, latent)
-    images = s.tokenizer.apply(tok_vars, grid,
-                               method=s.tokenizer.decode_from_indices)
-    return images, grid
-  return generate
-
-
 def bench(release, batches, num_iter, repeats, shape="imagenet256"):
   """One result per batch: tokens equal, image difference, medians, ratio.
   `shape`: benchmarks/sampler.py's (imagenet256; tiny for tests, with a
@@ -140,7 +127,7 @@ def bench(release, batches, num_iter, repeats, shape="imagenet256"):
   programs = {
       "release": release_program(release, size, num_iter,
                                  kwargs["choice_temperature"]),
-      "ours": ours_program(s, num_iter, s.latent_size)}
+      "ours": sampler_bench.sample_and_tokens(s, num_iter)}
   rng = jax.random.PRNGKey(0)
   rows = []
   for batch in batches:

@@ -109,6 +109,19 @@ def _inputs(s, batch):
                                     1))
 
 
+def sample_and_tokens(s, num_iter):
+  """Sampler `s`'s decode + detokenize as the benchmarks time it:
+  (transformer vars, tokenizer vars, inputs, rng) -> (images, final token
+  grid `[b, latent, latent]`)."""
+  def sample(tr_v, tok_v, x, r):
+    seqs = s._decode_tokens(  # pylint: disable=protected-access
+        tr_v, x, r, **_decode_kwargs(num_iter))
+    grid = seqs[:, -1, 1:].reshape(-1, s.latent_size, s.latent_size)
+    return s.tokenizer.apply(tok_v, grid,
+                             method=s.tokenizer.decode_from_indices), grid
+  return sample
+
+
 def _lowered(s, batch, num_iter):
   """The forward, detokenize and sample (decode + detokenize) programs of
   sampler `s`, lowered: {name: (jax Lowered, its arguments)}."""
@@ -123,12 +136,7 @@ def _lowered(s, batch, num_iter):
   def detokenize(v, x):
     return s.tokenizer.apply(v, x, method=s.tokenizer.decode_from_indices)
 
-  def sample(tr_v, tok_v, x, r):
-    seqs = s._decode_tokens(  # pylint: disable=protected-access
-        tr_v, x, r, **_decode_kwargs(num_iter))
-    grid = seqs[:, -1, 1:].reshape(ids.shape)
-    return s.tokenizer.apply(tok_v, grid,
-                             method=s.tokenizer.decode_from_indices)
+  sample = lambda *a: sample_and_tokens(s, num_iter)(*a)[0]  # pylint: disable=unnecessary-lambda-assignment
   out = {}
   for name, fn, args in (("forward", forward, (tr_vars, inputs)),
                          ("detokenize", detokenize, (tok_vars, ids)),
