@@ -150,3 +150,37 @@ def test_unknown_preset_and_activation():
   model = vqgan_tokenizer.VQVAE.from_preset("tiny", activation="tanh")
   with pytest.raises(ValueError, match="activation"):
     init(model, jnp.zeros((1, 8, 8, 3)))
+
+
+def _corner_sensitivity(model, variables, images):
+  """|d feature(token 0,0) / d pixel| summed over the pixels of its own 4x4
+  patch and over those more than 8 pixels away from it."""
+  def corner(x):
+    return model.apply(variables, x, method=lambda m, y: m.encoder(y))[
+        0, 0, 0].sum()
+  grad = np.abs(np.asarray(jax.grad(corner)(images)))[0].sum(-1)
+  return grad[:4, :4].sum(), grad[12:, 12:].sum()
+
+
+def test_encoder_spatial_levels_make_tokens_local():
+  images = jnp.asarray(np.random.RandomState(0).rand(1, 28, 28, 1), jnp.float32)
+  ratios = {}
+  for levels in (None, 1):
+    model = vqgan_tokenizer.VQVAE.from_preset(
+        "small", channels=1, encoder_spatial_levels=levels)
+    variables = init(model, images)
+    blocks = variables["params"]["encoder"]
+    # Level 0 keeps its 3x3 kernels; levels 1, 2 and the middle block
+    # (ResBlock_1..3) have 1x1 kernels with 1 (the same count of variables).
+    assert blocks["ResBlock_0"]["Conv_0"]["kernel"].shape[:2] == (3, 3)
+    want = (3, 3) if levels is None else (1, 1)
+    for name in ("ResBlock_1", "ResBlock_2", "ResBlock_3"):
+      assert blocks[name]["Conv_1"]["kernel"].shape[:2] == want
+    near, far = _corner_sensitivity(model, variables, images)
+    ratios[levels] = far / near
+  # The release's encoder sees most of a 28x28 image from every token (at
+  # initialisation the 256 far pixels move the corner token 3.8x as much as
+  # its own 16); with 3x3 kernels only at full resolution the far pixels
+  # reach it only through GroupNorm's per-image statistics (0.40x).
+  assert ratios[None] > 1.0
+  assert ratios[1] < 0.25 * ratios[None]

@@ -59,7 +59,7 @@ def _fields(section: ml_collections.ConfigDict, allowed, what: str,
 # Tokenizer fields that may be None without a preset (the model's default);
 # the size fields may not (`auto_config` fills them for a folder).
 _TOKENIZER_OPTIONAL = ("code_dim", "commitment_cost", "entropy_loss_ratio",
-                       "entropy_temperature", "dtype")
+                       "entropy_temperature", "dtype", "encoder_spatial_levels")
 
 
 def tokenizer_from_config(config: ml_collections.ConfigDict

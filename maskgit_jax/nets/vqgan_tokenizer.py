@@ -61,15 +61,17 @@ class ResBlock(nn.Module):
   activation: str = "swish"
   release_shortcut: bool = True
   dtype: Dtype = jnp.float32
+  kernel_size: int = 3
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = layers.get_activation(self.activation)
     shortcut = x
+    kernel = (self.kernel_size, self.kernel_size)
     h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)(x)
-    h = nn.Conv(self.filters, (3, 3), use_bias=False, dtype=self.dtype)(act(h))
+    h = nn.Conv(self.filters, kernel, use_bias=False, dtype=self.dtype)(act(h))
     h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)(h)
-    h = nn.Conv(self.filters, (3, 3), use_bias=False, dtype=self.dtype)(act(h))
+    h = nn.Conv(self.filters, kernel, use_bias=False, dtype=self.dtype)(act(h))
     if x.shape[-1] != self.filters:
       source = h if self.release_shortcut else x
       shortcut = nn.Conv(
@@ -83,13 +85,20 @@ def _blocks(parent: nn.Module):
   so the variables are the same whatever the policy)."""
   cls = layers.remat(ResBlock, parent.remat)
   count = itertools.count()
-  return lambda filters: cls(
+  return lambda filters, kernel_size=3: cls(
       filters, parent.num_groups, parent.activation, parent.release_shortcut,
-      parent.dtype, name=f"ResBlock_{next(count)}")
+      parent.dtype, kernel_size, name=f"ResBlock_{next(count)}")
 
 
 class Encoder(nn.Module):
-  """Images `[b, H, W, C]` -> features `[b, H/f, W/f, embedding_dim]`."""
+  """Images `[b, H, W, C]` -> features `[b, H/f, W/f, embedding_dim]`.
+
+  `spatial_levels` (None: all, the release's) limits the residual blocks'
+  3x3 convolutions to the first that many resolution levels; the blocks
+  after them (and the middle blocks) use 1x1 kernels, so that each token
+  sees its own patch and a small margin instead of most of the image (with
+  1 and two 2x downsamplings: a 10x10-pixel window around its 4x4 patch).
+  """
   filters: int
   channel_multipliers: Sequence[int]
   num_res_blocks: int
@@ -100,6 +109,11 @@ class Encoder(nn.Module):
   release_shortcut: bool = True
   dtype: Dtype = jnp.float32
   remat: str = "none"
+  spatial_levels: Optional[int] = None
+
+  def _kernel(self, level: int) -> int:
+    local = self.spatial_levels is not None and level >= self.spatial_levels
+    return 1 if local else 3
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -110,14 +124,14 @@ class Encoder(nn.Module):
     for level, multiplier in enumerate(self.channel_multipliers):
       filters = self.filters * multiplier
       for _ in range(self.num_res_blocks):
-        x = block(filters)(x)
+        x = block(filters, self._kernel(level))(x)
       if level < num_levels - 1:
         if self.conv_downsample:
           x = nn.Conv(filters, (4, 4), strides=(2, 2), dtype=self.dtype)(x)
         else:
           x = layers.avg_pool_2x2(x)
     for _ in range(self.num_res_blocks):
-      x = block(filters)(x)
+      x = block(filters, self._kernel(num_levels))(x)
     x = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)(x)
     x = layers.get_activation(self.activation)(x)
     return nn.Conv(self.embedding_dim, (1, 1), dtype=self.dtype)(x)
@@ -294,6 +308,7 @@ class VQVAE(nn.Module):
   compute_stats: bool = False
   dtype: Dtype = jnp.float32
   remat: str = "none"
+  encoder_spatial_levels: Optional[int] = None
 
   @classmethod
   def from_preset(cls, name: str, **overrides) -> "VQVAE":
@@ -320,7 +335,7 @@ class VQVAE(nn.Module):
         dtype=self.dtype, remat=self.remat)
     self.encoder = Encoder(
         embedding_dim=self.embedding_dim, conv_downsample=self.conv_downsample,
-        **common)
+        spatial_levels=self.encoder_spatial_levels, **common)
     self.decoder = Decoder(output_dim=self.channels, **common)
     self.quantizer = VectorQuantizer(
         codebook_size=self.codebook_size, embedding_dim=self.embedding_dim,

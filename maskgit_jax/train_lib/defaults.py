@@ -26,7 +26,8 @@ TRANSFORMER_FIELDS = (
 TOKENIZER_FIELDS = (
     ("filters", int), ("channel_multipliers", tuple), ("num_res_blocks", int),
     ("embedding_dim", int), ("codebook_size", int), ("num_groups", int),
-    ("code_dim", int), ("l2_normalized", bool), ("commitment_cost", float))
+    ("code_dim", int), ("l2_normalized", bool), ("commitment_cost", float),
+    ("encoder_spatial_levels", int))
 
 
 def duration(value) -> ml_collections.FieldReference:
