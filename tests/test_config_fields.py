@@ -84,6 +84,16 @@ def test_a_size_field_without_preset_or_value_is_one_error():
     factory.tokenizer_from_config(config)
 
 
+def test_encoder_spatial_levels_from_the_command_line():
+  config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=1")
+  assert factory.tokenizer_from_config(config).encoder_spatial_levels == 1
+  assert factory.tokenizer_from_config(
+      parse("fashion_mnist")).encoder_spatial_levels is None
+  config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=-1")
+  with pytest.raises(ValueError, match=r"encoder_spatial_levels=-1: expected"):
+    factory.tokenizer_from_config(config)
+
+
 def test_a_record_without_the_new_fields_resumes(tmp_path):
   config = parse("fashion_mnist")
   config_record.record(config, str(tmp_path), log=lambda _: None)

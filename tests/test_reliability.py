@@ -463,6 +463,15 @@ def test_cli_bad_config_value_is_one_error_line(tmp_path, case):
   _assert_one_error_line(result, *needles)
 
 
+def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(tmp_path):
+  # Checked before config.json is written: the corrected command must not
+  # meet a record of the rejected value.
+  result = _train_cli("configs/fashion_mnist.py", tmp_path / "run",
+                      "--config.tokenizer.encoder_spatial_levels=-1")
+  _assert_one_error_line(result, "config.tokenizer.encoder_spatial_levels=-1")
+  assert not (tmp_path / "run").exists()
+
+
 def test_cli_wrong_typed_override_is_one_error_line(tmp_path):
   result = _train_cli("configs/fashion_mnist.py", tmp_path / "run",
                       "--config.tokenizer_training.batch_size=abc")

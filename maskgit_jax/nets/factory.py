@@ -69,6 +69,12 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
                    "tokenizer", optional=_TOKENIZER_OPTIONAL)
   layers.check_remat_policy(fields.get("remat", "none"),
                             "config.tokenizer.remat")
+  levels = fields.get("encoder_spatial_levels")
+  if levels is not None and (isinstance(levels, bool) or
+                             not isinstance(levels, int) or levels < 0):
+    raise ValueError(f"config.tokenizer.encoder_spatial_levels={levels!r}: "
+                     "expected None (3x3 kernels at every level) or an int "
+                     ">= 0 (that many levels with 3x3 kernels).")
   preset = fields.pop("preset", None)
   if preset:
     return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)

@@ -181,14 +181,16 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   # image size; contradictions stop here, before config.json is written.
   config = auto_config.resolve(config, workdir, log=log)
   check_config(config)
+  # The models' fields are checked here too, before config.json is written:
+  # a rejected value leaves no record that a corrected command would trip on.
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  tokenizer = factory.tokenizer_from_config(config)
+  transformer = factory.transformer_from_config(config, activation_rules=rules)
   os.makedirs(workdir, exist_ok=True)
   config_record.record(config, workdir, log=log)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   log(f"mesh {dict(mesh.shape)} over {mesh.devices.size} "
       f"{mesh.devices.flat[0].platform} device(s)")
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
-  tokenizer = factory.tokenizer_from_config(config)
-  transformer = factory.transformer_from_config(config, activation_rules=rules)
   dcfg = data_lib.config.for_model(config, tokenizer.channels)
   out = {}
 
