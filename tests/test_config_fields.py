@@ -92,6 +92,14 @@ def test_encoder_spatial_levels_from_the_command_line():
   config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=-1")
   with pytest.raises(ValueError, match=r"encoder_spatial_levels=-1: expected"):
     factory.tokenizer_from_config(config)
+  config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=x")
+  with pytest.raises(ValueError, match=r"encoder_spatial_levels='x': expected"):
+    factory.tokenizer_from_config(config)
+  # configs/folder.py uses local tokens; None (the release's encoder, which
+  # a folder run recorded before that default needs to resume) parses.
+  assert parse("folder").tokenizer.encoder_spatial_levels == 1
+  assert parse("folder", "--config.tokenizer.encoder_spatial_levels=None"
+               ).tokenizer.encoder_spatial_levels is None
 
 
 def test_a_record_without_the_new_fields_resumes(tmp_path):

@@ -207,6 +207,9 @@ def test_model_sizes_build_and_run(image_size):
   transformer = factory.transformer_from_config(config)
   assert tokenizer.channels == 3 and tokenizer.downsample_factor == (
       image_size // 8)
+  # Local tokens (README "Train on your own images"): 3x3 kernels only at
+  # full resolution.
+  assert tokenizer.encoder_spatial_levels == 1
   tok_vars = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(0),
                                    image_size)
   images = jnp.full((2, image_size, image_size, 3), 0.5)

@@ -184,3 +184,25 @@ def test_encoder_spatial_levels_make_tokens_local():
   # reach it only through GroupNorm's per-image statistics (0.40x).
   assert ratios[None] > 1.0
   assert ratios[1] < 0.25 * ratios[None]
+
+
+def test_encoder_spatial_levels_past_the_last_level_is_the_release_encoder():
+  # The small preset has 3 resolution levels and a middle block (level 3):
+  # 4 or more levels keep every 3x3 kernel, the same variables and outputs
+  # as None (how `--config.tokenizer.encoder_spatial_levels=99` undoes
+  # configs/folder.py's 1 from the command line).
+  images = jnp.asarray(np.random.RandomState(1).rand(2, 28, 28, 1), jnp.float32)
+  release = vqgan_tokenizer.VQVAE.from_preset("small", channels=1)
+  variables = init(release, images)
+  want = release.apply(variables, images, method=release.encode_to_indices)
+  for levels in (4, 99):
+    model = vqgan_tokenizer.VQVAE.from_preset(
+        "small", channels=1, encoder_spatial_levels=levels)
+    assert (jax.tree_util.tree_map(jnp.shape, init(model, images)) ==
+            jax.tree_util.tree_map(jnp.shape, variables))
+    got = model.apply(variables, images, method=model.encode_to_indices)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  model = vqgan_tokenizer.VQVAE.from_preset(
+      "small", channels=1, encoder_spatial_levels=3)
+  assert (init(model, images)["params"]["encoder"]["ResBlock_3"]["Conv_0"]
+          ["kernel"].shape[:2] == (1, 1))

@@ -27,7 +27,9 @@ TOKENIZER_FIELDS = (
     ("filters", int), ("channel_multipliers", tuple), ("num_res_blocks", int),
     ("embedding_dim", int), ("codebook_size", int), ("num_groups", int),
     ("code_dim", int), ("l2_normalized", bool), ("commitment_cost", float),
-    ("encoder_spatial_levels", int))
+    # object: `--config.tokenizer.encoder_spatial_levels=None` parses too
+    # (configs/folder.py sets 1); factory.tokenizer_from_config checks it.
+    ("encoder_spatial_levels", object))
 
 
 def duration(value) -> ml_collections.FieldReference:
