@@ -11,7 +11,12 @@ WORKDIR/config.json unless --config is given), or released-format files
 receives the report and the feature cache). Writes WORKDIR/eval_<UTC
 time>.json (or --output) and prints a table; see maskgit_jax/evaluation/
 for the metrics. Bad input: one `error: ...` line, exit status 1, nothing
-written.
+written. The samples are decoded with the config's `sampling` unless the
+decoding flags of `maskgit_jax.sample` say otherwise (`--num_iter`,
+`--choice_temperature`, `--guidance_scale`, `--guidance_schedule`,
+`--sampling_temperature`, `--sampling_temperature_end`, `--top_k`,
+`--position_scheduler`, `--halton_random_shift`; the report's
+`decode_options` records what was used).
 Started on several processes (the --distributed flags of
 maskgit_jax/common/multihost.py), process 0 evaluates on its local devices and
 writes; the others wait for it.
@@ -36,6 +41,7 @@ from maskgit_jax.common import multihost
 from maskgit_jax.evaluation import evaluate_lib
 from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import samples_eval
+from maskgit_jax.generation import decode_flags
 from maskgit_jax.store import loader
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -116,8 +122,12 @@ def _samples():
 
 def _work():
   try:
+    config = _CONFIG.value
+    if any(v is not None for v in decode_flags.overrides().values()):
+      config = decode_flags.apply(
+          config if config is not None else loader.run_config(_WORKDIR.value))
     report = evaluate_lib.evaluate(
-        _CONFIG.value, _WORKDIR.value,
+        config, _WORKDIR.value,
         tokenizer_checkpoint=_TOK.value, transformer_checkpoint=_TR.value,
         stages=_STAGES.value, num_samples=_NUM_SAMPLES.value,
         num_real=_NUM_REAL.value, num_train=_NUM_TRAIN.value,

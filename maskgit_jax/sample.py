@@ -69,6 +69,7 @@ from ml_collections import config_flags
 from maskgit_jax import cli
 from maskgit_jax.common import files
 from maskgit_jax.common import multihost
+from maskgit_jax.generation import decode_flags
 from maskgit_jax.generation import edit_lib
 from maskgit_jax.nets import factory
 from maskgit_jax.generation import sample_lib
@@ -131,29 +132,6 @@ _VARIATIONS = flags.DEFINE_integer("num_variations", 4,
                                    "Edit results to draw.")
 _BLUR = flags.DEFINE_integer("blur_radius", None,
                              "Compositing blur in pixels (default: release's).")
-# decoding
-_NUM_ITER = flags.DEFINE_integer("num_iter", None, "Decoding iterations.")
-_CHOICE_T = flags.DEFINE_float("choice_temperature", None,
-                               "Temperature of the choice of tokens to keep.")
-_GUIDANCE = flags.DEFINE_float("guidance_scale", None,
-                               "Classifier-free guidance scale.")
-_GUIDANCE_SCHEDULE = flags.DEFINE_enum(
-    "guidance_schedule", None, ["constant", "linear", "cosine"],
-    "How the guidance scale grows over the iterations.")
-_SAMPLING_T = flags.DEFINE_float("sampling_temperature", None,
-                                 "Temperature of token sampling.")
-_SAMPLING_T_END = flags.DEFINE_float(
-    "sampling_temperature_end", None, "Token temperature at the last "
-    "iteration, reached linearly from --sampling_temperature.")
-_TOP_K = flags.DEFINE_integer("top_k", None,
-                              "Sample among the k likeliest tokens (0 = all).")
-_POSITION_SCHEDULER = flags.DEFINE_enum(
-    "position_scheduler", None, ["confidence", "halton"],
-    "Which tokens to keep each iteration: the most confident (the release's) "
-    "or the next ones of a fixed Halton order over the grid.")
-_HALTON_SHIFT = flags.DEFINE_bool(
-    "halton_random_shift", None,
-    "halton: a random cyclic offset of the order per sample.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 # The mode-specific flags and the modes that use them.
@@ -189,7 +167,8 @@ def check_mode_flags(mode: str) -> None:
     raise ValueError("--mode=inpaint needs either --box or --mask.")
   if mode == "edit" and (not _BOX.value or _CLASS_ID.value is None):
     raise ValueError("--mode=edit needs --box and --class_id.")
-  if mode == "edit" and (_NUM_ITER.value or EDIT_NUM_ITER) <= EDIT_START_ITER:
+  num_iter = decode_flags.NUM_ITER.value or EDIT_NUM_ITER
+  if mode == "edit" and num_iter <= EDIT_START_ITER:
     raise ValueError(f"--mode=edit starts at iteration {EDIT_START_ITER}: "
                      f"--num_iter must be > {EDIT_START_ITER}.")
   if mode == "outpaint" and not any(f.value for f in _EXTEND.values()):
@@ -203,7 +182,7 @@ def check_mode_flags(mode: str) -> None:
     for flag in (_PER_CLASS, _TOKENS, _SCALE):
       if flag.present:
         raise ValueError(f"--{flag.name} does not apply with --num_samples.")
-  for flag in (_VARIATIONS, _SCALE, _BATCH, _PER_CLASS, _NUM_ITER,
+  for flag in (_VARIATIONS, _SCALE, _BATCH, _PER_CLASS, decode_flags.NUM_ITER,
                _NUM_SAMPLES, _SHARD_SIZE):
     if flag.value is not None and flag.value < 1:
       raise ValueError(f"--{flag.name} must be >= 1, got {flag.value}.")
@@ -227,17 +206,6 @@ def parse_classes():
   except ValueError:
     raise ValueError(f"--classes must be integers, got "
                      f"{','.join(_CLASSES.value)}.") from None
-
-
-def decoding_overrides():
-  """The decoding flags that were given (None = the config's value)."""
-  return dict(num_iter=_NUM_ITER.value, choice_temperature=_CHOICE_T.value,
-              guidance_scale=_GUIDANCE.value,
-              guidance_schedule=_GUIDANCE_SCHEDULE.value,
-              sampling_temperature=_SAMPLING_T.value,
-              sampling_temperature_end=_SAMPLING_T_END.value, top_k=_TOP_K.value,
-              position_scheduler=_POSITION_SCHEDULER.value,
-              halton_random_shift=_HALTON_SHIFT.value)
 
 
 def prepare_edit(config):
@@ -266,7 +234,7 @@ def prepare_edit(config):
 def run_edit(config, sampler, mode, image, region, output):
   """Inpaints, outpaints or edits `image` and writes the result row."""
   rng = jax.random.PRNGKey(_SEED.value)
-  options = sample_lib.decode_options(config, **decoding_overrides())
+  options = sample_lib.decode_options(config, **decode_flags.overrides())
   common = dict(blur_radius=_BLUR.value, **options)
   if mode == "outpaint":
     extents = {side: flag.value for side, flag in _EXTEND.items()}
@@ -278,7 +246,7 @@ def run_edit(config, sampler, mode, image, region, output):
   else:
     if mode == "edit":
       common.update(start_iter=EDIT_START_ITER,
-                    num_iter=_NUM_ITER.value or EDIT_NUM_ITER)
+                    num_iter=decode_flags.NUM_ITER.value or EDIT_NUM_ITER)
     else:
       common.update(start_iter=0)
     variations = sampler.inpaint(image, region, _CLASS_ID.value, rng,
@@ -289,7 +257,7 @@ def run_edit(config, sampler, mode, image, region, output):
 def run_sampling(config, sampler, mode, classes, output):
   """Writes the class grid (generate) or the decoding strip and GIF."""
   common = dict(classes=classes, seed=_SEED.value, batch_size=_BATCH.value,
-                scale=_SCALE.value, **decoding_overrides())
+                scale=_SCALE.value, **decode_flags.overrides())
   if mode == "generate":
     sample_lib.write_sample_grid(
         config, sampler, output, samples_per_class=_PER_CLASS.value,
@@ -312,7 +280,7 @@ def model_settings(config):
 
 def run_at_scale(config, classes) -> List[str]:
   """--num_samples: every process samples its shards, process 0 joins."""
-  options = sample_lib.decode_options(config, **decoding_overrides())
+  options = sample_lib.decode_options(config, **decode_flags.overrides())
   plan = scale_lib.plan(
       _OUTPUT.value or "samples.npz", _NUM_SAMPLES.value, config.num_classes,
       classes=classes, seed=_SEED.value, batch_size=_BATCH.value,
@@ -325,7 +293,7 @@ def run_at_scale(config, classes) -> List[str]:
       workdir=_WORKDIR.value)
   written = scale_lib.write_samples(config, build, plan,
                                     keep_shards=_KEEP_SHARDS.value,
-                                    **decoding_overrides())
+                                    **decode_flags.overrides())
   return [written] if written else []
 
 
@@ -333,7 +301,8 @@ def run(mode: str) -> List[str]:
   """Checks every input, loads the models, computes, then writes."""
   check_mode_flags(mode)
   config = load_config()
-  sample_lib.decode_options(config, **decoding_overrides())  # before loading
+  # Checked before loading.
+  sample_lib.decode_options(config, **decode_flags.overrides())
   if _NUM_SAMPLES.value is not None:
     return run_at_scale(config, parse_classes())
   output = _OUTPUT.value or DEFAULT_OUTPUT[mode]

@@ -451,6 +451,40 @@ def test_cli_prints_the_table(run_dir, tmp_path, monkeypatch, capsys):
   assert json.loads(output.read_text())["tokenizer"]["num_images"] == 12
 
 
+def test_cli_decoding_flags_override_the_runs_sampling(run_dir, tmp_path,
+                                                      monkeypatch):
+  # A run's config.json (no --config file) with other decoding settings: the
+  # report records and uses them; the run's own config stays as it was.
+  from maskgit_jax import evaluate  # pylint: disable=import-outside-toplevel
+  workdir, _ = run_dir
+  before = (workdir / "config.json").read_text()
+  monkeypatch.setattr(real_images, "make_feature_fn",
+                      lambda *a, **k: (PixelFeatures(), "test-pixels"))
+  output = tmp_path / "decoding.json"
+  argv = ["evaluate", f"--workdir={workdir}", "--stages=transformer",
+          "--num_samples=8", "--num_real=12", "--num_train=10",
+          "--batch_size=8", f"--output={output}",
+          f"--cache_dir={tmp_path / 'cache'}", "--num_iter=3",
+          "--sampling_temperature=1.1", "--sampling_temperature_end=0.5",
+          "--choice_temperature=9"]
+  try:
+    flags.FLAGS(argv)
+    evaluate.main(["evaluate"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  options = json.loads(output.read_text())["transformer"]["decode_options"]
+  assert (options["num_iter"], options["sampling_temperature"],
+          options["sampling_temperature_end"],
+          options["choice_temperature"]) == (3, 1.1, 0.5, 9.0)
+  assert (workdir / "config.json").read_text() == before
+  try:
+    flags.FLAGS(argv[:-4] + ["--num_iter=0"])
+    with pytest.raises(SystemExit, match=r"error: --num_iter must be >= 1"):
+      evaluate.main(["evaluate"])
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
 def run_cli(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.run(

@@ -1,0 +1,64 @@
+"""The decoding flags of `python -m maskgit_jax.sample` and `evaluate`.
+
+Each flag left unset (None) keeps the config's `config.sampling` value, so
+`--workdir=RUN` alone decodes as the run was configured, and e.g.
+`evaluate --workdir=RUN --sampling_temperature_end=0.5` measures another
+setting on the same weights without a config file (a folder run's sizes and
+classes are derived at train start, so `--config=configs/folder.py` cannot
+stand in for its config.json).
+"""
+import copy
+from typing import Any, Dict
+
+from absl import flags
+import ml_collections
+
+NUM_ITER = flags.DEFINE_integer("num_iter", None, "Decoding iterations.")
+_CHOICE_T = flags.DEFINE_float("choice_temperature", None,
+                               "Temperature of the choice of tokens to keep.")
+_GUIDANCE = flags.DEFINE_float("guidance_scale", None,
+                               "Classifier-free guidance scale.")
+_GUIDANCE_SCHEDULE = flags.DEFINE_enum(
+    "guidance_schedule", None, ["constant", "linear", "cosine"],
+    "How the guidance scale grows over the iterations.")
+_SAMPLING_T = flags.DEFINE_float("sampling_temperature", None,
+                                 "Temperature of token sampling.")
+_SAMPLING_T_END = flags.DEFINE_float(
+    "sampling_temperature_end", None, "Token temperature at the last "
+    "iteration, reached linearly from --sampling_temperature.")
+_TOP_K = flags.DEFINE_integer("top_k", None,
+                              "Sample among the k likeliest tokens (0 = all).")
+_POSITION_SCHEDULER = flags.DEFINE_enum(
+    "position_scheduler", None, ["confidence", "halton"],
+    "Which tokens to keep each iteration: the most confident (the release's) "
+    "or the next ones of a fixed Halton order over the grid.")
+_HALTON_SHIFT = flags.DEFINE_bool(
+    "halton_random_shift", None,
+    "halton: a random cyclic offset of the order per sample.")
+
+
+def overrides() -> Dict[str, Any]:
+  """Every decoding flag by its `config.sampling` key (None: not given)."""
+  return dict(num_iter=NUM_ITER.value, choice_temperature=_CHOICE_T.value,
+              guidance_scale=_GUIDANCE.value,
+              guidance_schedule=_GUIDANCE_SCHEDULE.value,
+              sampling_temperature=_SAMPLING_T.value,
+              sampling_temperature_end=_SAMPLING_T_END.value,
+              top_k=_TOP_K.value,
+              position_scheduler=_POSITION_SCHEDULER.value,
+              halton_random_shift=_HALTON_SHIFT.value)
+
+
+def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `sampling` takes the given flags (the
+  original when none was given). --num_iter below 1 is one ValueError."""
+  given = {k: v for k, v in overrides().items() if v is not None}
+  if not given:
+    return config
+  if given.get("num_iter", 1) < 1:
+    raise ValueError(f"--num_iter must be >= 1, got {given['num_iter']}.")
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for key, value in given.items():
+      config.sampling[key] = value
+  return config
