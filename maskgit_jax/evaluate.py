@@ -87,6 +87,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _SAMPLES.value:
+    given = [k for k, v in decode_flags.overrides().items() if v is not None]
+    if given:
+      raise SystemExit(f"error: --{given[0]} decodes samples; with --samples "
+                       "the samples are given.")
     _samples()
     return
   if not _WORKDIR.value:

@@ -483,6 +483,12 @@ def test_cli_decoding_flags_override_the_runs_sampling(run_dir, tmp_path,
       evaluate.main(["evaluate"])
   finally:
     flags.FLAGS.unparse_flags()
+  try:  # given samples are not decoded: the flag would do nothing
+    flags.FLAGS(["evaluate", f"--samples={tmp_path / 's.npz'}", "--top_k=5"])
+    with pytest.raises(SystemExit, match=r"error: --top_k decodes samples"):
+      evaluate.main(["evaluate"])
+  finally:
+    flags.FLAGS.unparse_flags()
 
 
 def run_cli(*args):
