@@ -87,7 +87,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _SAMPLES.value:
-    given = [k for k, v in decode_flags.overrides().items() if v is not None]
+    given = list(decode_flags.given())
     if given:
       raise SystemExit(f"error: --{given[0]} decodes samples; with --samples "
                        "the samples are given.")
@@ -127,7 +127,7 @@ def _samples():
 def _work():
   try:
     config = _CONFIG.value
-    if any(v is not None for v in decode_flags.overrides().values()):
+    if decode_flags.given():
       config = decode_flags.apply(
           config if config is not None else loader.run_config(_WORKDIR.value))
     report = evaluate_lib.evaluate(

@@ -49,16 +49,21 @@ def overrides() -> Dict[str, Any]:
               halton_random_shift=_HALTON_SHIFT.value)
 
 
+def given() -> Dict[str, Any]:
+  """The decoding flags that were given, by their `config.sampling` key."""
+  return {k: v for k, v in overrides().items() if v is not None}
+
+
 def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of `config` whose `sampling` takes the given flags (the
   original when none was given). --num_iter below 1 is one ValueError."""
-  given = {k: v for k, v in overrides().items() if v is not None}
-  if not given:
+  values = given()
+  if not values:
     return config
-  if given.get("num_iter", 1) < 1:
-    raise ValueError(f"--num_iter must be >= 1, got {given['num_iter']}.")
+  if values.get("num_iter", 1) < 1:
+    raise ValueError(f"--num_iter must be >= 1, got {values['num_iter']}.")
   config = copy.deepcopy(config)
   with config.unlocked():
-    for key, value in given.items():
+    for key, value in values.items():
       config.sampling[key] = value
   return config
