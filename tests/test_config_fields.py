@@ -136,3 +136,33 @@ def test_fused_attention_from_the_command_line():
   with pytest.raises(ValueError, match=r"attention_impl='flash'; expected"):
     factory.transformer_from_config(
         parse("imagenet", "--config.transformer.attention_impl=flash"))
+
+
+def test_the_refused_resume_names_the_flags_that_resume_it(tmp_path):
+  """A folder run recorded with the release's encoder and stage 1 in steps
+  of 32 (the folder recipe before 2026-12-05), resumed with today's config:
+  the one error line gives the overrides, and those overrides parsed on the
+  command line give back the recorded config."""
+  old = parse("folder", "--config.tokenizer.encoder_spatial_levels=None",
+              "--config.tokenizer_training.batch_size=32")
+  config_record.record(old, str(tmp_path), log=lambda _: None)
+  with pytest.raises(ValueError) as error:
+    config_record.record(parse("folder"), str(tmp_path), log=lambda _: None)
+  message = str(error.value)
+  assert "\n" not in message
+  flags_given = message.split("resume it as it was trained with ")[1][:-1]
+  assert flags_given.split() == [
+      "--config.tokenizer.encoder_spatial_levels=None",
+      "--config.tokenizer_training.batch_size=32"]
+  config_record.record(parse("folder", *flags_given.split()), str(tmp_path),
+                       log=lambda _: None)  # resumes: no error
+  # None for a field whose flag parser rejects it (a placeholder(int)): no
+  # overrides offered, only the keys.
+  other = tmp_path / "other"
+  config_record.record(parse("folder"), str(other), log=lambda _: None)
+  with pytest.raises(ValueError, match=r"num_hidden_layers: None -> 3\. "
+                     r"Resuming would mix them; train into a new "
+                     r"--workdir\.$"):
+    config_record.record(parse(
+        "folder", "--config.transformer.num_hidden_layers=3"), str(other),
+        log=lambda _: None)

@@ -8,8 +8,9 @@ was started with against the record:
   mesh, cpu_devices): the change is recorded (WORKDIR/config_changes.jsonl gets one line
   per resume with each key's old and new value) and config.json is updated;
 - any other key (model sizes, data, optimizer, seed, ...): the run stops
-  with one line naming the keys that differ, and nothing is written. Train
-  into a new workdir instead.
+  with one line naming the keys that differ (and, where flags can set them,
+  the `--config.KEY=VALUE` overrides that resume it as it was trained), and
+  nothing is written. Train into a new workdir instead.
 So `sample` and `evaluate`, which read config.json, always load the weights
 with the config that trained them.
 """
@@ -17,6 +18,7 @@ with the config that trained them.
 import datetime
 import json
 import os
+import shlex
 from typing import Any, Callable, Dict, List, Tuple
 
 import jax
@@ -68,6 +70,35 @@ def is_free(key: str) -> bool:
           key.split(".")[-1] in FREE_KEYS)
 
 
+def _none_from_flag(config: ml_collections.ConfigDict, key: str) -> bool:
+  """Whether `--config.KEY=None` parses: only for fields typed `object`
+  (a placeholder(int) field's flag parser rejects "None")."""
+  *parents, leaf = key.split(".")
+  try:
+    for p in parents:
+      config = config[p]
+    return config.get_type(leaf) is object
+  except (KeyError, AttributeError, TypeError):
+    return False
+
+
+def resume_flags(fixed: List[Tuple[str, Any, Any]],
+                 config: ml_collections.ConfigDict) -> str:
+  """The command-line overrides that give back the recorded values of
+  `fixed` ((key, recorded, new) triples) in `config`, e.g.
+  "--config.tokenizer.encoder_spatial_levels=None"; "" when a recorded
+  value cannot be set by a flag as it was recorded (a list, a section, or
+  None for a field whose flag does not parse it)."""
+  out = []
+  for key, old, _ in fixed:
+    if old is None and not _none_from_flag(config, key):
+      return ""
+    if not (old is None or isinstance(old, (bool, int, float, str))):
+      return ""
+    out.append(shlex.quote(f"--config.{key}={old}"))
+  return " ".join(out)
+
+
 def record(config: ml_collections.ConfigDict, workdir: str,
            log: Callable[[str], Any] = print) -> str:
   """Writes (or checks and updates) WORKDIR/config.json; see the module doc.
@@ -93,9 +124,12 @@ def record(config: ml_collections.ConfigDict, workdir: str,
     if fixed:
       shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in fixed[:5])
       more = f" (and {len(fixed) - 5} more)" if len(fixed) > 5 else ""
+      flags = resume_flags(fixed, config)
+      hint = (f", or resume it as it was trained with {flags}" if flags
+              else "")
       raise ValueError(
           f"{workdir} was trained with other settings: {shown}{more}. "
-          "Resuming would mix them; train into a new --workdir.")
+          f"Resuming would mix them; train into a new --workdir{hint}.")
     if jax.process_index() == 0:
       line = json.dumps({
           "time": datetime.datetime.now(datetime.timezone.utc).isoformat(
