@@ -166,3 +166,11 @@ def test_the_refused_resume_names_the_flags_that_resume_it(tmp_path):
     config_record.record(parse(
         "folder", "--config.transformer.num_hidden_layers=3"), str(other),
         log=lambda _: None)
+  # Values a flag cannot give back as recorded: no overrides offered.
+  config = parse("folder")
+  for fixed in ([("nope.x", 3, 4)], [("image_size", "32", 64)],
+                [("tokenizer_training.batch_size", True, 16)],
+                [("class_names", ["a", "b"], ["a", "c"])]):
+    assert config_record.resume_flags(fixed, config) == "", fixed
+  assert config_record.resume_flags(
+      [("data.path", "/my data", "/x")], config) == "'--config.data.path=/my data'"

@@ -70,16 +70,15 @@ def is_free(key: str) -> bool:
           key.split(".")[-1] in FREE_KEYS)
 
 
-def _none_from_flag(config: ml_collections.ConfigDict, key: str) -> bool:
-  """Whether `--config.KEY=None` parses: only for fields typed `object`
-  (a placeholder(int) field's flag parser rejects "None")."""
+def _field_type(config: ml_collections.ConfigDict, key: str) -> Any:
+  """The type of `config`'s field at dotted `key`, None when it has none."""
   *parents, leaf = key.split(".")
   try:
     for p in parents:
       config = config[p]
-    return config.get_type(leaf) is object
+    return config.get_type(leaf)
   except (KeyError, AttributeError, TypeError):
-    return False
+    return None
 
 
 def resume_flags(fixed: List[Tuple[str, Any, Any]],
@@ -87,13 +86,21 @@ def resume_flags(fixed: List[Tuple[str, Any, Any]],
   """The command-line overrides that give back the recorded values of
   `fixed` ((key, recorded, new) triples) in `config`, e.g.
   "--config.tokenizer.encoder_spatial_levels=None"; "" when a recorded
-  value cannot be set by a flag as it was recorded (a list, a section, or
-  None for a field whose flag does not parse it)."""
+  value cannot be set by a flag as it was recorded: a list or a section, a
+  key `config` lacks, a value of another type than the field's, or None for
+  a field not typed `object` (the flag parser of a placeholder(int) field
+  rejects "None")."""
   out = []
   for key, old, _ in fixed:
-    if old is None and not _none_from_flag(config, key):
-      return ""
-    if not (old is None or isinstance(old, (bool, int, float, str))):
+    kind = _field_type(config, key)
+    if kind is object:
+      settable = old is None or isinstance(old, (bool, int, float, str))
+    elif kind in (bool, int, float, str):
+      settable = (type(old) is kind or  # bool is no int here
+                  (kind is float and type(old) is int))
+    else:
+      settable = False
+    if not settable:
       return ""
     out.append(shlex.quote(f"--config.{key}={old}"))
   return " ".join(out)
