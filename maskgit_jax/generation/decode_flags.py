@@ -13,13 +13,15 @@ from typing import Any, Dict
 from absl import flags
 import ml_collections
 
+from maskgit_jax.libml import parallel_decode
+
 NUM_ITER = flags.DEFINE_integer("num_iter", None, "Decoding iterations.")
 _CHOICE_T = flags.DEFINE_float("choice_temperature", None,
                                "Temperature of the choice of tokens to keep.")
 _GUIDANCE = flags.DEFINE_float("guidance_scale", None,
                                "Classifier-free guidance scale.")
 _GUIDANCE_SCHEDULE = flags.DEFINE_enum(
-    "guidance_schedule", None, ["constant", "linear", "cosine"],
+    "guidance_schedule", None, list(parallel_decode.GUIDANCE_SCHEDULES),
     "How the guidance scale grows over the iterations.")
 _SAMPLING_T = flags.DEFINE_float("sampling_temperature", None,
                                  "Temperature of token sampling.")
@@ -29,7 +31,7 @@ _SAMPLING_T_END = flags.DEFINE_float(
 _TOP_K = flags.DEFINE_integer("top_k", None,
                               "Sample among the k likeliest tokens (0 = all).")
 _POSITION_SCHEDULER = flags.DEFINE_enum(
-    "position_scheduler", None, ["confidence", "halton"],
+    "position_scheduler", None, list(parallel_decode.POSITION_SCHEDULERS),
     "Which tokens to keep each iteration: the most confident (the release's) "
     "or the next ones of a fixed Halton order over the grid.")
 _HALTON_SHIFT = flags.DEFINE_bool(
