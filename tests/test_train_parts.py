@@ -11,6 +11,7 @@ from maskgit_jax.nets import inception_weights
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import token_noise
 from maskgit_jax.train_lib import tokenizer_task
 import release_params
 import test_train
@@ -452,3 +453,93 @@ def test_decoder_gan_phase_helper_appends_the_phase():
   t.num_steps = "2 epochs"
   with pytest.raises(ValueError, match="int num_steps, got '2 epochs'"):
     defaults.decoder_gan_phase(config, steps=15)
+
+
+def test_perturb_tokens_swaps_for_near_codes_at_the_given_rate():
+  """`token_noise.perturb_tokens`: probability 0 changes nothing, 1 changes every token to
+  one of its k nearest other codes (brute force here; cosine for
+  l2-normalised codes, Euclidean otherwise), and 0.3 about 30% of them."""
+  codebook = jax.random.normal(jax.random.PRNGKey(0), (32, 4)) * jnp.array(
+      [1.0, 2.0, 3.0, 4.0])
+  ids = jax.random.randint(jax.random.PRNGKey(1), (64, 7, 7), 0, 32)
+  rng = jax.random.PRNGKey(2)
+  same = token_noise.perturb_tokens(codebook, ids, rng, 0.0, 4, True)
+  np.testing.assert_array_equal(same, ids)
+  for l2 in (True, False):
+    codes = np.asarray(codebook, np.float64)
+    if l2:
+      codes /= np.linalg.norm(codes, axis=-1, keepdims=True)
+    dist = ((codes[:, None] - codes[None]) ** 2).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.argsort(dist, axis=-1)[:, :4]
+    noisy = np.asarray(token_noise.perturb_tokens(codebook, ids, rng, 1.0,
+                                                     4, l2))
+    flat_ids, flat_noisy = np.asarray(ids).ravel(), noisy.ravel()
+    assert (flat_noisy != flat_ids).all()
+    assert all(n in nearest[i] for i, n in zip(flat_ids, flat_noisy))
+    # Every one of the k neighbours is drawn.
+    assert len(set(flat_noisy[flat_ids == flat_ids[0]].tolist())) == 4
+  # The l2 and Euclidean neighbours differ for this codebook.
+  assert not np.array_equal(
+      token_noise.perturb_tokens(codebook, ids, rng, 1.0, 4, True),
+      token_noise.perturb_tokens(codebook, ids, rng, 1.0, 4, False))
+  some = token_noise.perturb_tokens(codebook, ids, rng, 0.3, 4, True)
+  assert 0.25 < float(jnp.mean(some != ids)) < 0.35
+
+
+def test_decoder_phase_token_noise_feeds_the_decoder_near_codes():
+  """With `decoder_token_noise` the decoder-only steps decode perturbed
+  tokens (another reconstruction loss; the reported codes and quantizer
+  loss are still the clean tokens'); the steps before the phase, and the encoder and
+  codebook, are those of a run without it; bad values stop with one line."""
+  leaves = test_train.leaves
+
+  def run_steps(noise):
+    config = test_train.tiny_config(stages=("tokenizer",))
+    c = config.tokenizer_training
+    c.num_steps = 4
+    c.decoder_finetune_steps = 2
+    c.decoder_token_noise = noise
+    c.decoder_token_noise_neighbours = 3
+    task, state, batch = _tokenizer_task(config)
+    step = jax.jit(task.train_step, static_argnums=3)
+    states, log = [], []
+    for i in range(4):
+      state, metrics = step(state, batch, None, task.phase(i))
+      states.append(jax.device_get(state))
+      log.append({k: float(v) for k, v in metrics.items()})
+    return states, log
+
+  clean, clean_log = run_steps(None)
+  noisy, noisy_log = run_steps(1.0)
+  for x, y in zip(leaves(clean[1]), leaves(noisy[1])):
+    np.testing.assert_array_equal(x, y)  # before the phase: untouched
+  assert noisy_log[1] == clean_log[1]
+  assert noisy_log[2]["reconstruction_loss"] != clean_log[2][
+      "reconstruction_loss"]
+  for key in ("perplexity", "quantizer_loss"):  # the clean tokens' figures
+    assert noisy_log[2][key] == clean_log[2][key]
+  for part in ("encoder", "quantizer"):
+    for x, y in zip(leaves(clean[3].params[part]),
+                    leaves(noisy[3].params[part])):
+      np.testing.assert_array_equal(x, y)
+  assert not all(np.array_equal(x, y) for x, y in zip(
+      leaves(clean[3].params["decoder"]), leaves(noisy[3].params["decoder"])))
+  config = test_train.tiny_config(stages=("tokenizer",))
+  for key, value, message in (
+      ("decoder_token_noise", 1.5, r"decoder_token_noise=1\.5 must be a "
+       r"probability in \[0, 1\]"),
+      ("decoder_token_noise", -0.1, r"decoder_token_noise=-0\.1 must be"),
+      ("decoder_token_noise_neighbours", 0,
+       r"decoder_token_noise_neighbours=0 must be an int in \[1, "
+       r"codebook_size - 1\]")):
+    bad = test_train.tiny_config(stages=("tokenizer",))
+    bad.tokenizer_training[key] = value
+    with pytest.raises(ValueError, match="^tokenizer_training." + message):
+      run.check_config(bad)
+  config.tokenizer_training.decoder_token_noise = 0.5
+  config.tokenizer_training.decoder_token_noise_neighbours = (
+      config.tokenizer.codebook_size or 10**6)
+  with pytest.raises(ValueError, match=r"neighbours=\d+ must be an int in "
+                     r"\[1, codebook_size - 1 = \d+\]"):
+    _tokenizer_task(config)

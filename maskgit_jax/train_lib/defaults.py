@@ -131,6 +131,12 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   c.decoder_finetune_steps = duration(None)
   c.decoder_optimizer = ml_collections.ConfigDict(dict(
       lr=placeholder(float), b1=placeholder(float), b2=placeholder(float)))
+  # In that phase, each token the decoder reads is replaced, with this
+  # probability, by one of its `decoder_token_noise_neighbours` nearest codes
+  # (cosine), the loss still against the image: a decoder robust to the near
+  # misses of stage 2's samples. None (or 0) = off.
+  c.decoder_token_noise = placeholder(float)
+  c.decoder_token_noise_neighbours = placeholder(int)
   c.reconstruction_loss = "l2"
   c.perceptual_weight = 0.1
   c.perceptual_weights = ""  # path to FID Inception default_1.pt; "" = off

@@ -34,6 +34,7 @@ from maskgit_jax.train_lib import feature_net_task
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import sharding as sharding_lib
+from maskgit_jax.train_lib import token_noise
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import trainer
 from maskgit_jax.train_lib import transformer_task
@@ -125,6 +126,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     optim.check_optimizer_config(
         tokenizer_task.decoder_optimizer_config(config.tokenizer_training),
         "tokenizer_training.decoder_optimizer")
+    token_noise.settings(config.tokenizer_training)
   if "transformer" in config.stages:
     sample_lib.decode_options(config)  # Nonsense sampling values: one line.
     per_class = config.transformer_training.get("samples", {}).get(

@@ -18,7 +18,12 @@ quantizer and the codebook stay as they are, so the tokens no longer change,
 and no code is restarted. The other steps' learning-rate schedule
 (`g_optimizer`) runs over the steps before. With `disc_start_step` at the
 phase's first step, the GAN loss sharpens the decoder without touching the
-tokens (README "Measured").
+tokens (README "Measured"). With `decoder_token_noise` > 0 the phase's
+decoder reads noisy tokens: each swapped with that probability for one of
+its `decoder_token_noise_neighbours` nearest codes (`token_noise.perturb_tokens`), the
+loss still against the image, which makes it robust to stage 2's near
+misses (the latent perturbation of Qiu et al., "Robust Latent Matters",
+arXiv 2503.08354, here in the decoder-only phase only).
 
 The step's phase (GAN on or not, decoder-only or not) is a static argument
 of the trainer's step (`Task.phase`), one compiled step per phase; called
@@ -39,6 +44,7 @@ from maskgit_jax.libml import losses
 from maskgit_jax.nets import discriminator as discriminator_lib
 from maskgit_jax.nets import vqgan_tokenizer
 from maskgit_jax.train_lib import optim
+from maskgit_jax.train_lib import token_noise as token_noise_lib
 from maskgit_jax.train_lib import trainer
 
 
@@ -127,6 +133,8 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
   d_tx, _ = optim.make_optimizer(c.d_optimizer, c.num_steps)
   if perceptual is None:
     perceptual = perceptual_loss_fn(c.get("perceptual_weights", ""), note)
+  token_noise, neighbours = token_noise_lib.settings(
+      c, tokenizer.codebook_size)
   ema_decay = float(c.get("ema_decay", 0.0))
   restart = float(c.get("codebook_restart_threshold", 0.0))
   images0 = jnp.zeros((1, image_size, image_size, tokenizer.channels))
@@ -221,7 +229,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     del frozen
     images = batch["image"]
     rng = jax.random.fold_in(state.rng, state.step)
-    restart_rng, _ = jax.random.split(rng)
+    restart_rng, noise_rng = jax.random.split(rng)
     if static_phase is None:
       gan_on = (state.step >= c.disc_start_step) if use_gan else False
       ft_on = (state.step >= ft_start) if ft_steps else False
@@ -229,9 +237,19 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       gan_on, ft_on = static_phase
     d_params = state.aux.get("d_params")
 
-    def g_loss_fn(trainable, fixed):
+    def g_loss_fn(trainable, fixed, noisy_tokens=False):
       params = {**fixed, **trainable}
-      recon, result = tokenizer.apply({"params": params}, images, train=True)
+      if noisy_tokens:  # the decoder-only phase: the tokens are constants
+        _, result = tokenizer.apply({"params": params}, images, train=True,
+                                    method=tokenizer.encode)
+        ids = token_noise_lib.perturb_tokens(
+            params["quantizer"]["codebook"], result["encoding_indices"],
+            noise_rng, token_noise, neighbours, tokenizer.l2_normalized)
+        recon = tokenizer.apply({"params": params}, ids,
+                                method=tokenizer.decode_from_indices)
+      else:
+        recon, result = tokenizer.apply({"params": params}, images,
+                                        train=True)
       rec = losses.reconstruction_loss(recon, images, c.reconstruction_loss)
       total = rec + result["quantizer_loss"]
       parts = dict(reconstruction_loss=rec,
@@ -263,7 +281,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       fixed = {k: jax.lax.stop_gradient(v) for k, v in params.items()
                if k != "decoder"}
       (loss, out), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-          {"decoder": params["decoder"]}, fixed)
+          {"decoder": params["decoder"]}, fixed, bool(token_noise))
       updates, ft_opt_state = ft_tx.update(grads["decoder"], ft_opt_state,
                                            params["decoder"])
       params = {**params,
