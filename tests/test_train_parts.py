@@ -530,6 +530,9 @@ def test_decoder_phase_token_noise_feeds_the_decoder_near_codes():
       ("decoder_token_noise", 1.5, r"decoder_token_noise=1\.5 must be a "
        r"probability in \[0, 1\]"),
       ("decoder_token_noise", -0.1, r"decoder_token_noise=-0\.1 must be"),
+      ("decoder_token_noise", "x", r"decoder_token_noise='x' must be"),
+      ("decoder_token_noise_neighbours", 2.5,
+       r"decoder_token_noise_neighbours=2\.5 must be an int"),
       ("decoder_token_noise_neighbours", 0,
        r"decoder_token_noise_neighbours=0 must be an int in \[1, "
        r"codebook_size - 1\]")):

@@ -135,8 +135,12 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   # probability, by one of its `decoder_token_noise_neighbours` nearest codes
   # (cosine), the loss still against the image: a decoder robust to the near
   # misses of stage 2's samples. None (or 0) = off.
-  c.decoder_token_noise = placeholder(float)
-  c.decoder_token_noise_neighbours = placeholder(int)
+  # (Typed object, as durations are: `=None` parses, so a run recorded
+  # without the noise resumes with the flags its refused resume prints;
+  # token_noise.settings checks the values.)
+  c.decoder_token_noise = ml_collections.FieldReference(None, field_type=object)
+  c.decoder_token_noise_neighbours = ml_collections.FieldReference(
+      None, field_type=object)
   c.reconstruction_loss = "l2"
   c.perceptual_weight = 0.1
   c.perceptual_weights = ""  # path to FID Inception default_1.pt; "" = off
