@@ -456,8 +456,8 @@ def test_decoder_gan_phase_helper_appends_the_phase():
 
 
 def test_perturb_tokens_swaps_for_near_codes_at_the_given_rate():
-  """`token_noise.perturb_tokens`: probability 0 changes nothing, 1 changes every token to
-  one of its k nearest other codes (brute force here; cosine for
+  """`token_noise.perturb_tokens`: probability 0 changes nothing, 1 changes
+  every token to one of its k nearest other codes (brute force here; cosine for
   l2-normalised codes, Euclidean otherwise), and 0.3 about 30% of them."""
   codebook = jax.random.normal(jax.random.PRNGKey(0), (32, 4)) * jnp.array(
       [1.0, 2.0, 3.0, 4.0])
@@ -490,8 +490,9 @@ def test_perturb_tokens_swaps_for_near_codes_at_the_given_rate():
 def test_decoder_phase_token_noise_feeds_the_decoder_near_codes():
   """With `decoder_token_noise` the decoder-only steps decode perturbed
   tokens (another reconstruction loss; the reported codes and quantizer
-  loss are still the clean tokens'); the steps before the phase, and the encoder and
-  codebook, are those of a run without it; bad values stop with one line."""
+  loss are still the clean tokens'); the steps before the phase, and the
+  encoder and codebook, are those of a run without it; bad values stop with
+  one line."""
   leaves = test_train.leaves
 
   def run_steps(noise):

@@ -133,11 +133,12 @@ def tokenizer_training() -> ml_collections.ConfigDict:
       lr=placeholder(float), b1=placeholder(float), b2=placeholder(float)))
   # In that phase, each token the decoder reads is replaced, with this
   # probability, by one of its `decoder_token_noise_neighbours` nearest codes
-  # (cosine), the loss still against the image: a decoder robust to the near
-  # misses of stage 2's samples. None (or 0) = off.
-  # (Typed object, as durations are: `=None` parses, so a run recorded
-  # without the noise resumes with the flags its refused resume prints;
-  # token_noise.settings checks the values.)
+  # (None: 8), the loss still against the image: a decoder robust to the near
+  # misses of stage 2's samples (train_lib/token_noise). None (or 0) = off.
+  # Typed object, as durations are, so that `=None` parses: a run recorded
+  # without the noise resumes with the flags its refused resume prints (not
+  # for configs/folder.py, whose derived config loses the types);
+  # token_noise.settings checks the values.
   c.decoder_token_noise = ml_collections.FieldReference(None, field_type=object)
   c.decoder_token_noise_neighbours = ml_collections.FieldReference(
       None, field_type=object)

@@ -20,10 +20,11 @@ and no code is restarted. The other steps' learning-rate schedule
 phase's first step, the GAN loss sharpens the decoder without touching the
 tokens (README "Measured"). With `decoder_token_noise` > 0 the phase's
 decoder reads noisy tokens: each swapped with that probability for one of
-its `decoder_token_noise_neighbours` nearest codes (`token_noise.perturb_tokens`), the
-loss still against the image, which makes it robust to stage 2's near
-misses (the latent perturbation of Qiu et al., "Robust Latent Matters",
-arXiv 2503.08354, here in the decoder-only phase only).
+its `decoder_token_noise_neighbours` nearest codes
+(`token_noise.perturb_tokens`), the loss still against the image, which
+makes it robust to stage 2's near misses (the latent perturbation of Qiu
+et al., "Robust Latent Matters", arXiv 2503.08354, here in the decoder-only
+phase only).
 
 The step's phase (GAN on or not, decoder-only or not) is a static argument
 of the trainer's step (`Task.phase`), one compiled step per phase; called
