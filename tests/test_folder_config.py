@@ -183,6 +183,35 @@ def _one_error_line(result):
   return lines[0]
 
 
+def test_a_refused_folder_resume_offers_the_overrides(tmp_path):
+  """A folder run recorded before the noisy-token decoder phase, resumed
+  with today's configs/folder.py through the CLI: the one error line offers
+  the `=None` overrides (the types come from the command line's config, not
+  the resolved one, which has lost them), nothing is written, and those
+  overrides give back the recorded config."""
+  from maskgit_jax.train_lib import config_record  # pylint: disable=import-outside-toplevel
+  import test_config_fields  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  old = folder_config(COLOUR)
+  t = old.tokenizer_training
+  t.num_steps, t.decoder_finetune_steps = 4000, None
+  t.decoder_token_noise = t.decoder_token_noise_neighbours = None
+  config_record.record(auto_config.resolve(old, str(workdir)), str(workdir),
+                       log=lambda _: None)
+  recorded = (workdir / "config.json").read_text()
+  line = _one_error_line(_train_cli(workdir, f"--config.data.path={COLOUR}"))
+  flags = line.split("resume it as it was trained with ")[1][:-1].split()
+  assert flags == [f"--config.tokenizer_training.{k}=None" for k in (
+      "decoder_finetune_steps", "decoder_token_noise",
+      "decoder_token_noise_neighbours")], line
+  assert (workdir / "config.json").read_text() == recorded
+  given = test_config_fields.parse(
+      "folder", f"--config.data.path={COLOUR}",
+      "--config.tokenizer_training.num_steps=4000", *flags)
+  config_record.record(auto_config.resolve(given, str(workdir)), str(workdir),
+                       log=lambda _: None, flag_types=given)  # resumes
+
+
 def test_cli_contradiction_is_one_line_and_leaves_the_run_alone(tmp_path):
   workdir = tmp_path / "run"
   (workdir / "tokenizer" / "checkpoints").mkdir(parents=True)

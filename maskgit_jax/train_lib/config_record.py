@@ -19,7 +19,7 @@ import datetime
 import json
 import os
 import shlex
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import ml_collections
@@ -107,8 +107,13 @@ def resume_flags(fixed: List[Tuple[str, Any, Any]],
 
 
 def record(config: ml_collections.ConfigDict, workdir: str,
-           log: Callable[[str], Any] = print) -> str:
+           log: Callable[[str], Any] = print,
+           flag_types: Optional[ml_collections.ConfigDict] = None) -> str:
   """Writes (or checks and updates) WORKDIR/config.json; see the module doc.
+
+  `flag_types`: the config as the command line gave it, whose field types
+  decide which overrides a refused resume can offer (`resume_flags`), when
+  `config` was rebuilt from values (`auto_config.resolve`), losing them.
 
   Raises:
     ValueError: a resumed run's config differs in a key that changes the
@@ -131,7 +136,8 @@ def record(config: ml_collections.ConfigDict, workdir: str,
     if fixed:
       shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in fixed[:5])
       more = f" (and {len(fixed) - 5} more)" if len(fixed) > 5 else ""
-      flags = resume_flags(fixed, config)
+      flags = resume_flags(fixed, config if flag_types is None
+                           else flag_types)
       hint = (f", or resume it as it was trained with {flags}" if flags
               else "")
       raise ValueError(

@@ -136,8 +136,7 @@ def tokenizer_training() -> ml_collections.ConfigDict:
   # (None: 8), the loss still against the image: a decoder robust to the near
   # misses of stage 2's samples (train_lib/token_noise). None (or 0) = off.
   # Typed object, as durations are, so that `=None` parses: a run recorded
-  # without the noise resumes with the flags its refused resume prints (not
-  # for configs/folder.py, whose derived config loses the types);
+  # without the noise resumes with the flags its refused resume prints;
   # token_noise.settings checks the values.
   c.decoder_token_noise = ml_collections.FieldReference(None, field_type=object)
   c.decoder_token_noise_neighbours = ml_collections.FieldReference(

@@ -181,6 +181,7 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
   # Fields left "auto" (configs/folder.py) come from the image folder and the
   # image size; contradictions stop here, before config.json is written.
+  given = config  # its field types: the overrides a refused resume offers
   config = auto_config.resolve(config, workdir, log=log)
   check_config(config)
   # The models' fields are checked here too, before config.json is written:
@@ -189,7 +190,7 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config, activation_rules=rules)
   os.makedirs(workdir, exist_ok=True)
-  config_record.record(config, workdir, log=log)
+  config_record.record(config, workdir, log=log, flag_types=given)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   log(f"mesh {dict(mesh.shape)} over {mesh.devices.size} "
       f"{mesh.devices.flat[0].platform} device(s)")
