@@ -15,8 +15,9 @@ written. The samples are decoded with the config's `sampling` unless the
 decoding flags of `maskgit_jax.sample` say otherwise (`--num_iter`,
 `--choice_temperature`, `--guidance_scale`, `--guidance_schedule`,
 `--sampling_temperature`, `--sampling_temperature_end`, `--top_k`,
-`--position_scheduler`, `--halton_random_shift`; the report's
-`decode_options` records what was used).
+`--position_scheduler`, `--halton_random_shift`, `--refine_steps`,
+`--refine_fraction`, `--refine_choice_temperature`, `--refine_temperature`;
+the report's `decode_options` records what was used).
 Started on several processes (the --distributed flags of
 maskgit_jax/common/multihost.py), process 0 evaluates on its local devices and
 writes; the others wait for it.

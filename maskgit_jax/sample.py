@@ -45,7 +45,9 @@ results (pixels outside the edited tokens are the input's, blended over
 
 Decoding: --num_iter --choice_temperature --guidance_scale --guidance_schedule
 --sampling_temperature --sampling_temperature_end --top_k
---position_scheduler=confidence|halton --[no]halton_random_shift --seed
+--position_scheduler=confidence|halton --[no]halton_random_shift
+--refine_steps --refine_fraction --refine_choice_temperature
+--refine_temperature (corrector steps after the last iteration) --seed
 (defaults: the config's `sampling`).
 Any `--config.key=value` overrides the config file.
 

@@ -466,6 +466,8 @@ def test_cli_decoding_flags_override_the_runs_sampling(run_dir, tmp_path,
           "--batch_size=8", f"--output={output}",
           f"--cache_dir={tmp_path / 'cache'}", "--num_iter=3",
           "--sampling_temperature=1.1", "--sampling_temperature_end=0.5",
+          "--refine_steps=2", "--refine_fraction=0.5",
+          "--refine_choice_temperature=1", "--refine_temperature=0.9",
           "--choice_temperature=9"]
   try:
     flags.FLAGS(argv)
@@ -476,6 +478,9 @@ def test_cli_decoding_flags_override_the_runs_sampling(run_dir, tmp_path,
   assert (options["num_iter"], options["sampling_temperature"],
           options["sampling_temperature_end"],
           options["choice_temperature"]) == (3, 1.1, 0.5, 9.0)
+  assert (options["refine_steps"], options["refine_fraction"],
+          options["refine_choice_temperature"],
+          options["refine_temperature"]) == (2, 0.5, 1.0, 0.9)
   assert (workdir / "config.json").read_text() == before
   try:
     flags.FLAGS(argv[:-4] + ["--num_iter=0"])

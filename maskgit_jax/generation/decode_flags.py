@@ -37,6 +37,19 @@ _POSITION_SCHEDULER = flags.DEFINE_enum(
 _HALTON_SHIFT = flags.DEFINE_bool(
     "halton_random_shift", None,
     "halton: a random cyclic offset of the order per sample.")
+_REFINE_STEPS = flags.DEFINE_integer(
+    "refine_steps", None, "Corrector steps after the last iteration, each "
+    "re-sampling the least confident generated tokens (0 = off).")
+_REFINE_FRACTION = flags.DEFINE_float(
+    "refine_fraction", None, "Share of the generated tokens each corrector "
+    "step re-samples.")
+_REFINE_CHOICE_T = flags.DEFINE_float(
+    "refine_choice_temperature", None, "Gumbel noise on the confidence in "
+    "the corrector's choice (0: the least confident).")
+
+_REFINE_T = flags.DEFINE_float(
+    "refine_temperature", None, "Token temperature of the corrector steps "
+    "(unset: the last iteration's).")
 
 
 def overrides() -> Dict[str, Any]:
@@ -48,7 +61,11 @@ def overrides() -> Dict[str, Any]:
               sampling_temperature_end=_SAMPLING_T_END.value,
               top_k=_TOP_K.value,
               position_scheduler=_POSITION_SCHEDULER.value,
-              halton_random_shift=_HALTON_SHIFT.value)
+              halton_random_shift=_HALTON_SHIFT.value,
+              refine_steps=_REFINE_STEPS.value,
+              refine_fraction=_REFINE_FRACTION.value,
+              refine_choice_temperature=_REFINE_CHOICE_T.value,
+              refine_temperature=_REFINE_T.value)
 
 
 def given() -> Dict[str, Any]:

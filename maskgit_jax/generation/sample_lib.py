@@ -194,9 +194,9 @@ def sample_classes(sampler: sampling.MaskGitSampler, classes: Sequence[int],
 def decode_options(config: ml_collections.ConfigDict, **overrides):
   """The `decode` keyword arguments from `config.sampling`, with overrides.
 
-  `position_scheduler`, `halton_random_shift` and `sampling_temperature_end`
-  default to "confidence", False and None for configs written before they
-  existed (a run's config.json).
+  `position_scheduler`, `halton_random_shift`, `sampling_temperature_end` and
+  the `refine_*` keys default to "confidence", False, None and off (0 steps)
+  for configs written before they existed (a run's config.json).
   """
   s = config.sampling
   options = dict(num_iter=s.num_iter, choice_temperature=s.choice_temperature,
@@ -207,7 +207,12 @@ def decode_options(config: ml_collections.ConfigDict, **overrides):
                  sampling_temperature_end=s.get("sampling_temperature_end"),
                  top_k=s.top_k,
                  position_scheduler=s.get("position_scheduler", "confidence"),
-                 halton_random_shift=s.get("halton_random_shift", False))
+                 halton_random_shift=s.get("halton_random_shift", False),
+                 refine_steps=s.get("refine_steps", 0),
+                 refine_fraction=s.get("refine_fraction", 0.25),
+                 refine_choice_temperature=s.get("refine_choice_temperature",
+                                                 0.0),
+                 refine_temperature=s.get("refine_temperature"))
   options.update({k: v for k, v in overrides.items() if v is not None})
   check_decode_options(options)
   return options
@@ -229,6 +234,14 @@ def check_decode_options(options) -> None:
     number("sampling_temperature_end", lambda v: v > 0,
            "a finite number > 0 or None (constant)")
   number("top_k", lambda v: v >= 0, "an int >= 0 (0 = off)", integer=True)
+  number("refine_steps", lambda v: v >= 0, "an int >= 0 (0 = off)",
+         integer=True)
+  number("refine_fraction", lambda v: 0 < v <= 1, "a number in (0, 1]")
+  number("refine_choice_temperature", lambda v: v >= 0,
+         "a finite number >= 0")
+  if options.get("refine_temperature") is not None:
+    number("refine_temperature", lambda v: v > 0,
+           "a finite number > 0 or None (the last iteration's)")
   scheduler = options.get("position_scheduler", "confidence")
   choices = parallel_decode.POSITION_SCHEDULERS
   if scheduler not in choices:

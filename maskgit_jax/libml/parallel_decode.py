@@ -37,11 +37,27 @@ Extensions, all off by default:
 - fast precision: pass a bfloat16 model (see `Transformer.dtype`); here the
   logits are cast to float32, so softmax, confidence and sampling always run
   in float32.
+- corrector steps: `refine_steps` R > 0 continues after the last iteration,
+  whose tokens are never revisited otherwise (see below).
 
 The Halton position scheduler (`position_scheduler="halton"`): see
 `maskgit_jax.libml.halton`; the tokens revealed at each iteration are the
 next masked ones of its order, as many as the confidence scheduler's
 formula leaves masked (`num_masked_after`).
+
+Corrector steps (`refine_steps` > 0; the re-masking refinement of
+Mask-Predict, Ghazvininejad et al., EMNLP 2019, without a learned critic):
+the confidence of each generated token is the probability it had when it
+was last sampled (given tokens: infinite). Each step re-masks
+`floor(refine_fraction * generated)` tokens (at least 1), the least
+confident (`refine_choice_temperature` > 0 adds Gumbel noise to the log
+confidence; large values choose at random, a Gibbs-like sweep), predicts
+them from all the others at the full guidance scale, re-samples them at
+`refine_temperature` (None: the last iteration's token temperature) and
+records their new confidence. The iterations' entries of the output are
+those of the sampler without correction for the same key; the last entry
+holds the corrected sequence. Each step costs one model call (two with
+guidance).
 """
 
 import functools
@@ -144,7 +160,7 @@ def _categorical(rng: jax.Array, logits: jax.Array) -> jax.Array:
                      "start_iter", "mask_scheduling_method", "guidance_schedule",
                      "null_inputs_fn", "top_k", "return_masks",
                      "guidance_scale", "position_scheduler",
-                     "halton_random_shift", "grid_shape"))
+                     "halton_random_shift", "grid_shape", "refine_steps"))
 def decode(inputs: jax.Array,
            rng: jax.Array,
            tokens_to_logits: Callable[[jax.Array], jax.Array],
@@ -163,7 +179,11 @@ def decode(inputs: jax.Array,
            return_masks: bool = False,
            position_scheduler: str = "confidence",
            halton_random_shift: bool = False,
-           grid_shape: Optional[Tuple[int, int]] = None):
+           grid_shape: Optional[Tuple[int, int]] = None,
+           refine_steps: int = 0,
+           refine_fraction: float = 0.25,
+           refine_choice_temperature: float = 0.0,
+           refine_temperature: Optional[float] = None):
   """Iterative parallel decoding.
 
   Args:
@@ -197,11 +217,19 @@ def decode(inputs: jax.Array,
       per sample.
     grid_shape: "halton" only: `(h, w)` of the token grid, the last `h * w`
       positions (default: inferred from `seq_len`, see `halton.grid_layout`).
+    refine_steps: corrector steps after the last iteration (0 = off; static):
+      see the module docstring.
+    refine_fraction: share of the generated tokens re-masked and re-sampled
+      in each corrector step.
+    refine_choice_temperature: Gumbel noise on the log confidence when
+      choosing them (0: the least confident; large: uniformly at random).
+    refine_temperature: token temperature of the corrector steps (None: the
+      last iteration's).
 
   Returns:
     int32 `[batch, num_iter, seq_len]`: the sampled sequence of each iteration
     (entries before `start_iter` equal `inputs`; the last one holds no mask
-    token). With `return_masks`, also bool `[batch, num_iter, seq_len]`: True
+    token, and is the corrected sequence when `refine_steps` > 0). With `return_masks`, also bool `[batch, num_iter, seq_len]`: True
     where a token is masked after that iteration.
   """
   mask_schedule.validate(mask_scheduling_method)
@@ -212,6 +240,8 @@ def decode(inputs: jax.Array,
     raise ValueError(f"start_iter={start_iter} must be in [0, num_iter={num_iter}].")
   if top_k < 0:
     raise ValueError(f"top_k must be >= 0, got {top_k}.")
+  if refine_steps < 0:
+    raise ValueError(f"refine_steps must be >= 0, got {refine_steps}.")
   if position_scheduler not in POSITION_SCHEDULERS:
     raise ValueError(f"Unknown position scheduler {position_scheduler!r}; "
                      f"expected one of {POSITION_SCHEDULERS}.")
@@ -234,21 +264,31 @@ def decode(inputs: jax.Array,
     reveal_rank = halton_lib.reveal_ranks(unknown_at_start_map, shift_rng,
                                           grid_shape, halton_random_shift)
 
-  def body(step, state):
-    cur_ids, rng, final_seqs, masks = state
-    ratio = 1. * (step + 1) / num_iter
+  refine = refine_steps > 0
+
+  def guided_logits(ids, ratio, temperature):
     if use_guidance:
       both = tokens_to_logits(
-          jnp.concatenate([cur_ids, null_inputs_fn(cur_ids)], axis=0))
+          jnp.concatenate([ids, null_inputs_fn(ids)], axis=0))
       cond, uncond = jnp.split(both.astype(jnp.float32), 2, axis=0)
       scale = guidance_scale * guidance_weight(guidance_schedule, ratio)
       logits = cond + scale * (cond - uncond)
     else:
-      logits = tokens_to_logits(cur_ids).astype(jnp.float32)
+      logits = tokens_to_logits(ids).astype(jnp.float32)
     if top_k:
       logits = _filter_top_k(logits, top_k)
-    logits = logits / sampling_temperature_at(
-        step, num_iter, sampling_temperature, sampling_temperature_end)
+    return logits / temperature
+
+  def probability_of(logits, ids):
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.take_along_axis(probs, ids[..., None].astype(jnp.int32),
+                               -1)[..., 0]
+
+  def body(step, state):
+    cur_ids, rng, final_seqs, masks, kept_confidence = state
+    ratio = 1. * (step + 1) / num_iter
+    logits = guided_logits(cur_ids, ratio, sampling_temperature_at(
+        step, num_iter, sampling_temperature, sampling_temperature_end))
 
     rng, sample_rng = jax.random.split(rng, 2)
     sampled_ids = _categorical(sample_rng, logits)
@@ -260,26 +300,65 @@ def decode(inputs: jax.Array,
     mask_len = num_masked_after(
         step, num_iter, unknown_at_start,
         jnp.sum(unknown_map, axis=-1), mask_scheduling_method)[:, None]
+    if not halton or refine:
+      selected_probs = jnp.where(unknown_map,
+                                 probability_of(logits, sampled_ids),
+                                 _CONFIDENCE_OF_KNOWN_TOKENS)
     if halton:
       # The first `unknown_at_start - mask_len` masked positions of the order
       # are revealed; given positions are never masked.
       revealed = unknown_at_start[:, None] - mask_len
       masking = unknown_at_start_map & (reveal_rank >= revealed)
     else:
-      probs = jax.nn.softmax(logits, axis=-1)
-      selected_probs = jnp.take_along_axis(
-          probs, sampled_ids[..., None].astype(jnp.int32), -1)[..., 0]
-      selected_probs = jnp.where(unknown_map, selected_probs,
-                                 _CONFIDENCE_OF_KNOWN_TOKENS)
       rng, choice_rng = jax.random.split(rng)
       masking = mask_by_random_topk(choice_rng, mask_len, selected_probs,
                                     choice_temperature * (1. - ratio))
+    if refine:  # The confidence of each generated token when last sampled.
+      kept_confidence = jnp.where(unknown_map, selected_probs, kept_confidence)
     masks = jax.lax.dynamic_update_slice(masks, masking[:, None, :], (0, step, 0))
     cur_ids = jnp.where(masking, mask_token_id, sampled_ids)
-    return cur_ids, rng, final_seqs, masks
+    return cur_ids, rng, final_seqs, masks, kept_confidence
 
-  _, _, final_seqs, masks = jax.lax.fori_loop(
-      start_iter, num_iter, body, (inputs, rng, final_seqs, masks))
+  kept_confidence = jnp.where(inputs == mask_token_id, 0.,
+                              _CONFIDENCE_OF_KNOWN_TOKENS)
+  _, rng, final_seqs, masks, kept_confidence = jax.lax.fori_loop(
+      start_iter, num_iter, body,
+      (inputs, rng, final_seqs, masks, kept_confidence))
+  if refine and start_iter < num_iter:
+    final_seqs = final_seqs.at[:, -1].set(_refine(
+        final_seqs[:, -1], rng, kept_confidence, unknown_at_start, guided_logits,
+        probability_of, mask_token_id, refine_steps, refine_fraction,
+        refine_choice_temperature, sampling_temperature_at(
+            num_iter - 1, num_iter, sampling_temperature,
+            sampling_temperature_end) if refine_temperature is None
+        else refine_temperature))
   if return_masks:
     return final_seqs, masks
   return final_seqs
+
+
+def _refine(ids, rng, confidence, unknown_at_start, guided_logits,
+            probability_of, mask_token_id, steps, fraction, temperature,
+            sampling_temperature):
+  """Corrector steps: each re-masks `fraction` of the generated tokens, the
+  least confident when they were kept (with Gumbel noise of `temperature` on
+  the log confidence), and re-samples them from the model given all the
+  others, at full guidance and token temperature `sampling_temperature`.
+  Given tokens (infinite confidence) are never re-masked.
+  `[batch, seq_len]` -> `[batch, seq_len]`."""
+  count = jnp.clip(jnp.floor(unknown_at_start * fraction), 1,
+                   unknown_at_start)[:, None]
+
+  def step(_, state):
+    ids, rng, confidence = state
+    rng, choice_rng, sample_rng = jax.random.split(rng, 3)
+    masking = mask_by_random_topk(choice_rng, count, confidence, temperature)
+    logits = guided_logits(jnp.where(masking, mask_token_id, ids), 1.0,
+                           sampling_temperature)
+    sampled = _categorical(sample_rng, logits)
+    ids = jnp.where(masking, sampled, ids)
+    confidence = jnp.where(masking, probability_of(logits, sampled),
+                           confidence)
+    return ids, rng, confidence
+
+  return jax.lax.fori_loop(0, steps, step, (ids, rng, confidence))[0]

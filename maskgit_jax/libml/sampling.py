@@ -93,12 +93,14 @@ class MaskGitSampler:
                                       "mask_scheduling_method", "guidance_scale",
                                       "guidance_schedule", "top_k",
                                       "return_masks", "position_scheduler",
-                                      "halton_random_shift"))
+                                      "halton_random_shift", "refine_steps"))
   def _decode_tokens(self, transformer_variables, inputs, rng, *, num_iter,
                      start_iter, choice_temperature, mask_scheduling_method,
                      guidance_scale, guidance_schedule, sampling_temperature,
                      top_k, return_masks, position_scheduler,
-                     halton_random_shift, sampling_temperature_end=None):
+                     halton_random_shift, sampling_temperature_end=None,
+                     refine_steps=0, refine_fraction=0.25,
+                     refine_choice_temperature=0.0, refine_temperature=None):
     # Fast precision mode: the kernels cast once, not in every iteration.
     transformer_variables = maskgit_transformer.cast_kernels(
         transformer_variables, self.transformer.dtype)
@@ -114,7 +116,10 @@ class MaskGitSampler:
         sampling_temperature_end=sampling_temperature_end, top_k=top_k,
         return_masks=return_masks, position_scheduler=position_scheduler,
         halton_random_shift=halton_random_shift,
-        grid_shape=(self.latent_size, self.latent_size))
+        grid_shape=(self.latent_size, self.latent_size),
+        refine_steps=refine_steps, refine_fraction=refine_fraction,
+        refine_choice_temperature=refine_choice_temperature,
+        refine_temperature=refine_temperature)
 
   def decode_tokens(self, inputs, rng, *, num_iter: int = 12,
                     start_iter: int = 0, choice_temperature: float = 4.5,
@@ -125,11 +130,16 @@ class MaskGitSampler:
                     sampling_temperature_end: Optional[float] = None,
                     return_masks: bool = False,
                     position_scheduler: str = "confidence",
-                    halton_random_shift: bool = False):
+                    halton_random_shift: bool = False,
+                    refine_steps: int = 0, refine_fraction: float = 0.25,
+                    refine_choice_temperature: float = 0.0,
+                    refine_temperature: Optional[float] = None):
     """Runs `parallel_decode.decode` on `[batch, seq_len]` inputs (jitted).
 
     `position_scheduler="halton"` reveals the latent grid in Halton order
     (see `parallel_decode`); the class token at position 0 is given.
+    `refine_steps` > 0 adds corrector steps after the last iteration (see
+    `parallel_decode`).
     """
     return self._decode_tokens(
         self.transformer_variables, jnp.asarray(inputs, jnp.int32), rng,
@@ -142,7 +152,12 @@ class MaskGitSampler:
         sampling_temperature_end=(None if sampling_temperature_end is None
                                   else float(sampling_temperature_end)),
         top_k=int(top_k), return_masks=return_masks,
-        position_scheduler=str(position_scheduler), halton_random_shift=bool(halton_random_shift))
+        position_scheduler=str(position_scheduler),
+        halton_random_shift=bool(halton_random_shift),
+        refine_steps=int(refine_steps), refine_fraction=float(refine_fraction),
+        refine_choice_temperature=float(refine_choice_temperature),
+        refine_temperature=(None if refine_temperature is None
+                            else float(refine_temperature)))
 
   @functools.partial(jax.jit, static_argnums=0)
   def _detokenize(self, tokenizer_variables, ids):

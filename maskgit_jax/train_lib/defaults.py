@@ -94,6 +94,10 @@ def sampling(num_iter: int = 16, samples_per_class: int = 4,
   order (Halton only). `sampling_temperature_end` (None:
   constant) makes the token temperature go linearly from
   `sampling_temperature` at the first iteration to it at the last.
+  `refine_steps` corrector steps (0: off, the release's sampler) follow the
+  last iteration: each re-masks `refine_fraction` of the generated tokens,
+  the least confident (Gumbel noise `refine_choice_temperature` on the log
+  confidence), and re-samples them given all the others.
   """
   return ml_collections.ConfigDict(dict(
       num_iter=num_iter, choice_temperature=4.5,
@@ -101,6 +105,8 @@ def sampling(num_iter: int = 16, samples_per_class: int = 4,
       guidance_schedule="constant", sampling_temperature=1.0,
       sampling_temperature_end=ml_collections.FieldReference(None, float),
       top_k=0, position_scheduler="confidence", halton_random_shift=False,
+      refine_steps=0, refine_fraction=0.25, refine_choice_temperature=0.0,
+      refine_temperature=ml_collections.FieldReference(None, float),
       samples_per_class=samples_per_class, grid_scale=grid_scale))
 
 
