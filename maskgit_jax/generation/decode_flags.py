@@ -15,57 +15,48 @@ import ml_collections
 
 from maskgit_jax.libml import parallel_decode
 
-NUM_ITER = flags.DEFINE_integer("num_iter", None, "Decoding iterations.")
-_CHOICE_T = flags.DEFINE_float("choice_temperature", None,
-                               "Temperature of the choice of tokens to keep.")
-_GUIDANCE = flags.DEFINE_float("guidance_scale", None,
-                               "Classifier-free guidance scale.")
-_GUIDANCE_SCHEDULE = flags.DEFINE_enum(
-    "guidance_schedule", None, list(parallel_decode.GUIDANCE_SCHEDULES),
-    "How the guidance scale grows over the iterations.")
-_SAMPLING_T = flags.DEFINE_float("sampling_temperature", None,
-                                 "Temperature of token sampling.")
-_SAMPLING_T_END = flags.DEFINE_float(
-    "sampling_temperature_end", None, "Token temperature at the last "
-    "iteration, reached linearly from --sampling_temperature.")
-_TOP_K = flags.DEFINE_integer("top_k", None,
-                              "Sample among the k likeliest tokens (0 = all).")
-_POSITION_SCHEDULER = flags.DEFINE_enum(
-    "position_scheduler", None, list(parallel_decode.POSITION_SCHEDULERS),
-    "Which tokens to keep each iteration: the most confident (the release's) "
-    "or the next ones of a fixed Halton order over the grid.")
-_HALTON_SHIFT = flags.DEFINE_bool(
-    "halton_random_shift", None,
-    "halton: a random cyclic offset of the order per sample.")
-_REFINE_STEPS = flags.DEFINE_integer(
-    "refine_steps", None, "Corrector steps after the last iteration, each "
-    "re-sampling the least confident generated tokens (0 = off).")
-_REFINE_FRACTION = flags.DEFINE_float(
-    "refine_fraction", None, "Share of the generated tokens each corrector "
-    "step re-samples.")
-_REFINE_CHOICE_T = flags.DEFINE_float(
-    "refine_choice_temperature", None, "Gumbel noise on the confidence in "
-    "the corrector's choice (0: the least confident).")
-
-_REFINE_T = flags.DEFINE_float(
-    "refine_temperature", None, "Token temperature of the corrector steps "
-    "(unset: the last iteration's).")
+_INTEGER, _FLOAT = flags.DEFINE_integer, flags.DEFINE_float
+_BOOL = flags.DEFINE_bool
+# (define, name = the `config.sampling` key, help, enum values or None).
+_SPECS = (
+    (_INTEGER, "num_iter", "Decoding iterations.", None),
+    (_FLOAT, "choice_temperature",
+     "Temperature of the choice of tokens to keep.", None),
+    (_FLOAT, "guidance_scale", "Classifier-free guidance scale.", None),
+    (flags.DEFINE_enum, "guidance_schedule",
+     "How the guidance scale grows over the iterations.",
+     parallel_decode.GUIDANCE_SCHEDULES),
+    (_FLOAT, "sampling_temperature", "Temperature of token sampling.", None),
+    (_FLOAT, "sampling_temperature_end", "Token temperature at the last "
+     "iteration, reached linearly from --sampling_temperature.", None),
+    (_INTEGER, "top_k", "Sample among the k likeliest tokens (0 = all).",
+     None),
+    (flags.DEFINE_enum, "position_scheduler", "Which tokens to keep each "
+     "iteration: the most confident (the release's) or the next ones of a "
+     "fixed Halton order over the grid.", parallel_decode.POSITION_SCHEDULERS),
+    (_BOOL, "halton_random_shift",
+     "halton: a random cyclic offset of the order per sample.", None),
+    (_INTEGER, "refine_steps", "Corrector steps after the last iteration, "
+     "each re-sampling the least confident generated tokens (0 = off).",
+     None),
+    (_FLOAT, "refine_fraction",
+     "Share of the generated tokens each corrector step re-samples.", None),
+    (_FLOAT, "refine_choice_temperature", "Gumbel noise on the confidence "
+     "in the corrector's choice (0: the least confident).", None),
+    (_FLOAT, "refine_temperature", "Token temperature of the corrector steps "
+     "(unset: the last iteration's).", None),
+)
+# Every decoding flag, by its `config.sampling` key.
+_FLAGS: Dict[str, Any] = {
+    name: (define(name, None, list(values), help_text) if values else
+           define(name, None, help_text))
+    for define, name, help_text, values in _SPECS}
+NUM_ITER = _FLAGS["num_iter"]
 
 
 def overrides() -> Dict[str, Any]:
   """Every decoding flag by its `config.sampling` key (None: not given)."""
-  return dict(num_iter=NUM_ITER.value, choice_temperature=_CHOICE_T.value,
-              guidance_scale=_GUIDANCE.value,
-              guidance_schedule=_GUIDANCE_SCHEDULE.value,
-              sampling_temperature=_SAMPLING_T.value,
-              sampling_temperature_end=_SAMPLING_T_END.value,
-              top_k=_TOP_K.value,
-              position_scheduler=_POSITION_SCHEDULER.value,
-              halton_random_shift=_HALTON_SHIFT.value,
-              refine_steps=_REFINE_STEPS.value,
-              refine_fraction=_REFINE_FRACTION.value,
-              refine_choice_temperature=_REFINE_CHOICE_T.value,
-              refine_temperature=_REFINE_T.value)
+  return {name: flag.value for name, flag in _FLAGS.items()}
 
 
 def given() -> Dict[str, Any]:

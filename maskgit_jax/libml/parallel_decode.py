@@ -229,7 +229,8 @@ def decode(inputs: jax.Array,
   Returns:
     int32 `[batch, num_iter, seq_len]`: the sampled sequence of each iteration
     (entries before `start_iter` equal `inputs`; the last one holds no mask
-    token, and is the corrected sequence when `refine_steps` > 0). With `return_masks`, also bool `[batch, num_iter, seq_len]`: True
+    token, and is the corrected sequence when `refine_steps` > 0). With
+    `return_masks`, also bool `[batch, num_iter, seq_len]`: True
     where a token is masked after that iteration.
   """
   mask_schedule.validate(mask_scheduling_method)
@@ -326,8 +327,8 @@ def decode(inputs: jax.Array,
       (inputs, rng, final_seqs, masks, kept_confidence))
   if refine and start_iter < num_iter:
     final_seqs = final_seqs.at[:, -1].set(_refine(
-        final_seqs[:, -1], rng, kept_confidence, unknown_at_start, guided_logits,
-        probability_of, mask_token_id, refine_steps, refine_fraction,
+        final_seqs[:, -1], rng, kept_confidence, unknown_at_start,
+        guided_logits, probability_of, mask_token_id, refine_steps, refine_fraction,
         refine_choice_temperature, sampling_temperature_at(
             num_iter - 1, num_iter, sampling_temperature,
             sampling_temperature_end) if refine_temperature is None
