@@ -320,8 +320,9 @@ def decode(inputs: jax.Array,
     cur_ids = jnp.where(masking, mask_token_id, sampled_ids)
     return cur_ids, rng, final_seqs, masks, kept_confidence
 
+  # Carried through the loop only for the corrector (None: no loop state).
   kept_confidence = jnp.where(inputs == mask_token_id, 0.,
-                              _CONFIDENCE_OF_KNOWN_TOKENS)
+                              _CONFIDENCE_OF_KNOWN_TOKENS) if refine else None
   _, rng, final_seqs, masks, kept_confidence = jax.lax.fori_loop(
       start_iter, num_iter, body,
       (inputs, rng, final_seqs, masks, kept_confidence))
