@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from maskgit_jax.nets import layers
+from maskgit_jax.nets import quantizer_math
 
 # Nearest codes a noisy token may become (decoder_token_noise_neighbours=None).
 DEFAULT_NOISE_NEIGHBOURS = 8
@@ -51,8 +52,7 @@ def perturb_tokens(codebook: jax.Array, ids: jax.Array, rng: jax.Array,
   codes = codebook.astype(jnp.float32)
   if l2_normalized:
     codes = layers.l2_normalize(codes)
-  norms = jnp.sum(codes**2, axis=-1)
-  distance = norms[:, None] + norms[None] - 2.0 * codes @ codes.T
+  distance = quantizer_math.squared_euclidean_distance(codes, codes)
   distance += jnp.where(jnp.eye(codes.shape[0], dtype=bool), jnp.inf, 0.)
   _, nearest = jax.lax.top_k(-distance, neighbours)  # [K, neighbours]
   pick_rng, which_rng = jax.random.split(rng)
