@@ -395,8 +395,12 @@ def test_decoder_finetune_phase_trains_the_decoder_alone():
   state = task.init(jax.random.PRNGKey(0))
   for i in range(4):
     state, _ = static(state, batch, None, task.phase(i))
+  # The two programs fuse differently, and Adam's division by a tiny second
+  # moment can magnify float rounding: on a 2-core AVX-512/AMX Xeon one
+  # decoder weight of 2,304 differed by 1.8e-5 after the 4 steps. A wrong
+  # phase moves the weights by about the learning rate (1e-2) a step.
   for x, y in zip(leaves(state), leaves(snapshots[3])):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
   notes = []
   c.decoder_finetune_steps = 4  # a shortened run: no phase, and a note
   task, _, _ = _tokenizer_task(config, note=notes.append)
