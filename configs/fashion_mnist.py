@@ -83,16 +83,16 @@ def get_config():
       "small", channels=1, entropy_loss_ratio=0.0, remat="none")
   config.transformer = defaults.transformer(
       "small", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-      remat="none", scan_layers=False)
+      remat="none", scan_layers=False, dtype="bfloat16")
 
   # Measured in the README's "Measured" (see the docstring).
-  defaults.cpu_recipe(config, tokenizer_steps=11000, tokenizer_batch_size=16,
-                      transformer_steps=4000, save_every=1000)
+  defaults.cpu_recipe(config, tokenizer_steps=6500, tokenizer_batch_size=16,
+                      transformer_steps=2500, save_every=1000)
   # Then 1500 steps (12500 in all) that train the decoder alone against a
   # small discriminator (the tokens are those of step 11000): the GAN
   # sharpens what the decoder draws without changing what stage 2 learns
   # (README "Measured": see the docstring).
-  defaults.decoder_gan_phase(config, steps=3000)
+  defaults.decoder_gan_phase(config, steps=1000)
   t = config.tokenizer_training
   # In that phase the decoder reads noisy tokens: each replaced, with
   # probability 0.6, by one of its 8 nearest codes, the loss still against
