@@ -6,9 +6,16 @@ Launch (what `make demo` runs):
 
 Trains the tokenizer (stage 1), then the transformer on its tokens (stage 2),
 into one workdir, and ends by writing WORKDIR/samples.png: one labelled row of
-class-conditional samples per class. Expected cost on a 2-core CPU: see the
-README's "Measured" table (budget: at most 15 minutes wall, about 2 GiB RAM).
-Re-running the command resumes; a finished run only rewrites the grid.
+class-conditional samples per class. Re-running the command resumes; a
+finished run only rewrites the grid.
+Expected cost: at most 15 minutes wall and about 1.4 GB RAM on a 2-core CPU
+(`make demo` from a fresh clone, set-up included: the README's "Measured"
+table). The recipe is cut to that budget (2026-12-06): 6,000
+reconstruction steps, 1,000 decoder-only steps, 2,500 stage-2 steps in
+bfloat16. `configs/fashion_mnist_long.py` is the same recipe at its
+earlier length (11,000 + 3,000 stage-1 steps, 4,000 float32 stage-2
+steps: about 24 minutes there, better samples), which trained the shipped
+checkpoint (checkpoints/fashion_mnist).
 Models: tokenizer "small" (435k parameters, 512 l2-normalised 16-d codes),
 transformer "small" (4 layers, hidden 128, no dropout in this short run).
 Images: the data set's own 28x28 pixels (`data.pad=False`), 7x7 tokens of
@@ -17,44 +24,40 @@ stage-1 step 0.76x and the stage-2 step 0.74x the time at 32x32 with 8x8
 tokens, `benchmarks/train_step.py` in one session).
 Recipe (README "Measured"): stage 1 is first reconstruction only (the GAN
 from the start buys far fewer steps in the same time, see the ablation),
-11000 steps of 16 images (7300 before: 11000 took reconstruction FID from
-1.30x to 1.22x the floor and sample FID from 1.74x to 1.64x, while 6000
-stage-2 steps instead of 4000 on the old tokens gave only 1.74x -> 1.72x:
-the tokens bound the samples; README "Measured"); 16-image steps rather
-than 32 (7300 of 16 against 3600 of 32 took the same wall time: the two
-training runs ran 8.0 and 3.96 steps/s in one session). 8000 steps of 16 gave reconstruction FID
-1.37x the floor against 1.53x (PSNR 25.73 against 25.16 dB); L1 instead of
-L2 gave 1.77x. Then 3000 decoder-only steps against a small discriminator
-(`decoder_finetune_steps`; the tokens are frozen): on the shipped tokens and
-transformer 1500 such steps took sample FID from 2.04x to 1.89x the floor
-(the same steps without the GAN loss: 2.04x); in them the decoder reads
-noisy tokens (`decoder_token_noise=0.6`: each token swapped with
-probability 0.6 for one of its 8 nearest codes; sample FID 1.66x -> 1.60x
-on the same tokens and transformer, reconstruction FID unchanged; 0.3 of
-8: 1.62x; 0.9 of 8: 1.60x with rFID 1.22x; 0.3 of 32: 1.62x, 1.23x; 0.3 of
-128: 1.68x, 1.34x); 3000 steps instead of 1500 took reconstruction FID
-from 1.203x to 1.190x (under the 1.2x target) with the samples the same
-(1.60x -> 1.61x), for about 95 s more here (without the noise, 3000 steps
-had bought nothing: 1.22x both);
-stage 2 reads the frozen tokenizer's codes from a token cache (computed once:
-centre view and mirror image) and trains 4000 steps with the paper's ceiling
-mask count, learning rate 4e-3 (1000-step runs on the same tokens: final
-loss 4.89 at 1e-3, 4.75 at 2e-3, 4.67 at 4e-3), and at least half of each
-grid masked (`min_mask_ratio=0.5`, the release config's min_masking_rate:
-retrained on the shipped tokens, sample FID 1.85x -> 1.72x the floor,
-recall 0.36 -> 0.44; 0.7 gave 1.79x). On a CPU the train steps
-run data parallel over one JAX device per core (`cpu_devices=-1`), which
-made the stage-1 step 0.65x and the stage-2 step 0.87x as long as on one
-device.
+in steps of 16 images (7300 of 16 against 3600 of 32 took the same wall
+time and gave reconstruction FID 1.37x the floor against 1.53x; L1 instead
+of L2 gave 1.77x); more reconstruction steps buy better tokens, and the
+tokens bound the samples (7300 -> 11000 steps: reconstruction FID 1.30x ->
+1.22x, sample FID 1.74x -> 1.64x). Then decoder-only steps against a
+small discriminator (`decoder_finetune_steps`; the tokens are frozen: on
+the shipped tokens and transformer 1500 such steps took sample FID from
+2.04x to 1.89x the floor, the same steps without the GAN loss 2.04x), in
+which the decoder reads noisy tokens (`decoder_token_noise=0.6`: each token
+swapped with probability 0.6 for one of its 8 nearest codes; sample FID
+1.66x -> 1.60x on the same tokens and transformer, reconstruction FID
+unchanged; 0.3 of 8: 1.62x; 0.9 of 8: 1.60x; 0.3 of 128: 1.68x).
+Stage 2 reads the frozen tokenizer's codes from a token cache (computed
+once: centre view and mirror image) with the paper's ceiling mask count,
+learning rate 4e-3 (1000-step runs on the same tokens: final loss 4.89 at
+1e-3, 4.75 at 2e-3, 4.67 at 4e-3), and at least half of each grid masked
+(`min_mask_ratio=0.5`, the release config's min_masking_rate: retrained on
+the shipped tokens, sample FID 1.85x -> 1.72x the floor, recall 0.36 ->
+0.44; 0.7 gave 1.79x); in bfloat16 (float32 parameters and accumulation:
+on the same tokens sample FID 1.580x / 1.607x on two sampling seeds
+against float32's 1.609x / 1.593x, and the step 1.14x-1.22x faster on
+CPUs with bf16 dot products; `--config.transformer.dtype=float32` where
+they are slower). 2,500 steps rather than 2,000 (on this recipe's tokens:
+sample FID 1.79x -> 1.75x). On a CPU the train steps run data parallel
+over one JAX device per core (`cpu_devices=-1`), which made the stage-1
+step 0.65x and the stage-2 step 0.87x as long as on one device.
 Sampling: token temperature from 1.1 at the first iteration down to 0.5 at
 the last (against a constant 0.8 on the same weights, N=1000: FID 2.07x ->
-2.01x and 2.07x -> 2.02x on two sampling seeds of `make demo`'s run on the
-AMD EPYC, 2.07x -> 2.05x on the shipped weights; recall up 0.03-0.07;
-0.5 -> 1.1 was worse, 2.21x; README "Measured"); guidance
-2.0 (1.0 on the same weights: FID 2.61x -> 2.68x, class accuracy 1.01 ->
-0.95 of real); choice temperature 15 (the release's 4.5 on the shipped
-weights, two sampling seeds: FID 2.34x / 2.34x -> 2.23x / 2.22x, recall
-0.23 / 0.20 -> 0.28 / 0.33, class accuracy 1.15 -> 1.09 of real).
+2.01x and 2.07x -> 2.02x on two sampling seeds; recall up 0.03-0.07;
+0.5 -> 1.1 was worse, 2.21x; README "Measured"); guidance 2.0 (1.0 on the
+same weights: FID 2.61x -> 2.68x, class accuracy 1.01 -> 0.95 of real);
+choice temperature 15 (the release's 4.5 on the shipped weights, two
+sampling seeds: FID 2.34x / 2.34x -> 2.23x / 2.22x, recall 0.23 / 0.20 ->
+0.28 / 0.33, class accuracy 1.15 -> 1.09 of real).
 """
 import ml_collections
 
@@ -65,6 +68,16 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
 
 
 def get_config():
+  return recipe(reconstruction_steps=6000, decoder_steps=1000,
+                transformer_steps=2500, transformer_dtype="bfloat16")
+
+
+def recipe(*, reconstruction_steps: int, decoder_steps: int,
+           transformer_steps: int, transformer_dtype=None):
+  """The embedded default's config at the given lengths: stage 1
+  `reconstruction_steps` then `decoder_steps` decoder-only steps, stage 2
+  `transformer_steps` steps computing in `transformer_dtype` (None: the
+  preset's float32)."""
   config = defaults.common(ml_collections.ConfigDict())
   config.seed = 42
   config.cpu_devices = -1  # one device per core (data parallel) on a CPU
@@ -83,16 +96,19 @@ def get_config():
       "small", channels=1, entropy_loss_ratio=0.0, remat="none")
   config.transformer = defaults.transformer(
       "small", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-      remat="none", scan_layers=False, dtype="bfloat16")
+      remat="none", scan_layers=False)
+  if transformer_dtype is not None:
+    config.transformer.dtype = transformer_dtype
 
   # Measured in the README's "Measured" (see the docstring).
-  defaults.cpu_recipe(config, tokenizer_steps=6500, tokenizer_batch_size=16,
-                      transformer_steps=2500, save_every=1000)
-  # Then 1500 steps (12500 in all) that train the decoder alone against a
-  # small discriminator (the tokens are those of step 11000): the GAN
+  defaults.cpu_recipe(config, tokenizer_steps=reconstruction_steps,
+                      tokenizer_batch_size=16,
+                      transformer_steps=transformer_steps, save_every=1000)
+  # Then steps that train the decoder alone against a small discriminator
+  # (the tokens are those of the last reconstruction step): the GAN
   # sharpens what the decoder draws without changing what stage 2 learns
   # (README "Measured": see the docstring).
-  defaults.decoder_gan_phase(config, steps=1000)
+  defaults.decoder_gan_phase(config, steps=decoder_steps)
   t = config.tokenizer_training
   # In that phase the decoder reads noisy tokens: each replaced, with
   # probability 0.6, by one of its 8 nearest codes, the loss still against

@@ -16,7 +16,7 @@ from maskgit_jax.nets import vqgan_tokenizer
 from maskgit_jax.train_lib import config_record
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-PRESET_CONFIGS = ("fashion_mnist", "imagenet", "imagenet512", "imagenet_vqgan")
+PRESET_CONFIGS = ("fashion_mnist", "fashion_mnist_long", "imagenet", "imagenet512", "imagenet_vqgan")
 
 
 def parse(name, *overrides):
@@ -174,3 +174,32 @@ def test_the_refused_resume_names_the_flags_that_resume_it(tmp_path):
     assert config_record.resume_flags(fixed, config) == "", fixed
   assert config_record.resume_flags(
       [("data.path", "/my data", "/x")], config) == "'--config.data.path=/my data'"
+
+
+def _leaves(tree, prefix=""):
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from _leaves(value, f"{prefix}.{key}" if prefix else key)
+  else:
+    yield prefix, tree
+
+
+def test_the_long_config_is_the_shipped_checkpoints_recipe():
+  """configs/fashion_mnist_long.py trains what checkpoints/fashion_mnist
+  records (every field the record has; later fields are off by default),
+  and differs from the demo's config in its lengths and stage 2's dtype."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  recorded = json.loads((root / "checkpoints" / "fashion_mnist" /
+                         "config.json").read_text())
+  long = parse("fashion_mnist_long").to_dict()
+  demo = parse("fashion_mnist").to_dict()
+  long, demo = (json.loads(json.dumps(c, default=list)) for c in (long, demo))
+  got = dict(_leaves(long))
+  for key, value in _leaves(recorded):
+    assert got[key] == value, key
+  differ = {k for k, v in _leaves(demo) if got.get(k) != v}
+  assert differ == {
+      "tokenizer_training.num_steps",
+      "tokenizer_training.decoder_finetune_steps",
+      "tokenizer_training.disc_start_step",
+      "transformer_training.num_steps", "transformer.dtype"}, differ

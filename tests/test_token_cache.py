@@ -7,6 +7,7 @@ from maskgit_jax import data as data_lib
 from maskgit_jax.nets import factory
 from maskgit_jax.data import token_cache
 from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import sharding as sharding_lib
 import test_train
 
 
@@ -21,6 +22,24 @@ def _setup(tmp_path, batch=16):
   encode = jax.jit(lambda x: tokenizer.apply(
       variables, x, method=tokenizer.encode_to_indices))
   return dataset, encode, variables
+
+
+def test_cache_encoded_data_parallel_holds_the_one_device_ids(tmp_path):
+  """The training run's cache splits each batch over the local devices (8
+  here); its ids are those of one device's encoder."""
+  split, _ = sharding_lib.local_batch_split(2 * token_cache.BATCH_SIZE)
+  assert split is not None and split.mesh.devices.size == 8
+  assert sharding_lib.local_batch_split(12) == (None, None)  # 8 do not divide
+  dataset, encode, variables = _setup(tmp_path)
+  config = test_train.tiny_config()
+  tokenizer = factory.tokenizer_from_config(config)
+  batches = run._token_batches(dataset, tokenizer, variables,
+                               str(tmp_path / "run"), lambda m: None)
+  digest = token_cache.tokenizer_digest(variables)
+  one = token_cache.build(dataset, encode, str(tmp_path / "one"),
+                          tokenizer_digest=digest, log=lambda m: None)
+  np.testing.assert_array_equal(batches._ids, one["ids"])
+  assert (one["ids"] >= 0).all()
 
 
 def test_cached_batches_equal_on_the_fly_tokens_across_epochs(tmp_path):

@@ -34,6 +34,9 @@ from maskgit_jax.data import pipeline
 from maskgit_jax.data import record_stream
 
 _FORMAT = 'maskgit_jax.token_cache/1'
+# Records per `encode` call (each call encodes their centre views and mirror
+# images: twice as many images).
+BATCH_SIZE = 256
 EncodeFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -52,7 +55,7 @@ def cache_key(dataset: pipeline.Dataset, tokenizer_digest: str) -> str:
 
 
 def build(dataset: pipeline.Dataset, encode: EncodeFn, cache_dir: str, *,
-          tokenizer_digest: str, batch_size: int = 256,
+          tokenizer_digest: str, batch_size: int = BATCH_SIZE,
           log: Callable[[str], None] = print) -> Dict[str, np.ndarray]:
   """The token ids of every training record, centre view and mirror image.
 
