@@ -10,7 +10,7 @@ stage 2. This recipe trained the shipped checkpoint (checkpoints/fashion_mnist,
 `make checkpoint`). Expected cost on a 2-core CPU: about 24 minutes wall
 (23-27 min measured on two machines), 1.4 GB RAM; at N=1000 its samples
 score about 1.6x the real-vs-real FID floor and its reconstructions 1.19x-1.23x
-(README "Measured"), against about 1.75x and 1.3x for the 15-minute demo.
+(README "Measured"), against 1.74x and 1.30x for the 15-minute demo.
 """
 import importlib.util
 import pathlib
