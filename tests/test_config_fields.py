@@ -16,7 +16,8 @@ from maskgit_jax.nets import vqgan_tokenizer
 from maskgit_jax.train_lib import config_record
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-PRESET_CONFIGS = ("fashion_mnist", "fashion_mnist_long", "imagenet", "imagenet512", "imagenet_vqgan")
+PRESET_CONFIGS = ("fashion_mnist", "fashion_mnist_long", "imagenet",
+                  "imagenet512", "imagenet_vqgan")
 
 
 def parse(name, *overrides):
