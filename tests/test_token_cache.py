@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from maskgit_jax import data as data_lib
+from maskgit_jax.common import multihost
 from maskgit_jax.nets import factory
 from maskgit_jax.data import token_cache
 from maskgit_jax.train_lib import run
-from maskgit_jax.train_lib import sharding as sharding_lib
 import test_train
 
 
@@ -27,9 +27,9 @@ def _setup(tmp_path, batch=16):
 def test_cache_encoded_data_parallel_holds_the_one_device_ids(tmp_path):
   """The training run's cache splits each batch over the local devices (8
   here); its ids are those of one device's encoder."""
-  split, _ = sharding_lib.local_batch_split(2 * token_cache.BATCH_SIZE)
+  split, _ = multihost.local_batch_split(2 * token_cache.BATCH_SIZE)
   assert split is not None and split.mesh.devices.size == 8
-  assert sharding_lib.local_batch_split(12) == (None, None)  # 8 do not divide
+  assert multihost.local_batch_split(12) == (None, None)  # 8 do not divide
   dataset, encode, variables = _setup(tmp_path)
   config = test_train.tiny_config()
   tokenizer = factory.tokenizer_from_config(config)

@@ -169,6 +169,20 @@ def to_host(tree: Any) -> Any:
       if isinstance(x, jax.Array) else x, tree)
 
 
+def local_batch_split(batch_size: int):
+  """`(batch, replicated)` shardings over this process's devices, for a
+  host-side job (the token cache, the FID features) that splits batches of
+  `batch_size` over them; `(None, None)` with one device or when they do
+  not divide `batch_size` (the job then runs on one device)."""
+  devices = jax.local_devices()
+  if len(devices) < 2 or batch_size % len(devices):
+    return None, None
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+  spec = jax.sharding.PartitionSpec
+  return (jax.sharding.NamedSharding(mesh, spec("batch")),
+          jax.sharding.NamedSharding(mesh, spec()))
+
+
 def any_process(flag: bool) -> bool:
   """True if `flag` is True on any process (a collective when there are
   several processes; every process must call it at the same point)."""

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgit_jax.common import multihost
 from maskgit_jax.nets import inception
 from maskgit_jax.nets import inception_weights
 
@@ -100,13 +101,10 @@ class InceptionFeatureExtractor:
     self.quantize = quantize
     self.progress = progress
     self._sharding = None
-    devices = jax.local_devices()
-    if shard_batch and len(devices) > 1 and batch_size % len(devices) == 0:
-      mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
-      self._sharding = jax.sharding.NamedSharding(
-          mesh, jax.sharding.PartitionSpec("batch"))
-      params = jax.device_put(params, jax.sharding.NamedSharding(
-          mesh, jax.sharding.PartitionSpec()))
+    if shard_batch:
+      self._sharding, replicated = multihost.local_batch_split(batch_size)
+      if replicated is not None:
+        params = jax.device_put(params, replicated)
     self.params = jax.device_put(params)
     # A batch split over devices runs whole on each (its share is small).
     self._network = jax.jit(network_function(

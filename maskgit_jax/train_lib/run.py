@@ -263,7 +263,7 @@ def _token_batches(dataset, tokenizer, tok_vars, workdir, log):
   # the centre views and mirror images of `batch_size` records): on a
   # 2-core CPU the cache took 0.8x the time of one device's.
   batch_size = token_cache.BATCH_SIZE
-  split, replicated = sharding_lib.local_batch_split(2 * batch_size)
+  split, replicated = multihost.local_batch_split(2 * batch_size)
   variables = tok_vars if split is None else jax.device_put(tok_vars,
                                                             replicated)
   apply = jax.jit(lambda v, x: tokenizer.apply(

@@ -91,18 +91,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def local_batch_split(batch_size: int):
-  """`(batch, replicated)` shardings over this process's devices, for a
-  host-side job (such as the token cache) that splits batches of
-  `batch_size` over them; `(None, None)` with one device or when they do
-  not divide `batch_size` (the job then runs on one device)."""
-  devices = jax.local_devices()
-  if len(devices) < 2 or batch_size % len(devices):
-    return None, None
-  mesh = Mesh(np.asarray(devices), ("batch",))
-  return NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
-
-
 def _fsdp_spec(shape, fsdp: int, min_size: int) -> P:
   if fsdp <= 1 or int(np.prod(shape)) < min_size:
     return P()
