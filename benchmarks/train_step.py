@@ -150,7 +150,10 @@ def compile_step(task, batch, frozen, phases=None):
   step = jax.jit(trainer_step_fn(task), donate_argnums=0,
                  out_shardings=(replicated, replicated))
   start = time.perf_counter()
-  lowered = step.lower(state, batch, frozen)
+  # Traced with the mesh in scope, as the trainer's steps are
+  # (train_lib/data_parallel.py reads it).
+  with sharding_lib.mesh_context(mesh):
+    lowered = step.lower(state, batch, frozen)
   phases["lower_s"] = time.perf_counter() - start
   start = time.perf_counter()
   compiled = lowered.compile()

@@ -44,6 +44,7 @@ import optax
 from maskgit_jax.libml import losses
 from maskgit_jax.nets import discriminator as discriminator_lib
 from maskgit_jax.nets import vqgan_tokenizer
+from maskgit_jax.train_lib import data_parallel
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import token_noise as token_noise_lib
 from maskgit_jax.train_lib import trainer
@@ -182,7 +183,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     """One discriminator step (loss, R1, LeCAM): new d_aux and metrics."""
     d_params = d_aux["d_params"]
 
-    def d_loss_fn(dp):
+    def d_loss_fn(dp, images, fake):
       d_fn = lambda x: disc.apply({"params": dp}, x)  # noqa: E731
       real_logit, fake_logit = d_fn(images), d_fn(fake)
       d_loss = losses.discriminator_loss(real_logit, fake_logit, c.gan_loss)
@@ -197,7 +198,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
                      jnp.mean(fake_logit))
 
     (d_total, (d_loss, r1, lecam, real_mean, fake_mean)), d_grads = (
-        jax.value_and_grad(d_loss_fn, has_aux=True)(d_params))
+        data_parallel.value_and_grad(d_loss_fn, d_params, images, fake))
     d_updates, d_opt_state = d_tx.update(d_grads, d_aux["d_opt_state"],
                                          d_params)
     new = dict(d_params=optax.apply_updates(d_params, d_updates),
@@ -238,26 +239,29 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       gan_on, ft_on = static_phase
     d_params = state.aux.get("d_params")
 
-    def g_loss_fn(trainable, fixed, noisy_tokens=False):
+    def g_loss_fn(trainable, fixed, x, noisy_ids=None):
+      """The generator loss of images `x` and its aux `(recon, ids,
+      features, parts)`: a mean over the examples (`data_parallel`). With
+      `noisy_ids` (the decoder-only phase's noisy tokens of `x`) the decoder
+      draws those; the encoder's terms are then constants that
+      `update_decoder` adds."""
       params = {**fixed, **trainable}
-      if noisy_tokens:  # the decoder-only phase: the tokens are constants
-        _, result = tokenizer.apply({"params": params}, images, train=True,
-                                    method=tokenizer.encode)
-        ids = token_noise_lib.perturb_tokens(
-            params["quantizer"]["codebook"], result["encoding_indices"],
-            noise_rng, token_noise, neighbours, tokenizer.l2_normalized)
-        recon = tokenizer.apply({"params": params}, ids,
+      if noisy_ids is not None:
+        recon = tokenizer.apply({"params": params}, noisy_ids,
                                 method=tokenizer.decode_from_indices)
+        ids = features = None
+        total = jnp.zeros((), jnp.float32)
+        parts = {}
       else:
-        recon, result = tokenizer.apply({"params": params}, images,
-                                        train=True)
-      rec = losses.reconstruction_loss(recon, images, c.reconstruction_loss)
-      total = rec + result["quantizer_loss"]
-      parts = dict(reconstruction_loss=rec,
-                   quantizer_loss=result["quantizer_loss"],
-                   entropy_loss=result["entropy_loss"])
+        recon, result = tokenizer.apply({"params": params}, x, train=True)
+        ids, features = result["encoding_indices"], result["code_features"]
+        total = result["quantizer_loss"]
+        parts = {k: result[k] for k in ("quantizer_loss", "entropy_loss")}
+      rec = losses.reconstruction_loss(recon, x, c.reconstruction_loss)
+      total += rec
+      parts["reconstruction_loss"] = rec
       if perceptual is not None:
-        p = perceptual(recon, images)
+        p = perceptual(recon, x)
         total += c.perceptual_weight * p
         parts["perceptual_loss"] = p
       if use_gan:
@@ -268,11 +272,12 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
             lambda r: jnp.zeros((), jnp.float32), recon)
         total += c.generator_adversarial_weight * g_adv
         parts["generator_adversarial_loss"] = g_adv
-      return total, (recon, result, parts)
+      return total, (recon, ids, features, parts)
 
     def update_all(params, opt_state, ft_opt_state):
-      (loss, out), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-          params, {})
+      (loss, out), grads = data_parallel.value_and_grad(
+          lambda p, x: g_loss_fn(p, {}, x), params, images,
+          additive=not tokenizer.entropy_loss_ratio)
       updates, opt_state = g_tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state, ft_opt_state,
               loss, out, optax.tree.norm(grads), g_schedule(state.step))
@@ -281,8 +286,29 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       """The decoder-only phase: the rest is a constant of the step."""
       fixed = {k: jax.lax.stop_gradient(v) for k, v in params.items()
                if k != "decoder"}
-      (loss, out), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-          {"decoder": params["decoder"]}, fixed, bool(token_noise))
+      trainable = {"decoder": params["decoder"]}
+      if token_noise:
+        # The tokens, and their noise drawn for the whole batch, outside
+        # the loss (data_parallel: no randomness inside it).
+        _, result = tokenizer.apply({"params": {**fixed, **trainable}},
+                                    images, train=True,
+                                    method=tokenizer.encode)
+        ids = result["encoding_indices"]
+        noisy = token_noise_lib.perturb_tokens(
+            fixed["quantizer"]["codebook"], ids, noise_rng, token_noise,
+            neighbours, tokenizer.l2_normalized)
+        (loss, (recon, _, _, parts)), grads = data_parallel.value_and_grad(
+            lambda p, x, n: g_loss_fn(p, fixed, x, n), trainable, images,
+            noisy)
+        # The encoder's terms, constants of this phase.
+        loss += result["quantizer_loss"]
+        parts = {**parts, "quantizer_loss": result["quantizer_loss"],
+                 "entropy_loss": result["entropy_loss"]}
+        out = (recon, ids, result["code_features"], parts)
+      else:
+        (loss, out), grads = data_parallel.value_and_grad(
+            lambda p, x: g_loss_fn(p, fixed, x), trainable, images,
+            additive=not tokenizer.entropy_loss_ratio)
       updates, ft_opt_state = ft_tx.update(grads["decoder"], ft_opt_state,
                                            params["decoder"])
       params = {**params,
@@ -291,12 +317,11 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
               optax.tree.norm(grads), ft_schedule(state.step - ft_start))
 
     aux = dict(state.aux)
-    (params, opt_state, ft_opt_state, loss, (recon, result, parts),
+    (params, opt_state, ft_opt_state, loss, (recon, ids, features, parts),
      grad_norm, lr) = _select(ft_on, update_decoder, update_all, state.params,
                               state.opt_state, aux.get("decoder_opt_state"))
     if ft_steps:
       aux["decoder_opt_state"] = ft_opt_state
-    ids = result["encoding_indices"]
     counts = jnp.bincount(ids.reshape(-1), length=tokenizer.codebook_size)
     expected = ids.size / tokenizer.codebook_size
     usage = 0.99 * state.aux["usage"] + 0.01 * counts / expected
@@ -307,7 +332,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     ema_params = (optim.ema_update(state.ema_params, params, ema_decay)
                   if ema_decay else None)
     if restart:
-      features = jax.lax.stop_gradient(result["code_features"])
+      features = jax.lax.stop_gradient(features)
       restart_args = (params, opt_state, ema_params, usage, features,
                       restart_rng)
       # The codebook is frozen in the decoder-only phase.
