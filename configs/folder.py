@@ -78,7 +78,8 @@ def get_config():
   # The sizes (None) come from auto_config.TOKENIZER_SIZES[image_size], or
   # from a preset when `preset` is set ("small", "imagenet", ...).
   config.tokenizer = defaults.tokenizer(
-      "", channels=placeholder(int), entropy_loss_ratio=0.0, remat="none")
+      "", channels=placeholder(int), entropy_loss_ratio=0.0, remat="none",
+      group_norm="matmul")  # as the demo's (configs/fashion_mnist.py)
   # Local tokens: 3x3 kernels only at full resolution (see the docstring).
   config.tokenizer.encoder_spatial_levels = 1
   # The preset's sizes; any of them can be set (--config.transformer.KEY).

@@ -2,9 +2,12 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from maskgit_jax.nets import factory
+from maskgit_jax.nets import layers
 from maskgit_jax.nets import vqgan_tokenizer
 import release_params
 
@@ -206,3 +209,46 @@ def test_encoder_spatial_levels_past_the_last_level_is_the_release_encoder():
       "small", channels=1, encoder_spatial_levels=3)
   assert (init(model, images)["params"]["encoder"]["ResBlock_3"]["Conv_0"]
           ["kernel"].shape[:2] == (1, 1))
+
+
+@pytest.mark.parametrize("shape,groups", [((3, 7, 7, 64), 8), ((2, 28, 28, 16), 8),
+                                          ((2, 5, 5, 32), 32), ((4, 6, 8), 2)])
+def test_matmul_group_norm_equals_flax(shape, groups):
+  """layers.GroupNorm (the statistics as matrix-vector products): flax's
+  variables, values and gradients to float32 rounding."""
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), shape)
+  ref = nn.GroupNorm(num_groups=groups)
+  ours = layers.GroupNorm(num_groups=groups)
+  variables = ref.init(jax.random.PRNGKey(1), x)
+  variables = jax.tree.map(
+      lambda v: v + 0.1 * jax.random.normal(jax.random.PRNGKey(2), v.shape),
+      variables)
+  assert (jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) ==
+          jax.tree.map(jnp.shape, variables))
+  target = jax.random.normal(jax.random.PRNGKey(3), shape)
+  loss = lambda m: lambda v, x: jnp.sum(m.apply(v, x) * target)  # noqa: E731
+  np.testing.assert_allclose(ours.apply(variables, x),
+                             ref.apply(variables, x), rtol=1e-5, atol=2e-5)
+  got = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  want = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_group_norm_tokenizer_has_the_release_variables():
+  """`group_norm="matmul"` changes how, not what: the same variable tree,
+  and reconstructions equal to float rounding; a bad value is one line."""
+  images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  reduce = vqgan_tokenizer.VQVAE.from_preset("tiny")
+  matmul = vqgan_tokenizer.VQVAE.from_preset("tiny", group_norm="matmul")
+  variables = reduce.init(jax.random.PRNGKey(1), images)
+  assert (jax.tree.map(jnp.shape, matmul.init(jax.random.PRNGKey(1), images))
+          == jax.tree.map(jnp.shape, variables))
+  np.testing.assert_allclose(matmul.apply(variables, images)[0],
+                             reduce.apply(variables, images)[0],
+                             rtol=1e-4, atol=1e-5)
+  config = ml_collections.ConfigDict(dict(tokenizer=dict(
+      preset="tiny", group_norm="fast")))
+  with pytest.raises(ValueError, match=r"^config.tokenizer.group_norm='fast': "
+                     r"expected one of \('reduce', 'matmul'\)"):
+    factory.tokenizer_from_config(config)

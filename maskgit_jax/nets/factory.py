@@ -59,7 +59,8 @@ def _fields(section: ml_collections.ConfigDict, allowed, what: str,
 # Tokenizer fields that may be None without a preset (the model's default);
 # the size fields may not (`auto_config` fills them for a folder).
 _TOKENIZER_OPTIONAL = ("code_dim", "commitment_cost", "entropy_loss_ratio",
-                       "entropy_temperature", "dtype", "encoder_spatial_levels")
+                       "entropy_temperature", "dtype", "encoder_spatial_levels",
+                       "group_norm")
 
 
 def tokenizer_from_config(config: ml_collections.ConfigDict
@@ -75,6 +76,10 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
     raise ValueError(f"config.tokenizer.encoder_spatial_levels={levels!r}: "
                      "expected None (3x3 kernels at every level) or an int "
                      ">= 0 (that many levels with 3x3 kernels).")
+  norm = fields.get("group_norm", layers.GROUP_NORMS[0])
+  if norm not in layers.GROUP_NORMS:
+    raise ValueError(f"config.tokenizer.group_norm={norm!r}: expected one of "
+                     f"{layers.GROUP_NORMS} (None: 'reduce').")
   preset = fields.pop("preset", None)
   if preset:
     return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)

@@ -29,7 +29,10 @@ TOKENIZER_FIELDS = (
     ("code_dim", int), ("l2_normalized", bool), ("commitment_cost", float),
     # object: `--config.tokenizer.encoder_spatial_levels=None` parses too
     # (configs/folder.py sets 1); factory.tokenizer_from_config checks it.
-    ("encoder_spatial_levels", object))
+    ("encoder_spatial_levels", object),
+    # "reduce" (None: flax's GroupNorm, the release's) or "matmul"
+    # (nets/layers.GroupNorm, the same variables; faster on a CPU).
+    ("group_norm", str))
 
 
 def duration(value) -> ml_collections.FieldReference:
