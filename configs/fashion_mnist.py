@@ -8,10 +8,11 @@ Trains the tokenizer (stage 1), then the transformer on its tokens (stage 2),
 into one workdir, and ends by writing WORKDIR/samples.png: one labelled row of
 class-conditional samples per class. Re-running the command resumes; a
 finished run only rewrites the grid.
-Expected cost: 14-16 minutes wall and 1.6 GB RAM on a 2-core CPU (`make
-demo` from a fresh clone, set-up included: 14 min 1 s, 15 min 36 s and
-15 min 17 s in three runs of the same work on a 2-core AVX-512 Xeon;
-README "Measured"). The recipe is cut to the 15-minute budget (2026-12-06): 6,000 reconstruction
+Expected cost: about 13 minutes wall and 1.6 GB RAM on a 2-core CPU (`make
+demo` from a fresh clone, set-up included: 12 min 37 s on a 2-core AVX-512
+Xeon, since the stage-1 step averages its gradients in one all-reduce and
+the tokenizer's GroupNorm sums by matrix-vector products; 14 min 1 s to 15
+min 36 s there before; README "Measured"). The recipe is cut to the 15-minute budget (2026-12-06): 6,000 reconstruction
 steps, 1,000 decoder-only steps, 2,500 stage-2 steps in bfloat16 (sample
 FID 1.74x the real-vs-real floor at N=1000, reconstruction FID 1.30x;
 with 4,800 reconstruction steps 1.82x and 1.36x). `configs/fashion_mnist_long.py` is the same recipe at its
