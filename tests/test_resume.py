@@ -123,6 +123,7 @@ def test_d_free_and_fixed_keys():
   assert config_record.is_free("transformer_training.num_steps")
   assert config_record.is_free("evaluation.num_samples")
   assert config_record.is_free("cpu_devices")  # like the mesh
+  assert config_record.is_free("tokenizer.group_norm")  # how, not what
   assert not config_record.is_free("transformer.hidden_size")
   assert not config_record.is_free("transformer_training.optimizer.lr")
   assert config_record.differences({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}}

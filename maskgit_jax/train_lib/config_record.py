@@ -33,7 +33,10 @@ FREE_KEYS = frozenset((
     "num_steps", "log_every", "checkpoint_every", "image_every",
     "keep_checkpoints", "async_checkpoints", "tensorboard", "stages",
     "worker_count", "read_threads", "prefetch_batches", "per_class",
-    "remat"))
+    # How a model computes, not what: the same weights resume (a run
+    # recorded before `tokenizer.group_norm` existed resumes with the
+    # demo's "matmul").
+    "remat", "group_norm"))
 # Sections whose keys may all change.
 FREE_SECTIONS = ("sampling", "evaluation", "quality_targets", "mesh",
                  "cpu_devices", "logical_axis_rules")
