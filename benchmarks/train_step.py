@@ -64,6 +64,7 @@ from maskgit_jax.common import allocator
 from maskgit_jax.common import cpu_devices
 from maskgit_jax.nets import factory
 from maskgit_jax.store import loader
+from maskgit_jax.train_lib import data_parallel
 from maskgit_jax.train_lib import run as run_lib
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import tokenizer_task
@@ -154,12 +155,18 @@ def compile_step(task, batch, frozen, phases=None):
   # (train_lib/data_parallel.py reads it).
   with sharding_lib.mesh_context(mesh):
     lowered = step.lower(state, batch, frozen)
+    per_shard = data_parallel.split_axis() is not None
   phases["lower_s"] = time.perf_counter() - start
   start = time.perf_counter()
   compiled = lowered.compile()
   phases["compile_s"] = time.perf_counter() - start
   flops = prepare.cost_flops(compiled.cost_analysis()) * len(jax.devices())
-  hlo_flops = prepare.cost_flops(lowered.cost_analysis())
+  # A step whose gradients are computed per shard (data_parallel) counts
+  # one shard's FLOPs before optimisation: the whole step's count is that of
+  # the same step lowered without the mesh in scope (XLA's partitioning).
+  hlo_flops = prepare.cost_flops(
+      (step.lower(state, batch, frozen) if per_shard else lowered
+       ).cost_analysis())
   if not hlo_flops:  # XLA:GPU reports none before optimisation
     hlo_flops = prepare.host_hlo_flops(trainer_step_fn(task), state, batch,
                                        frozen)
