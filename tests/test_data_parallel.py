@@ -108,11 +108,12 @@ def test_gradients_meet_in_one_all_reduce():
   assert len(flat) == 1 and operands(split) == 1, _all_reduces(split)
 
 
-def _tokenizer_steps(mesh, num_steps=4):
+def _tokenizer_steps(mesh, token_noise, num_steps=4):
   """The tokenizer task's first `num_steps` steps on `mesh` with the demo's
   GAN-phase pieces: 2 reconstruction steps (the second restarting dead
-  codes), then 2 decoder-only steps with token noise against a
-  discriminator with R1 and LeCAM. Returns the final state's arrays."""
+  codes), then 2 decoder-only steps (reading tokens swapped with
+  probability `token_noise`) against a discriminator with R1 and LeCAM.
+  Returns the final state's arrays and the last step's metrics."""
   config = tiny_config(stages=("tokenizer",), steps=num_steps)
   t = config.tokenizer_training
   t.batch_size = 16
@@ -120,7 +121,7 @@ def _tokenizer_steps(mesh, num_steps=4):
   t.disc_start_step = 2
   t.generator_adversarial_weight = 0.1
   t.lecam_weight = 0.001
-  t.decoder_token_noise = 0.5
+  t.decoder_token_noise = token_noise
   t.decoder_token_noise_neighbours = 2
   t.codebook_restart_threshold = 0.5
   t.ema_decay = 0.9
@@ -141,9 +142,11 @@ def _tokenizer_steps(mesh, num_steps=4):
   return jax.tree.leaves(jax.device_get(state)), jax.device_get(metrics)
 
 
-def test_tokenizer_steps_equal_on_one_and_eight_devices():
-  one, one_metrics = _tokenizer_steps(_mesh((1, 1, 1), jax.devices()[:1]))
-  eight, eight_metrics = _tokenizer_steps(_mesh((8, 1, 1)))
+@pytest.mark.parametrize("token_noise", [0.5, 0.0])
+def test_tokenizer_steps_equal_on_one_and_eight_devices(token_noise):
+  one, one_metrics = _tokenizer_steps(_mesh((1, 1, 1), jax.devices()[:1]),
+                                      token_noise)
+  eight, eight_metrics = _tokenizer_steps(_mesh((8, 1, 1)), token_noise)
   assert len(one) == len(eight)
   for a, b in zip(one, eight):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)

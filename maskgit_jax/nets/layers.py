@@ -95,7 +95,7 @@ class GroupNorm(nn.Module):
   XLA:CPU runs the reductions over a `[b, h, w, c]` block of a few channels
   slowly: in the embedded default's stage-1 step (16-64 channels, 7-28
   pixels a side) the GroupNorm statistics took ~10% of the operation time,
-  and this form made the step ~10% faster (`benchmarks/train_step.py`,
+  and this form made the step ~6% faster (`benchmarks/train_step.py`,
   README "Speed and cost"). Equal to flax's to float rounding (tested), not
   to the bit: the released checkpoints keep flax's ("reduce").
 
