@@ -62,8 +62,8 @@ def _run(fn_maker, mesh):
   params = _toy_params()
   x, y = _batch_sharded(_toy_batch(), mesh)
   with sharding_lib.mesh_context(mesh):
-    step = jax.jit(fn_maker)
-    return step(params, x, y), step.lower(params, x, y).compile().as_text()
+    compiled = jax.jit(fn_maker).lower(params, x, y).compile()
+    return compiled(params, x, y), compiled.as_text()
 
 
 def test_per_shard_gradient_equals_the_plain_one():

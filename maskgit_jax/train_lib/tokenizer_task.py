@@ -139,6 +139,9 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       c, tokenizer.codebook_size)
   ema_decay = float(c.get("ema_decay", 0.0))
   restart = float(c.get("codebook_restart_threshold", 0.0))
+  # A batch-level entropy term is not a mean of per-example terms: its
+  # gradient cannot be taken per shard (data_parallel).
+  additive = not tokenizer.entropy_loss_ratio
   images0 = jnp.zeros((1, image_size, image_size, tokenizer.channels))
   losses.reconstruction_loss(images0, images0, c.reconstruction_loss)
   losses.generator_loss(jnp.zeros((1,)), c.gan_loss)  # validates the names
@@ -277,7 +280,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
     def update_all(params, opt_state, ft_opt_state):
       (loss, out), grads = data_parallel.value_and_grad(
           lambda p, x: g_loss_fn(p, {}, x), params, images,
-          additive=not tokenizer.entropy_loss_ratio)
+          additive=additive)
       updates, opt_state = g_tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state, ft_opt_state,
               loss, out, optax.tree.norm(grads), g_schedule(state.step))
@@ -308,7 +311,7 @@ def make_task(c: ml_collections.ConfigDict, tokenizer: vqgan_tokenizer.VQVAE,
       else:
         (loss, out), grads = data_parallel.value_and_grad(
             lambda p, x: g_loss_fn(p, fixed, x), trainable, images,
-            additive=not tokenizer.entropy_loss_ratio)
+            additive=additive)
       updates, ft_opt_state = ft_tx.update(grads["decoder"], ft_opt_state,
                                            params["decoder"])
       params = {**params,
