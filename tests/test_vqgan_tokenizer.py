@@ -8,6 +8,7 @@ import pytest
 
 from maskgit_jax.nets import factory
 from maskgit_jax.nets import layers
+from maskgit_jax.nets import quantizer_math
 from maskgit_jax.nets import vqgan_tokenizer
 import release_params
 
@@ -251,4 +252,69 @@ def test_matmul_group_norm_tokenizer_has_the_release_variables():
       preset="tiny", group_norm="fast")))
   with pytest.raises(ValueError, match=r"^config.tokenizer.group_norm='fast': "
                      r"expected one of \('reduce', 'matmul'\)"):
+    factory.tokenizer_from_config(config)
+
+
+def test_rotation_trick_value_is_the_code_and_gradient_is_rotated():
+  """The rotation trick: the forward value is `q`; the gradient reaching `z`
+  is `|q|/|z| R^T g` with `R` the rotation taking `z^` to `q^` (built here
+  from its definition), so it keeps `g`'s norm up to that ratio and is not
+  the straight-through copy."""
+  kz, kq, kg = jax.random.split(jax.random.key(0), 3)
+  z = jax.random.normal(kz, (6, 16))
+  q = 2.0 * jax.random.normal(kq, (6, 16))
+  g = jax.random.normal(kg, (6, 16))
+  np.testing.assert_allclose(quantizer_math.rotation_trick(z, q), q,
+                             atol=5e-6)
+  grad = jax.grad(
+      lambda z: jnp.sum(quantizer_math.rotation_trick(z, q) * g))(z)
+  for zi, qi, gi, got in zip(*map(np.asarray, (z, q, g, grad))):
+    z_hat, q_hat = zi / np.linalg.norm(zi), qi / np.linalg.norm(qi)
+    r = (z_hat + q_hat) / np.linalg.norm(z_hat + q_hat)
+    rot = np.eye(16) - 2 * np.outer(r, r) + 2 * np.outer(q_hat, z_hat)
+    np.testing.assert_allclose(rot @ rot.T, np.eye(16), atol=1e-5)
+    np.testing.assert_allclose(rot @ z_hat, q_hat, atol=1e-5)
+    scale = np.linalg.norm(qi) / np.linalg.norm(zi)
+    np.testing.assert_allclose(got, scale * rot.T @ gi, rtol=1e-4, atol=1e-5)
+    assert np.abs(got - gi).max() > 0.1  # not straight-through
+  # A code equal to its feature: the identity, as straight-through.
+  grad_same = jax.grad(
+      lambda z: jnp.sum(quantizer_math.rotation_trick(z, z + 0.0) * g))(z)
+  np.testing.assert_allclose(grad_same, g, rtol=1e-5, atol=1e-5)
+
+
+def test_rotation_trick_tokenizer_trains_the_same_variables():
+  """`quantizer_gradient="rotation"`: the release's variable tree, the same
+  reconstructions and losses in the forward pass, other encoder gradients;
+  a bad value is one line."""
+  images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  kw = dict(code_dim=4, l2_normalized=True)
+  plain = vqgan_tokenizer.VQVAE.from_preset("tiny", **kw)
+  rotated = vqgan_tokenizer.VQVAE.from_preset(
+      "tiny", quantizer_gradient="rotation", **kw)
+  variables = plain.init(jax.random.PRNGKey(1), images)
+  assert (jax.tree.map(jnp.shape, rotated.init(jax.random.PRNGKey(1), images))
+          == jax.tree.map(jnp.shape, variables))
+
+  def loss(model):
+    def fn(params):
+      out, result = model.apply({"params": params}, images, train=True)
+      return jnp.mean((out - images) ** 2) + result["quantizer_loss"]
+    return jax.value_and_grad(fn)
+
+  (value_p, grad_p), (value_r, grad_r) = (
+      loss(m)(variables["params"]) for m in (plain, rotated))
+  np.testing.assert_allclose(value_r, value_p, rtol=1e-5)
+  # The decoder sees the same codes: its gradients agree; the encoder's not.
+  for a, b in zip(jax.tree.leaves(grad_r["decoder"]),
+                  jax.tree.leaves(grad_p["decoder"])):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+  enc_r, enc_p = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(
+      g["encoder"])]) for g in (grad_r, grad_p))
+  assert np.abs(enc_r - enc_p).max() > 1e-3 * np.abs(enc_p).max()
+  config = ml_collections.ConfigDict(dict(tokenizer=dict(
+      preset="tiny", quantizer_gradient="rotate")))
+  with pytest.raises(ValueError, match=r"^config.tokenizer.quantizer_gradient="
+                     r"'rotate': expected one of \('straight_through', "
+                     r"'rotation'\)"):
     factory.tokenizer_from_config(config)

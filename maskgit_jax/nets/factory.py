@@ -10,6 +10,7 @@ import ml_collections
 from maskgit_jax.nets import attention
 from maskgit_jax.nets import layers
 from maskgit_jax.nets import maskgit_transformer
+from maskgit_jax.nets import quantizer_math
 from maskgit_jax.nets import vqgan_tokenizer
 
 
@@ -60,7 +61,7 @@ def _fields(section: ml_collections.ConfigDict, allowed, what: str,
 # the size fields may not (`auto_config` fills them for a folder).
 _TOKENIZER_OPTIONAL = ("code_dim", "commitment_cost", "entropy_loss_ratio",
                        "entropy_temperature", "dtype", "encoder_spatial_levels",
-                       "group_norm")
+                       "group_norm", "quantizer_gradient")
 
 
 def tokenizer_from_config(config: ml_collections.ConfigDict
@@ -80,6 +81,13 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
   if norm not in layers.GROUP_NORMS:
     raise ValueError(f"config.tokenizer.group_norm={norm!r}: expected one of "
                      f"{layers.GROUP_NORMS} (None: 'reduce').")
+  gradient = fields.get("quantizer_gradient",
+                        quantizer_math.QUANTIZER_GRADIENTS[0])
+  if gradient not in quantizer_math.QUANTIZER_GRADIENTS:
+    raise ValueError(f"config.tokenizer.quantizer_gradient={gradient!r}: "
+                     "expected one of "
+                     f"{quantizer_math.QUANTIZER_GRADIENTS} (None: "
+                     "'straight_through').")
   preset = fields.pop("preset", None)
   if preset:
     return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)

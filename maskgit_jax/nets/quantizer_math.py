@@ -56,3 +56,27 @@ def entropy_loss(affinity: jax.Array, loss_type: str = "softmax",
   avg_entropy = -jnp.sum(avg_probs * jnp.log(avg_probs + 1e-5))
   sample_entropy = -jnp.mean(jnp.sum(target * log_probs, axis=-1))
   return sample_entropy - avg_entropy
+
+
+QUANTIZER_GRADIENTS = ("straight_through", "rotation")
+
+
+def rotation_trick(z: jax.Array, q: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """`q` in value, with the gradient of `z` rotated (Fifty et al. 2025).
+
+  `[..., d]` features `z` and their codes `q` -> `[..., d]`: `s R z` where
+  `R = I - 2 r r^T + 2 q^ z^T` (`z^`, `q^` the unit vectors, `r` the unit
+  bisector of `z^` and `q^`) takes `z^` to `q^`, and `s = |q| / |z|`; `R`
+  and `s` are constants for the gradient, so `dL/dz = s R^T dL/dq`.
+  """
+  z_sg = jax.lax.stop_gradient(z)
+  q = jax.lax.stop_gradient(q)
+  z_norm = jnp.linalg.norm(z_sg, axis=-1, keepdims=True)
+  q_norm = jnp.linalg.norm(q, axis=-1, keepdims=True)
+  z_hat = z_sg / jnp.maximum(z_norm, eps)
+  q_hat = q / jnp.maximum(q_norm, eps)
+  r = z_hat + q_hat
+  r = r / jnp.maximum(jnp.linalg.norm(r, axis=-1, keepdims=True), eps)
+  dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)  # noqa: E731
+  rotated = z - 2 * r * dot(r, z) + 2 * q_hat * dot(z_hat, z)
+  return rotated * (q_norm / jnp.maximum(z_norm, eps))

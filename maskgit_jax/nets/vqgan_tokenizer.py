@@ -12,7 +12,9 @@ Beyond the release, off by default:
 - `compute_stats`: codebook usage and perplexity returned with the losses;
 - `release_shortcut=False`: the textbook residual shortcut (see `ResBlock`);
 - `group_norm="matmul"`: the GroupNorm statistics as matrix-vector products
-  (`layers.GroupNorm`: the same variables, faster on XLA:CPU).
+  (`layers.GroupNorm`: the same variables, faster on XLA:CPU);
+- `quantizer_gradient="rotation"`: the rotation trick (Fifty et al. 2025)
+  instead of the straight-through estimator (see `VectorQuantizer`).
 """
 
 import dataclasses
@@ -192,6 +194,13 @@ class VectorQuantizer(nn.Module):
     l2_normalized: cosine lookup: z and codes are l2-normalised.
     compute_stats: also return `codebook_usage` (fraction of codes used in
       the batch) and `perplexity` (exp of the entropy of the code histogram).
+    gradient: how the training output's gradient reaches `x`:
+      "straight_through" (the release's: copied unchanged) or "rotation"
+      (the rotation trick of Fifty et al., "Restructuring Vector Quantization
+      with the Rotation Trick", ICLR 2025: the gradient is rotated by the
+      rotation that takes the feature to its code, and scaled by their norm
+      ratio, so that features on the same side of a code move together).
+      The forward value is the code either way (to float rounding here).
   """
   codebook_size: int
   embedding_dim: int
@@ -203,6 +212,7 @@ class VectorQuantizer(nn.Module):
   l2_normalized: bool = False
   compute_stats: bool = False
   dtype: Dtype = jnp.float32
+  gradient: str = "straight_through"
 
   def setup(self):
     dim = self.code_dim or self.embedding_dim
@@ -266,7 +276,8 @@ class VectorQuantizer(nn.Module):
     if self.compute_stats:
       result.update(codebook_stats(ids, self.codebook_size))
     if train:
-      q = z + jax.lax.stop_gradient(q - z)
+      q = (losses.rotation_trick(z, q) if self.gradient == "rotation"
+           else z + jax.lax.stop_gradient(q - z))
     return self._from_code_space(q), result
 
   def code_features(self, x: jax.Array) -> jax.Array:
@@ -318,6 +329,7 @@ class VQVAE(nn.Module):
   remat: str = "none"
   encoder_spatial_levels: Optional[int] = None
   group_norm: str = "reduce"
+  quantizer_gradient: str = "straight_through"
 
   @classmethod
   def from_preset(cls, name: str, **overrides) -> "VQVAE":
@@ -353,7 +365,7 @@ class VQVAE(nn.Module):
         entropy_temperature=self.entropy_temperature,
         entropy_loss_type=self.entropy_loss_type, code_dim=self.code_dim,
         l2_normalized=self.l2_normalized, compute_stats=self.compute_stats,
-        dtype=self.dtype)
+        dtype=self.dtype, gradient=self.quantizer_gradient)
 
   def encode(self, images: jax.Array, train: bool = False):
     """Images -> `(quantized [b, h, w, D], result dict)` (see VectorQuantizer)."""

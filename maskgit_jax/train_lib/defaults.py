@@ -32,7 +32,10 @@ TOKENIZER_FIELDS = (
     ("encoder_spatial_levels", object),
     # "reduce" (None: flax's GroupNorm, the release's) or "matmul"
     # (nets/layers.GroupNorm, the same variables; faster on a CPU).
-    ("group_norm", str))
+    ("group_norm", str),
+    # "straight_through" (None: the release's estimator) or "rotation"
+    # (the rotation trick; nets/quantizer_math.rotation_trick).
+    ("quantizer_gradient", str))
 
 
 def duration(value) -> ml_collections.FieldReference:
