@@ -120,7 +120,9 @@ def _logging(c):
   c.log_every = duration(100)
   c.checkpoint_every = duration(1000)
   c.image_every = duration(1000)
-  c.keep_checkpoints = 3
+  # Typed object, so that `--config.<section>.keep_checkpoints=None` (keep
+  # every checkpoint) parses as well as an int; run.py checks the value.
+  c.keep_checkpoints = ml_collections.FieldReference(3, field_type=object)
   c.async_checkpoints = True
   c.tensorboard = True
 
