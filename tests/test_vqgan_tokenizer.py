@@ -318,3 +318,6 @@ def test_rotation_trick_tokenizer_trains_the_same_variables():
                      r"'rotate': expected one of \('straight_through', "
                      r"'rotation'\)"):
     factory.tokenizer_from_config(config)
+  with pytest.raises(ValueError, match=r"VectorQuantizer.gradient='rotate'"):
+    vqgan_tokenizer.VQVAE.from_preset(
+        "tiny", quantizer_gradient="rotate").init(jax.random.PRNGKey(1), images)

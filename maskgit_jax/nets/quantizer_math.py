@@ -1,4 +1,5 @@
-"""The vector quantizer's distance and entropy terms.
+"""The vector quantizer's distance and entropy terms, and its rotation-trick
+gradient.
 
 They live with the networks (not in `libml.losses`, which re-exports them)
 so that `nets` imports nothing above it.

@@ -215,6 +215,9 @@ class VectorQuantizer(nn.Module):
   gradient: str = "straight_through"
 
   def setup(self):
+    if self.gradient not in losses.QUANTIZER_GRADIENTS:
+      raise ValueError(f"VectorQuantizer.gradient={self.gradient!r}: expected "
+                       f"one of {losses.QUANTIZER_GRADIENTS}.")
     dim = self.code_dim or self.embedding_dim
     self.codebook = self.param(
         "codebook",
