@@ -23,8 +23,9 @@ classes) at image_size=32, 17 min 13 s - 17 min 21 s of training wall on a
 steps of 16 images at about 9 steps/s, then 500 decoder-only steps, token
 cache seconds, stage 2 2500 steps of 64 at about 4.5), peak resident
 1.27-1.38 GB; `evaluate` at N=900
-about 4 more minutes (timed before the faster stage-1 step of 2026-12-06,
-README "Speed and cost"; not re-timed on a folder). image_size=64 (one more 2x downsampling level, 16
+about 4 more minutes; with the faster stage-1 step of 2026-12-06 (README
+"Speed and cost"), 17 min 13 s and 1.43 GB on Twemoji on a 2-core
+AVX-512/AMX Xeon (stage 1 400 s, stage 2 at 4.0 steps/s). image_size=64 (one more 2x downsampling level, 16
 base filters) costs about 1.8x the stage-1 step and 1.5x the stage-2 step
 (measured on one device with an earlier recipe).
 Quality (README "Train on your own images"; N=900, sample FID / the
