@@ -3,9 +3,11 @@ r"""Evaluate a run: reconstruction and generation metrics, as JSON and a table.
   python -m maskgit_jax.evaluate --workdir=runs/fashion_mnist \
       [--config=configs/fashion_mnist.py] [--num_samples=1000] \
       [--num_real=1000] [--batch_size=32] [--seed=0] [--output=PATH] \
-      [--sample_labels=reference|balanced]
+      [--sample_labels=reference|balanced] [--tokenizer_step=N] \
+      [--transformer_step=N]
 
-Models: the newest checkpoint of each stage in --workdir (config from
+Models: the newest checkpoint of each stage in --workdir (or the one of the
+step given by --tokenizer_step / --transformer_step; config from
 WORKDIR/config.json unless --config is given), or released-format files
 (--tokenizer_checkpoint, --transformer_checkpoint; the workdir must exist and
 receives the report and the feature cache). Writes WORKDIR/eval_<UTC
@@ -57,6 +59,12 @@ _TOK = flags.DEFINE_string("tokenizer_checkpoint", None,
                            "Tokenizer weights (released msgpack format).")
 _TR = flags.DEFINE_string("transformer_checkpoint", None,
                           "Transformer weights (released msgpack format).")
+_TOK_STEP = flags.DEFINE_integer(
+    "tokenizer_step", None, "The tokenizer checkpoint of this step in "
+    "WORKDIR/tokenizer/checkpoints (default: the newest).")
+_TR_STEP = flags.DEFINE_integer(
+    "transformer_step", None, "The transformer checkpoint of this step in "
+    "WORKDIR/transformer/checkpoints (default: the newest).")
 _STAGES = flags.DEFINE_list(
     "stages", None, "Stages to evaluate (tokenizer,transformer); default: "
     "every stage with weights.")
@@ -92,6 +100,10 @@ def main(argv):
     if given:
       raise SystemExit(f"error: --{given[0]} decodes samples; with --samples "
                        "the samples are given.")
+    for flag in (_TOK_STEP, _TR_STEP):
+      if flag.value is not None:
+        raise SystemExit(f"error: --{flag.name} picks a run's checkpoint; "
+                         "with --samples no model is loaded.")
     _samples()
     return
   if not _WORKDIR.value:
@@ -134,7 +146,10 @@ def _work():
     report = evaluate_lib.evaluate(
         config, _WORKDIR.value,
         tokenizer_checkpoint=_TOK.value, transformer_checkpoint=_TR.value,
-        stages=_STAGES.value, num_samples=_NUM_SAMPLES.value,
+        stages=_STAGES.value,
+        steps={"tokenizer": _TOK_STEP.value,
+               "transformer": _TR_STEP.value},
+        num_samples=_NUM_SAMPLES.value,
         num_real=_NUM_REAL.value, num_train=_NUM_TRAIN.value,
         batch_size=_BATCH.value, seed=_SEED.value,
         sample_labels=_SAMPLE_LABELS.value, cache_dir=_CACHE.value,

@@ -3,7 +3,9 @@ r"""Sample, edit images and draw the decoding with a MaskGIT model.
 Models, one of:
   --workdir=DIR           a training run (or the shipped checkpoint): its
                           newest checkpoints, EMA preferred; the config is
-                          DIR/config.json unless --config is given.
+                          DIR/config.json unless --config is given;
+                          --tokenizer_step=N / --transformer_step=N pick
+                          the checkpoint of that step instead.
   --tokenizer_checkpoint=F --transformer_checkpoint=F --config=FILE
                           files in the released format.
   --random_init --config=FILE
@@ -95,6 +97,12 @@ _TOK = flags.DEFINE_string("tokenizer_checkpoint", None,
                            "Tokenizer weights (released msgpack format).")
 _TR = flags.DEFINE_string("transformer_checkpoint", None,
                           "Transformer weights (released msgpack format).")
+_TOK_STEP = flags.DEFINE_integer(
+    "tokenizer_step", None, "With --workdir: the tokenizer checkpoint of "
+    "this step (default: the newest).")
+_TR_STEP = flags.DEFINE_integer(
+    "transformer_step", None, "With --workdir: the transformer checkpoint of "
+    "this step (default: the newest).")
 _RANDOM = flags.DEFINE_bool("random_init", False,
                             "Use randomly initialised weights.")
 _OUTPUT = flags.DEFINE_string("output", None,
@@ -275,9 +283,16 @@ def run_sampling(config, sampler, mode, classes, output):
 def model_settings(config):
   """What fixes the model, for the resume check of --num_samples."""
   path = lambda p: os.path.abspath(p) if p else None  # noqa: E731
+  steps = {k: v for k, v in checkpoint_steps().items() if v is not None}
   return dict(workdir=path(_WORKDIR.value), tokenizer=path(_TOK.value),
               transformer=path(_TR.value), random_init=_RANDOM.value,
-              config=files.config_to_json(config))
+              config=files.config_to_json(config),
+              **({"steps": steps} if steps else {}))
+
+
+def checkpoint_steps():
+  """{stage: step} of --tokenizer_step / --transformer_step."""
+  return {"tokenizer": _TOK_STEP.value, "transformer": _TR_STEP.value}
 
 
 def run_at_scale(config, classes) -> List[str]:
@@ -292,7 +307,7 @@ def run_at_scale(config, classes) -> List[str]:
   build = lambda: sample_lib.build_sampler(  # noqa: E731
       config, tokenizer_checkpoint=_TOK.value,
       transformer_checkpoint=_TR.value, random_init=_RANDOM.value,
-      workdir=_WORKDIR.value)
+      workdir=_WORKDIR.value, steps=checkpoint_steps())
   written = scale_lib.write_samples(config, build, plan,
                                     keep_shards=_KEEP_SHARDS.value,
                                     **decode_flags.overrides())
@@ -320,7 +335,7 @@ def run(mode: str) -> List[str]:
   sampler = sample_lib.build_sampler(
       config, tokenizer_checkpoint=_TOK.value,
       transformer_checkpoint=_TR.value, random_init=_RANDOM.value,
-      workdir=_WORKDIR.value)
+      workdir=_WORKDIR.value, steps=checkpoint_steps())
   if edit_inputs is None:
     return run_sampling(config, sampler, mode, classes, output)
   run_edit(config, sampler, mode, *edit_inputs, output)

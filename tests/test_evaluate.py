@@ -451,6 +451,47 @@ def test_cli_prints_the_table(run_dir, tmp_path, monkeypatch, capsys):
   assert json.loads(output.read_text())["tokenizer"]["num_images"] == 12
 
 
+def test_cli_step_flags_pick_a_checkpoint(run_dir, tmp_path, monkeypatch,
+                                         capsys):
+  """--tokenizer_step evaluates that step's checkpoint; a step that is not
+  there, or unreadable, is one error line, not another step's weights."""
+  from maskgit_jax import evaluate  # pylint: disable=import-outside-toplevel
+  workdir, _ = run_dir
+  monkeypatch.setattr(real_images, "make_feature_fn",
+                      lambda *a, **k: (PixelFeatures(), "test-pixels"))
+  output = tmp_path / "step.json"
+  argv = ["evaluate", f"--workdir={workdir}", "--stages=tokenizer",
+          "--num_real=12", "--batch_size=8", f"--output={output}",
+          f"--cache_dir={tmp_path / 'cache'}"]
+  try:
+    flags.FLAGS(argv + ["--tokenizer_step=2"])
+    evaluate.main(["evaluate"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert json.loads(output.read_text())["models"]["tokenizer"]["step"] == 2
+  output.unlink()
+  for step, message in (
+      (3, r"error: no checkpoint of step 3 in .*tokenizer/checkpoints "
+          r"\(steps: \[2, 4\]\)"),
+      (4, r"error: checkpoint .*tokenizer/checkpoints/4 is unreadable")):
+    try:
+      flags.FLAGS(argv + [f"--tokenizer_step={step}"])
+      with pytest.raises(SystemExit, match=message):
+        evaluate.main(["evaluate"])
+    finally:
+      flags.FLAGS.unparse_flags()
+    assert not output.exists()
+  try:
+    flags.FLAGS(["evaluate", f"--samples={tmp_path / 's.npz'}",
+                 "--transformer_step=2"])
+    with pytest.raises(SystemExit, match=r"error: --transformer_step picks "
+                       r"a run's checkpoint; with --samples"):
+      evaluate.main(["evaluate"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  capsys.readouterr()
+
+
 def test_cli_decoding_flags_override_the_runs_sampling(run_dir, tmp_path,
                                                       monkeypatch):
   # A run's config.json (no --config file) with other decoding settings: the

@@ -119,3 +119,57 @@ def test_failures_are_one_line_each(tmp_path, config, random_models):
   with pytest.raises(ValueError, match=r"transformer/checkpoints/4: params/"
                      r".* has shape \(16,\), the model expects \(32,\)"):
     loader.load_models(other, str(tmp_path / "run"))
+
+
+def test_a_step_picks_that_checkpoint(tmp_path, config, random_models):
+  """`steps={stage: n}` (`--tokenizer_step`, `--transformer_step`) loads
+  that step's checkpoint, EMA preferred, instead of the newest."""
+  _save_run(str(tmp_path), config, random_models)
+  models = loader.load_models(config, str(tmp_path),
+                              steps={"tokenizer": 2, "transformer": None})
+  assert models.sources["tokenizer"]["step"] == 2
+  assert models.sources["transformer"]["step"] == 4
+  np.testing.assert_allclose(
+      _first_leaf(models.tokenizer_variables),
+      20 * _first_leaf(random_models.tokenizer_variables))
+  np.testing.assert_allclose(
+      _first_leaf(models.transformer_variables),
+      40 * _first_leaf(random_models.transformer_variables))
+
+
+def test_a_step_that_is_not_there_is_one_line(tmp_path, config,
+                                              random_models):
+  _save_run(str(tmp_path / "run"), config, random_models)
+  run = str(tmp_path / "run")
+  with pytest.raises(ValueError, match=r"no checkpoint of step 3 in .*"
+                     r"tokenizer/checkpoints \(steps: \[2, 4\]\)"):
+    loader.load_models(config, run, steps={"tokenizer": 3})
+  with pytest.raises(ValueError, match="expected a step >= 0"):
+    loader.load_models(config, run, steps={"transformer": -1})
+  with pytest.raises(ValueError, match="the transformer is not loaded"):
+    loader.load_models(config, run, stages=("tokenizer",),
+                       steps={"transformer": 2})
+  with pytest.raises(ValueError, match=r"no checkpoint of step 2: .*"
+                     r"transformer/checkpoints does not exist"):
+    loader.load_models(config, str(tmp_path), steps={"transformer": 2})
+  with pytest.raises(ValueError, match="needs a training run's workdir"):
+    loader.load_models(config, random_init=True, steps={"tokenizer": 2})
+  path = tmp_path / "tok.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(
+      random_models.tokenizer_variables))
+  with pytest.raises(ValueError, match=r"--tokenizer_step=2 picks a "
+                     r"checkpoint of a training run, but .* the file "):
+    loader.load_models(config, run, tokenizer_checkpoint=str(path),
+                       steps={"tokenizer": 2})
+  with pytest.raises(ValueError, match="the variables were given"):
+    loader.load_models(
+        config, run, steps={"tokenizer": 2},
+        tokenizer_variables=random_models.tokenizer_variables)
+  # An unreadable step is named, not replaced by another.
+  step_dir = tmp_path / "run" / "tokenizer" / "checkpoints" / "2"
+  for f in step_dir.rglob("*"):
+    if f.is_file() and f.stat().st_size > 0 and "state" in str(f):
+      f.write_bytes(b"garbage")
+  with pytest.raises(ValueError, match=r"tokenizer/checkpoints/2 is "
+                     r"unreadable"):
+    loader.load_models(config, run, steps={"tokenizer": 2})

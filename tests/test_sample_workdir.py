@@ -209,6 +209,10 @@ ERRORS = {
     "missing_checkpoint": (["--workdir={tmp}/empty_run"],
                            "error: No readable checkpoint in "
                            "{tmp}/empty_run/transformer/checkpoints"),
+    # --transformer_step reaches the loader: a step that is not there.
+    "missing_step": (["--transformer_step=12345"],
+                     "error: no checkpoint of step 12345 in "
+                     "{workdir}/transformer/checkpoints (steps: [{tr_step}])"),
     "missing_workdir": (["--workdir={tmp}/nowhere"],
                         "error: Training run folder not found: {tmp}/nowhere"),
 }

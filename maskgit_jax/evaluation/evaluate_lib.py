@@ -81,6 +81,7 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
              transformer_checkpoint: Optional[str] = None,
              tokenizer_variables=None, transformer_variables=None,
              stages: Optional[Sequence[str]] = None,
+             steps: Optional[Dict[str, int]] = None,
              num_samples: int = DEFAULT_NUM_SAMPLES,
              num_real: int = DEFAULT_NUM_REAL,
              num_train: Optional[int] = None,
@@ -105,6 +106,8 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
     tokenizer_variables, transformer_variables: `{"params": ...}` used
       instead of any file (the training hook).
     stages: the stages to evaluate; None: each stage that has variables.
+    steps: {stage: step}: that step's checkpoint of the workdir instead of
+      the newest (`--tokenizer_step`, `--transformer_step`).
     num_samples: generated images (stage 2).
     num_real: real eval images: the FID reference and the stage-1 images.
     num_train: real train images of the k-NN classifier (default num_real).
@@ -141,7 +144,8 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
       transformer_checkpoint=transformer_checkpoint,
       tokenizer_variables=tokenizer_variables,
       transformer_variables=transformer_variables,
-      stages=loader.STAGES if want_transformer else ("tokenizer",))
+      stages=loader.STAGES if want_transformer else ("tokenizer",),
+      steps=steps)
   stages = _select_stages(stages, loaded, workdir)
   dcfg = data_lib.config.for_model(config, loaded.tokenizer.channels)
   index_dir = os.path.join(workdir, "data_index")

@@ -9,8 +9,8 @@ it too. Models come from released-format files, from a training run's folder
 """
 
 import math
-from typing import (Any, Callable, Iterator, List, NamedTuple, Optional,
-                    Sequence)
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple,
+                    Optional, Sequence)
 
 import jax
 import ml_collections
@@ -28,7 +28,9 @@ def build_sampler(config: ml_collections.ConfigDict, *,
                   tokenizer_checkpoint: Optional[str] = None,
                   transformer_checkpoint: Optional[str] = None,
                   random_init: bool = False,
-                  workdir: Optional[str] = None) -> sampling.MaskGitSampler:
+                  workdir: Optional[str] = None,
+                  steps: Optional[Dict[str, int]] = None
+                  ) -> sampling.MaskGitSampler:
   """A sampler for `config`'s models with weights from files, a run or random.
 
   Exactly one source of weights:
@@ -38,7 +40,8 @@ def build_sampler(config: ml_collections.ConfigDict, *,
     workdir: a training run's folder or an exported folder;
     random_init: randomly initialised weights (seed `config.seed`); for
       smoke tests and timing, the images are noise.
-  The weights are found and checked by `maskgit_jax.store.loader`.
+  The weights are found and checked by `maskgit_jax.store.loader`; `steps`
+  ({stage: step}) picks those checkpoints of the workdir, not the newest.
 
   Raises:
     ValueError: no source or several, or weights of another model size.
@@ -55,7 +58,7 @@ def build_sampler(config: ml_collections.ConfigDict, *,
   loaded = loader.load_models(
       config, workdir, tokenizer_checkpoint=tokenizer_checkpoint,
       transformer_checkpoint=transformer_checkpoint, random_init=random_init,
-      required=loader.STAGES)
+      required=loader.STAGES, steps=steps)
   return sampler_of(config, loaded)
 
 

@@ -285,10 +285,12 @@ def _single_device_target(metadata, device):
   return jax.tree.map(leaf, metadata)
 
 
-def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True
+def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True,
+                              step: Optional[int] = None
                               ) -> Tuple[Optional[Dict[str, Any]],
                                          Dict[str, Any]]:
-  """Params of the newest readable checkpoint, on any device topology.
+  """Params of the newest readable checkpoint (or of `step`), on any device
+  topology.
 
   The arrays are restored onto one local device from the checkpoint's
   metadata, so a checkpoint written on 8
@@ -298,15 +300,20 @@ def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True
   Args:
     checkpoint_dir: WORKDIR/<stage>/checkpoints.
     prefer_ema: use `ema_params` when the checkpoint has them.
+    step: this step's checkpoint and no other (None: the newest readable).
 
   Returns:
     (`{"params": numpy tree}` or None when there is no checkpoint,
      {"step", "params": "ema" | "params", "unreadable": [steps]}).
 
   Raises:
-    ValueError: checkpoints exist but none is readable.
+    ValueError: checkpoints exist but none is readable; `step` is not among
+      them or is unreadable.
   """
   if not os.path.isdir(checkpoint_dir):
+    if step is not None:
+      raise ValueError(f"no checkpoint of step {step}: {checkpoint_dir} does "
+                       "not exist")
     return None, {}
   unreadable, errors = [], []
   with read_only_manager(
@@ -314,6 +321,11 @@ def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "data": ocp.JsonCheckpointHandler()}) as manager:
     steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None:
+      if step not in steps:
+        raise ValueError(f"no checkpoint of step {step} in {checkpoint_dir} "
+                         f"(steps: {sorted(int(s) for s in steps)})")
+      steps = [step]
     if not steps:
       return None, {}
     for step in steps:
@@ -340,6 +352,9 @@ def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True
       return {"params": jax.device_get(params)}, {
           "step": int(step), "params": "ema" if ema is not None else "params",
           "unreadable": unreadable}
+  if step is not None:
+    raise ValueError(f"checkpoint {checkpoint_dir}/{step} is unreadable "
+                     f"({errors[0]})")
   raise ValueError(f"no readable checkpoint in {checkpoint_dir} (steps "
                    f"{unreadable}; newest: {errors[0]})")
 

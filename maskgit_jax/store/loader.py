@@ -112,9 +112,13 @@ def expected_tree(config, stage: str, module):
 def load_stage(config: ml_collections.ConfigDict, stage: str, module, *,
                workdir: Optional[str] = None, file: Optional[str] = None,
                variables=None, random_init: bool = False,
-               required: bool = True
+               required: bool = True, step: Optional[int] = None
                ) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
   """One stage's variables, by the order of precedence of the module doc.
+
+  `step` picks that step's checkpoint in WORKDIR/<stage>/checkpoints instead
+  of the newest; a ValueError when the weights would come from elsewhere
+  (given variables, a file) or the step has no readable checkpoint.
 
   Returns:
     (`{"params": ...}` or None when nothing was found and not `required`,
@@ -129,6 +133,9 @@ def load_stage(config: ml_collections.ConfigDict, stage: str, module, *,
   if stage not in STAGES:
     raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
   args, kwargs = example_inputs(config, stage, module)
+  if step is not None and variables is not None:
+    raise ValueError(f"a {stage} step ({step}) picks a training run's "
+                     "checkpoint, but the variables were given")
   if variables is not None:
     variables = released.to_module_layout(variables, module)
     released.check_tree(variables, released.model_shapes(
@@ -140,14 +147,22 @@ def load_stage(config: ml_collections.ConfigDict, stage: str, module, *,
   path = file or exported_file(workdir, stage)
   if not path and stage == "tokenizer":
     path = config.get("tokenizer_checkpoint", "") or None
+  if path and step is not None:
+    raise ValueError(f"--{stage}_step={step} picks a checkpoint of a "
+                     f"training run, but the {stage}'s weights come from the "
+                     f"file {path}")
   if path:
     loaded = released.load_variables(path, module, *args, **kwargs)
     return loaded, {"source": "file", "path": os.path.abspath(path),
                     "step": None}
   directory = checkpoint_dir(workdir, stage) if workdir else None
+  if step is not None and not directory:
+    raise ValueError(f"--{stage}_step={step} needs a training run's "
+                     "workdir")
   if directory:
     with checkpoint_lib.quiet_orbax():
-      restored, info = checkpoint_lib.restore_params_with_info(directory)
+      restored, info = checkpoint_lib.restore_params_with_info(directory,
+                                                               step=step)
     if restored is not None:
       restored = released.to_module_layout(restored, module)
       released.check_tree(restored, released.model_shapes(
@@ -202,7 +217,8 @@ def load_models(config: ml_collections.ConfigDict,
                 random_init: bool = False,
                 stages: Sequence[str] = STAGES,
                 required: Sequence[str] = (),
-                activation_rules=None) -> LoadedModels:
+                activation_rules=None,
+                steps: Optional[Dict[str, int]] = None) -> LoadedModels:
   """Builds the config's models and finds their variables.
 
   Args:
@@ -214,6 +230,8 @@ def load_models(config: ml_collections.ConfigDict,
     stages: the stages to look for (others stay None).
     required: stages that must be found (WeightsNotFound otherwise).
     activation_rules: logical axis rules of the transformer's activations.
+    steps: {stage: step}: that step's checkpoint of the workdir instead of
+      the newest (see `load_stage`).
 
   Returns:
     LoadedModels.
@@ -224,6 +242,16 @@ def load_models(config: ml_collections.ConfigDict,
   transformer = factory.transformer_from_config(
       config, activation_rules=activation_rules)
   out = LoadedModels(tokenizer, transformer)
+  steps = {k: v for k, v in (steps or {}).items() if v is not None}
+  for stage, step in steps.items():
+    if stage not in STAGES:
+      raise ValueError(f"unknown stage {stage!r} in steps; expected one of "
+                       f"{STAGES}")
+    if stage not in stages:
+      raise ValueError(f"--{stage}_step={step} but the {stage} is not "
+                       "loaded here")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+      raise ValueError(f"--{stage}_step={step!r}: expected a step >= 0")
   given = {"tokenizer": (tokenizer_checkpoint, tokenizer_variables),
            "transformer": (transformer_checkpoint, transformer_variables)}
   for stage in STAGES:
@@ -233,7 +261,7 @@ def load_models(config: ml_collections.ConfigDict,
     found, info = load_stage(
         config, stage, getattr(out, stage), workdir=workdir, file=file,
         variables=variables, random_init=random_init,
-        required=stage in required)
+        required=stage in required, step=steps.get(stage))
     setattr(out, f"{stage}_variables", found)
     if info:
       out.sources[stage] = info
