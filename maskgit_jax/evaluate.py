@@ -46,6 +46,7 @@ from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import samples_eval
 from maskgit_jax.generation import decode_flags
 from maskgit_jax.store import loader
+from maskgit_jax.store import step_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (default: WORKDIR/config.json).",
@@ -59,12 +60,6 @@ _TOK = flags.DEFINE_string("tokenizer_checkpoint", None,
                            "Tokenizer weights (released msgpack format).")
 _TR = flags.DEFINE_string("transformer_checkpoint", None,
                           "Transformer weights (released msgpack format).")
-_TOK_STEP = flags.DEFINE_integer(
-    "tokenizer_step", None, "The tokenizer checkpoint of this step in "
-    "WORKDIR/tokenizer/checkpoints (default: the newest).")
-_TR_STEP = flags.DEFINE_integer(
-    "transformer_step", None, "The transformer checkpoint of this step in "
-    "WORKDIR/transformer/checkpoints (default: the newest).")
 _STAGES = flags.DEFINE_list(
     "stages", None, "Stages to evaluate (tokenizer,transformer); default: "
     "every stage with weights.")
@@ -100,10 +95,9 @@ def main(argv):
     if given:
       raise SystemExit(f"error: --{given[0]} decodes samples; with --samples "
                        "the samples are given.")
-    for flag in (_TOK_STEP, _TR_STEP):
-      if flag.value is not None:
-        raise SystemExit(f"error: --{flag.name} picks a run's checkpoint; "
-                         "with --samples no model is loaded.")
+    for name in step_flags.given():
+      raise SystemExit(f"error: --{name} picks a run's checkpoint; with "
+                       "--samples no model is loaded.")
     _samples()
     return
   if not _WORKDIR.value:
@@ -147,8 +141,7 @@ def _work():
         config, _WORKDIR.value,
         tokenizer_checkpoint=_TOK.value, transformer_checkpoint=_TR.value,
         stages=_STAGES.value,
-        steps={"tokenizer": _TOK_STEP.value,
-               "transformer": _TR_STEP.value},
+        steps=step_flags.steps(),
         num_samples=_NUM_SAMPLES.value,
         num_real=_NUM_REAL.value, num_train=_NUM_TRAIN.value,
         batch_size=_BATCH.value, seed=_SEED.value,

@@ -79,6 +79,7 @@ from maskgit_jax.nets import factory
 from maskgit_jax.generation import sample_lib
 from maskgit_jax.generation import scale_lib
 from maskgit_jax.store import loader
+from maskgit_jax.store import step_flags
 from maskgit_jax.libml import editing
 
 MODES = ("generate", "strip", "inpaint", "outpaint", "edit")
@@ -97,12 +98,6 @@ _TOK = flags.DEFINE_string("tokenizer_checkpoint", None,
                            "Tokenizer weights (released msgpack format).")
 _TR = flags.DEFINE_string("transformer_checkpoint", None,
                           "Transformer weights (released msgpack format).")
-_TOK_STEP = flags.DEFINE_integer(
-    "tokenizer_step", None, "With --workdir: the tokenizer checkpoint of "
-    "this step (default: the newest).")
-_TR_STEP = flags.DEFINE_integer(
-    "transformer_step", None, "With --workdir: the transformer checkpoint of "
-    "this step (default: the newest).")
 _RANDOM = flags.DEFINE_bool("random_init", False,
                             "Use randomly initialised weights.")
 _OUTPUT = flags.DEFINE_string("output", None,
@@ -283,16 +278,12 @@ def run_sampling(config, sampler, mode, classes, output):
 def model_settings(config):
   """What fixes the model, for the resume check of --num_samples."""
   path = lambda p: os.path.abspath(p) if p else None  # noqa: E731
-  steps = {k: v for k, v in checkpoint_steps().items() if v is not None}
+  steps = {k: v for k, v in step_flags.steps().items() if v is not None}
   return dict(workdir=path(_WORKDIR.value), tokenizer=path(_TOK.value),
               transformer=path(_TR.value), random_init=_RANDOM.value,
               config=files.config_to_json(config),
               **({"steps": steps} if steps else {}))
 
-
-def checkpoint_steps():
-  """{stage: step} of --tokenizer_step / --transformer_step."""
-  return {"tokenizer": _TOK_STEP.value, "transformer": _TR_STEP.value}
 
 
 def run_at_scale(config, classes) -> List[str]:
@@ -307,7 +298,7 @@ def run_at_scale(config, classes) -> List[str]:
   build = lambda: sample_lib.build_sampler(  # noqa: E731
       config, tokenizer_checkpoint=_TOK.value,
       transformer_checkpoint=_TR.value, random_init=_RANDOM.value,
-      workdir=_WORKDIR.value, steps=checkpoint_steps())
+      workdir=_WORKDIR.value, steps=step_flags.steps())
   written = scale_lib.write_samples(config, build, plan,
                                     keep_shards=_KEEP_SHARDS.value,
                                     **decode_flags.overrides())
@@ -335,7 +326,7 @@ def run(mode: str) -> List[str]:
   sampler = sample_lib.build_sampler(
       config, tokenizer_checkpoint=_TOK.value,
       transformer_checkpoint=_TR.value, random_init=_RANDOM.value,
-      workdir=_WORKDIR.value, steps=checkpoint_steps())
+      workdir=_WORKDIR.value, steps=step_flags.steps())
   if edit_inputs is None:
     return run_sampling(config, sampler, mode, classes, output)
   run_edit(config, sampler, mode, *edit_inputs, output)

@@ -1,0 +1,23 @@
+"""`--tokenizer_step` and `--transformer_step` of `python -m
+maskgit_jax.sample` and `evaluate`: a stage's checkpoint of that step in the
+run's folder instead of the newest (`loader.load_models(steps=...)`)."""
+from typing import Dict, List, Optional
+
+from absl import flags
+
+from maskgit_jax.store import loader
+
+_FLAGS = {stage: flags.DEFINE_integer(
+    f"{stage}_step", None, f"The {stage} checkpoint of this step in "
+    f"WORKDIR/{stage}/checkpoints (default: the newest).")
+          for stage in loader.STAGES}
+
+
+def steps() -> Dict[str, Optional[int]]:
+  """{stage: the flag's step or None}, for `loader.load_models(steps=)`."""
+  return {stage: flag.value for stage, flag in _FLAGS.items()}
+
+
+def given() -> List[str]:
+  """Names of the step flags that were set."""
+  return [flag.name for flag in _FLAGS.values() if flag.value is not None]
