@@ -321,3 +321,17 @@ def test_rotation_trick_tokenizer_trains_the_same_variables():
   with pytest.raises(ValueError, match=r"VectorQuantizer.gradient='rotate'"):
     vqgan_tokenizer.VQVAE.from_preset(
         "tiny", quantizer_gradient="rotate").init(jax.random.PRNGKey(1), images)
+
+
+def test_commitment_cost_is_a_number_at_least_zero():
+  """The demo lowers the commitment cost (0.05); a negative or non-finite
+  one would push features away from their codes: one line at the factory."""
+  ok = factory.tokenizer_from_config(ml_collections.ConfigDict(dict(
+      tokenizer=dict(preset="tiny", commitment_cost=0.05))))
+  assert ok.commitment_cost == 0.05
+  for bad in (-0.1, float("nan"), float("inf")):
+    config = ml_collections.ConfigDict(dict(tokenizer=dict(
+        preset="tiny", commitment_cost=bad)))
+    with pytest.raises(ValueError, match=r"^config.tokenizer.commitment_cost"
+                       r"=.*: expected a number >= 0"):
+      factory.tokenizer_from_config(config)

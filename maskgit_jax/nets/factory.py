@@ -88,6 +88,11 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
                      "expected one of "
                      f"{quantizer_math.QUANTIZER_GRADIENTS} (None: "
                      "'straight_through').")
+  beta = fields.get("commitment_cost", 0.0)
+  if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (
+      0.0 <= beta < float("inf")):
+    raise ValueError(f"config.tokenizer.commitment_cost={beta!r}: expected "
+                     "a number >= 0 (None: the preset's 0.25).")
   preset = fields.pop("preset", None)
   if preset:
     return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)
