@@ -285,7 +285,6 @@ def model_settings(config):
               **({"steps": steps} if steps else {}))
 
 
-
 def run_at_scale(config, classes) -> List[str]:
   """--num_samples: every process samples its shards, process 0 joins."""
   options = sample_lib.decode_options(config, **decode_flags.overrides())

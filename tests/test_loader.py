@@ -173,3 +173,10 @@ def test_a_step_that_is_not_there_is_one_line(tmp_path, config,
   with pytest.raises(ValueError, match=r"tokenizer/checkpoints/2 is "
                      r"unreadable"):
     loader.load_models(config, run, steps={"tokenizer": 2})
+  # Without a step, every step unreadable is still named as such.
+  for f in (tmp_path / "run" / "tokenizer" / "checkpoints" / "4").rglob("*"):
+    if f.is_file() and f.stat().st_size > 0 and "state" in str(f):
+      f.write_bytes(b"garbage")
+  with pytest.raises(ValueError, match=r"no readable checkpoint in .*"
+                     r"tokenizer/checkpoints \(steps \[4, 2\]; newest: "):
+    loader.load_models(config, run, stages=("tokenizer",))

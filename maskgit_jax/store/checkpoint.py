@@ -328,31 +328,32 @@ def restore_params_with_info(checkpoint_dir: str, prefer_ema: bool = True,
       steps = [step]
     if not steps:
       return None, {}
-    for step in steps:
+    for candidate in steps:
       try:
         with quiet_orbax():
-          metadata = manager.item_metadata(step)["state"]
+          metadata = manager.item_metadata(candidate)["state"]
           target = _single_device_target(metadata, jax.local_devices()[0])
-          state = manager.restore(step, args=ocp.args.Composite(
+          state = manager.restore(candidate, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(target)))["state"]
-          where = os.path.join(checkpoint_dir, str(step))
+          where = os.path.join(checkpoint_dir, str(candidate))
           if os.path.isdir(os.path.join(where, "data")):
-            blob = manager.restore(step, args=ocp.args.Composite(
+            blob = manager.restore(candidate, args=ocp.args.Composite(
                 data=ocp.args.JsonRestore()))["data"]
             verify_fingerprints(blob, state, where)
       except Exception as e:  # pylint: disable=broad-except
-        unreadable.append(int(step))
+        unreadable.append(int(candidate))
         errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                       if str(e) else type(e).__name__)
         logging.warning("checkpoint %s/%s is unreadable (%s); trying the "
-                        "previous one", checkpoint_dir, step, errors[-1])
+                        "previous one", checkpoint_dir, candidate, errors[-1])
         continue
       ema = state.get("ema_params") if prefer_ema else None
       params = ema if ema is not None else state["params"]
       return {"params": jax.device_get(params)}, {
-          "step": int(step), "params": "ema" if ema is not None else "params",
+          "step": int(candidate),
+          "params": "ema" if ema is not None else "params",
           "unreadable": unreadable}
-  if step is not None:
+  if step is not None:  # the one step asked for
     raise ValueError(f"checkpoint {checkpoint_dir}/{step} is unreadable "
                      f"({errors[0]})")
   raise ValueError(f"no readable checkpoint in {checkpoint_dir} (steps "
