@@ -278,7 +278,7 @@ def run_sampling(config, sampler, mode, classes, output):
 def model_settings(config):
   """What fixes the model, for the resume check of --num_samples."""
   path = lambda p: os.path.abspath(p) if p else None  # noqa: E731
-  steps = {k: v for k, v in step_flags.steps().items() if v is not None}
+  steps = step_flags.steps()
   return dict(workdir=path(_WORKDIR.value), tokenizer=path(_TOK.value),
               transformer=path(_TR.value), random_init=_RANDOM.value,
               config=files.config_to_json(config),

@@ -1,7 +1,7 @@
 """`--tokenizer_step` and `--transformer_step` of `python -m
 maskgit_jax.sample` and `evaluate`: a stage's checkpoint of that step in the
 run's folder instead of the newest (`loader.load_models(steps=...)`)."""
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from absl import flags
 
@@ -13,9 +13,11 @@ _FLAGS = {stage: flags.DEFINE_integer(
           for stage in loader.STAGES}
 
 
-def steps() -> Dict[str, Optional[int]]:
-  """{stage: the flag's step or None}, for `loader.load_models(steps=)`."""
-  return {stage: flag.value for stage, flag in _FLAGS.items()}
+def steps() -> Dict[str, int]:
+  """{stage: step} of the flags that were set, for
+  `loader.load_models(steps=)`."""
+  return {stage: flag.value for stage, flag in _FLAGS.items()
+          if flag.value is not None}
 
 
 def given() -> List[str]:
