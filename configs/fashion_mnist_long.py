@@ -29,4 +29,4 @@ _spec.loader.exec_module(_fashion_mnist)
 
 def get_config():
   return _fashion_mnist.recipe(reconstruction_steps=11000, decoder_steps=3000,
-                               transformer_steps=4000)
+                               transformer_steps=4000, commitment_cost=0.05)
