@@ -6,16 +6,15 @@ Launch:
 
 `configs/fashion_mnist.py` (what `make demo` runs) with 11,000 reconstruction
 steps and 3,000 decoder-only steps in stage 1 and 4,000 float32 steps in
-stage 2. This recipe trained the shipped checkpoint (checkpoints/fashion_mnist,
-`make checkpoint`). Expected cost on a 2-core CPU: about 24 minutes wall
-(23-27 min measured on two machines), 1.4 GB RAM; at N=1000 its samples
-score about 1.6x the real-vs-real FID floor and its reconstructions 1.19x-1.23x
-(README "Measured"), against 1.74x and 1.30x for the 15-minute demo.
-Since 2026-12-06 both configs compute the tokenizer's GroupNorm statistics
-as matrix-vector products (`tokenizer.group_norm="matmul"`) and stage 1's
-gradients in one all-reduce, which the shipped run did not: the same
-recipe to float rounding, its stage 1 faster (about a quarter less time
-a step in the demo's loop); this length not timed since.
+stage 2, and the demo's quantizer commitment cost 0.05 (since 2026-12-06;
+0.25, the release's, before). This recipe trained the shipped checkpoint
+(checkpoints/fashion_mnist, `make checkpoint`). Expected cost on a 2-core
+CPU: about 24-26 minutes wall (25 min 43 s with set-up on the AVX-512/AMX
+Xeon on a slow day, 2026-12-06), 1.5 GB RAM; at N=1000 its samples score
+about 1.6x the real-vs-real FID floor and its reconstructions 1.19x-1.23x
+(the shipped weights: 1.61x and 1.23x; at commitment cost 0.25 1.61x and
+1.19x; checkpoints/fashion_mnist/README.md, README "Measured"), against
+1.72x and 1.34x for the 15-minute demo.
 """
 import importlib.util
 import pathlib
@@ -29,4 +28,4 @@ _spec.loader.exec_module(_fashion_mnist)
 
 def get_config():
   return _fashion_mnist.recipe(reconstruction_steps=11000, decoder_steps=3000,
-                               transformer_steps=4000, commitment_cost=0.05)
+                               transformer_steps=4000)

@@ -189,8 +189,7 @@ def _leaves(tree, prefix=""):
 def test_the_long_config_is_the_shipped_checkpoints_recipe():
   """configs/fashion_mnist_long.py trains what checkpoints/fashion_mnist
   records (every field the record has; later fields are off by default),
-  and differs from the demo's config in its lengths, stage 2's dtype and
-  the commitment cost."""
+  and differs from the demo's config in its lengths and stage 2's dtype."""
   root = pathlib.Path(__file__).resolve().parents[1]
   recorded = json.loads((root / "checkpoints" / "fashion_mnist" /
                          "config.json").read_text())
@@ -205,8 +204,7 @@ def test_the_long_config_is_the_shipped_checkpoints_recipe():
       "tokenizer_training.num_steps",
       "tokenizer_training.decoder_finetune_steps",
       "tokenizer_training.disc_start_step",
-      "transformer_training.num_steps", "transformer.dtype",
-      "tokenizer.commitment_cost"}, differ
+      "transformer_training.num_steps", "transformer.dtype"}, differ
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "folder", "imagenet"])
