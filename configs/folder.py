@@ -92,8 +92,8 @@ def get_config():
   # and accumulation). On the Twemoji set the same samples (2.88x / 0.76
   # against 2.87x-2.91x / 0.76) in 0.77x the training wall (the stage-2 step
   # 180 against 302 ms on the AVX-512/AMX Xeon; dropout alone is 0.30 of
-  # it); README "Train on your own images". `--config.transformer.dtype=
-  # float32` on CPUs whose bfloat16 dot products are slow.
+  # it); README "Train on your own images". On CPUs whose bfloat16 dot
+  # products are slow: --config.transformer.dtype=float32.
   config.transformer = defaults.transformer(
       "small", remat="none", scan_layers=False, hidden_dropout_prob=0.0,
       attention_probs_dropout_prob=0.0, dtype="bfloat16")
