@@ -118,7 +118,8 @@ def test_a_record_without_the_new_fields_resumes(tmp_path):
   assert config_record.differences({"a": {}}, {"a": {"b": 3}}) == [
       ("a.b", None, 3)]
   changed = parse("fashion_mnist", "--config.transformer.hidden_size=64")
-  with pytest.raises(ValueError, match=r"transformer.hidden_size: None -> 64"):
+  # The record's None is the preset's value (the small preset's 128).
+  with pytest.raises(ValueError, match=r"transformer.hidden_size: 128 -> 64"):
     config_record.record(changed, str(tmp_path), log=lambda _: None)
 
 
@@ -158,16 +159,24 @@ def test_the_refused_resume_names_the_flags_that_resume_it(tmp_path):
       "--config.tokenizer_training.batch_size=32"]
   config_record.record(parse("folder", *flags_given.split()), str(tmp_path),
                        log=lambda _: None)  # resumes: no error
-  # None for a field whose flag parser rejects it (a placeholder(int)): no
-  # overrides offered, only the keys.
+  # A model field recorded as None stands for the preset's value: the
+  # refusal names that value and offers it as the override.
   other = tmp_path / "other"
   config_record.record(parse("folder"), str(other), log=lambda _: None)
-  with pytest.raises(ValueError, match=r"num_hidden_layers: None -> 3\. "
+  with pytest.raises(ValueError, match=r"num_hidden_layers: 4 -> 3\. "
                      r"Resuming would mix them; train into a new "
-                     r"--workdir\.$"):
+                     r"--workdir, or resume it as it was trained with "
+                     r"--config\.transformer\.num_hidden_layers=4\.$"):
     config_record.record(parse(
         "folder", "--config.transformer.num_hidden_layers=3"), str(other),
         log=lambda _: None)
+  config_record.record(parse(
+      "folder", "--config.transformer.num_hidden_layers=4"), str(other),
+      log=lambda _: None)  # the preset's value: the same run, resumes
+  # None for a field whose flag parser rejects it (a placeholder(int)): no
+  # overrides offered.
+  assert config_record.resume_flags(
+      [("transformer.num_hidden_layers", None, 3)], parse("folder")) == ""
   # Values a flag cannot give back as recorded: no overrides offered.
   config = parse("folder")
   for fixed in ([("nope.x", 3, 4)], [("image_size", "32", 64)],

@@ -212,6 +212,36 @@ def test_a_refused_folder_resume_offers_the_overrides(tmp_path):
                        log=lambda _: None, flag_types=given)  # resumes
 
 
+def test_a_folder_run_with_preset_dropout_resumes_by_the_flags_offered(
+    tmp_path):
+  """A folder run recorded before stage 2 lost its dropout and moved to
+  bfloat16 (those fields None there: the small preset's 0.1 and float32),
+  resumed with today's configs/folder.py through the CLI: the one error
+  line names the values they stood for and offers them as overrides,
+  nothing is written, and the overrides resume the run."""
+  from maskgit_jax.train_lib import config_record  # pylint: disable=import-outside-toplevel
+  import test_config_fields  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  old = folder_config(COLOUR)
+  for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype"):
+    old.transformer[key] = None
+  config_record.record(auto_config.resolve(old, str(workdir)), str(workdir),
+                       log=lambda _: None)
+  recorded = (workdir / "config.json").read_text()
+  line = _one_error_line(_train_cli(workdir, f"--config.data.path={COLOUR}"))
+  assert "transformer.hidden_dropout_prob: 0.1 -> 0.0" in line, line
+  flags = line.split("resume it as it was trained with ")[1][:-1].split()
+  assert flags == ["--config.transformer.attention_probs_dropout_prob=0.1",
+                   "--config.transformer.dtype=float32",
+                   "--config.transformer.hidden_dropout_prob=0.1"], line
+  assert (workdir / "config.json").read_text() == recorded
+  given = test_config_fields.parse(
+      "folder", f"--config.data.path={COLOUR}", *flags)
+  config_record.record(auto_config.resolve(given, str(workdir)), str(workdir),
+                       log=lambda _: None, flag_types=given)  # resumes
+  assert (workdir / "config.json").read_text() == recorded
+
+
 def test_cli_contradiction_is_one_line_and_leaves_the_run_alone(tmp_path):
   workdir = tmp_path / "run"
   (workdir / "tokenizer" / "checkpoints").mkdir(parents=True)

@@ -90,7 +90,7 @@ def test_a_and_d_resume_with_another_model_size(tmp_path):
   other.transformer.num_hidden_layers = 3  # not the tiny preset's
   # d: the recorded config differs in a key that changes the weights.
   with pytest.raises(ValueError, match=r"trained with other settings: "
-                     r"transformer.num_hidden_layers: None -> 3"):
+                     r"transformer.num_hidden_layers: 2 -> 3"):
     run.train_and_evaluate(other, str(tmp_path))
   assert (tmp_path / "config.json").read_text() == recorded
   # a: without the record, the checkpoint itself stops the run.

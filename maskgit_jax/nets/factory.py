@@ -1,6 +1,7 @@
 """Building and initialising the two models from presets or configs."""
 
-from typing import Any
+import dataclasses
+from typing import Any, Dict
 
 import flax.linen as nn
 import jax
@@ -154,3 +155,49 @@ def parse_dtype(name):
   if name not in dtypes:
     raise ValueError(f"Unknown dtype {name!r}; expected 'float32' or 'bfloat16'.")
   return dtypes[name]
+
+
+_MODELS = {
+    "tokenizer": (vqgan_tokenizer.VQVAE, vqgan_tokenizer.PRESETS,
+                  _TOKENIZER_OPTIONAL),
+    "transformer": (maskgit_transformer.Transformer, maskgit_transformer.PRESETS,
+                    TRANSFORMER_KEYS),
+}
+
+
+def _as_recorded(value):
+  """A model field's value as a run's config.json writes it."""
+  if isinstance(value, tuple):
+    return list(value)
+  if isinstance(value, type) or hasattr(value, "dtype"):  # jnp.float32
+    return jnp.dtype(value).name
+  return value
+
+
+def effective_fields(section: str, values: Dict[str, Any]) -> Dict[str, Any]:
+  """`values` (the `config.<section>` of a run, "tokenizer" or
+  "transformer", as a dict) with each None field that the model fills in
+  (as `tokenizer_from_config` / `transformer_from_config` do: the preset's
+  value, else the model's default) replaced by that value, as config.json
+  records it ("float32" for a dtype). So a run recorded with None and one
+  given the value it stood for compare equal. Other sections, unknown
+  presets and fields the model does not know come back as they are: for
+  comparing configs, this never raises."""
+  if section not in _MODELS or not isinstance(values, dict):
+    return values
+  module, presets, optional = _MODELS[section]
+  preset = values.get("preset")
+  if preset and preset not in presets:
+    return values
+  base = presets[preset] if preset else {}
+  defaults = {f.name: f.default for f in dataclasses.fields(module)
+              if f.default is not dataclasses.MISSING}
+  out = dict(values)
+  for key, value in values.items():
+    if value is not None or not (preset or key in optional):
+      continue
+    if key in base:
+      out[key] = _as_recorded(base[key])
+    elif key in defaults:
+      out[key] = _as_recorded(defaults[key])
+  return out

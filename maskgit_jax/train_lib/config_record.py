@@ -11,6 +11,10 @@ was started with against the record:
   with one line naming the keys that differ (and, where flags can set them,
   the `--config.KEY=VALUE` overrides that resume it as it was trained), and
   nothing is written. Train into a new workdir instead.
+A model field recorded as None (the preset's value, or the model's default)
+equals that value given explicitly: an old run whose config file now sets
+the field otherwise resumes with `--config.KEY=<that value>`, which the
+refusal offers.
 So `sample` and `evaluate`, which read config.json, always load the weights
 with the config that trained them.
 """
@@ -25,6 +29,7 @@ import jax
 import ml_collections
 
 from maskgit_jax.common import files
+from maskgit_jax.nets import factory
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -64,6 +69,24 @@ def differences(old: Dict[str, Any], new: Dict[str, Any]
     va, vb = a.get(key), b.get(key)
     if va != vb:
       out.append((key, va, vb))
+  return out
+
+
+def effective(tree: Dict[str, Any], other: Dict[str, Any]
+              ) -> Dict[str, Any]:
+  """A config (as config.json holds it) with the model sections' None
+  fields, and those only `other` has (a record from before they existed),
+  set to the values the models get (`factory.effective_fields`): a field
+  recorded as None (the preset's value) equals the same value given
+  explicitly, on resume and in the overrides offered."""
+  if not isinstance(tree, dict):
+    return tree
+  out = dict(tree)
+  for section, values in tree.items():
+    theirs = other.get(section) if isinstance(other, dict) else None
+    if isinstance(values, dict) and isinstance(theirs, dict):
+      values = {**{k: None for k in theirs}, **values}
+    out[section] = factory.effective_fields(section, values)
   return out
 
 
@@ -132,7 +155,7 @@ def record(config: ml_collections.ConfigDict, workdir: str,
     except (OSError, ValueError) as e:
       raise ValueError(f"{path} is unreadable ({e}); this run's settings "
                        "are unknown. Train into a new workdir.") from None
-    diff = differences(old, new)
+    diff = differences(effective(old, new), effective(new, old))
     if not diff:
       return path
     fixed = [d for d in diff if not is_free(d[0])]
