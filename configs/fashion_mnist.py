@@ -59,8 +59,9 @@ the shipped tokens, sample FID 1.85x -> 1.72x the floor, recall 0.36 ->
 0.44; 0.7 gave 1.79x); in bfloat16 (float32 parameters and accumulation:
 on the same tokens sample FID 1.580x / 1.607x on two sampling seeds
 against float32's 1.609x / 1.593x, and the step 1.14x-1.22x faster on
-CPUs with bf16 dot products; `--config.transformer.dtype=float32` where
-they are slower). 2,500 steps rather than 2,000 (on this recipe's tokens:
+CPUs with bf16 dot products) where the hardware has them, else float32
+(`transformer.dtype="auto"`, `maskgit_jax/common/precision.py`: on an AVX2
+CPU without them the bfloat16 step is slower than the float32 one). 2,500 steps rather than 2,000 (on this recipe's tokens:
 sample FID 1.79x -> 1.75x). On a CPU the train steps run data parallel
 over one JAX device per core (`cpu_devices=-1`), which made the stage-1
 step 0.65x and the stage-2 step 0.87x as long as on one device.
@@ -83,7 +84,7 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
 
 def get_config():
   return recipe(reconstruction_steps=6000, decoder_steps=1000,
-                transformer_steps=2500, transformer_dtype="bfloat16")
+                transformer_steps=2500, transformer_dtype="auto")
 
 
 def recipe(*, reconstruction_steps: int, decoder_steps: int,

@@ -89,14 +89,14 @@ def get_config():
   config.tokenizer.encoder_spatial_levels = 1
   # The preset's sizes; any of them can be set (--config.transformer.KEY).
   # As the demo's stage 2: no dropout, bfloat16 compute (float32 parameters
-  # and accumulation). On the Twemoji set the same samples (2.88x / 0.76
+  # and accumulation) where the hardware multiplies bfloat16 natively, else
+  # float32 (dtype "auto": maskgit_jax/common/precision.py). On the Twemoji set the same samples (2.88x / 0.76
   # against 2.87x-2.91x / 0.76) in 0.77x the training wall (the stage-2 step
   # 180 against 302 ms on the AVX-512/AMX Xeon; dropout alone is 0.30 of
-  # it); README "Train on your own images". On CPUs whose bfloat16 dot
-  # products are slow: --config.transformer.dtype=float32.
+  # it); README "Train on your own images".
   config.transformer = defaults.transformer(
       "small", remat="none", scan_layers=False, hidden_dropout_prob=0.0,
-      attention_probs_dropout_prob=0.0, dtype="bfloat16")
+      attention_probs_dropout_prob=0.0, dtype="auto")
 
   # The Fashion-MNIST demo's recipe (configs/fashion_mnist.py, measured
   # there), with its own step counts; stage 1 in steps of 16 images, as the

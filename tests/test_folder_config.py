@@ -218,7 +218,8 @@ def test_a_folder_run_with_preset_dropout_resumes_by_the_flags_offered(
   bfloat16 (those fields None there: the small preset's 0.1 and float32),
   resumed with today's configs/folder.py through the CLI: the one error
   line names the values they stood for and offers them as overrides,
-  nothing is written, and the overrides resume the run."""
+  nothing is written, and the overrides resume the run (the precision, a
+  free key, is recorded as changed)."""
   from maskgit_jax.train_lib import config_record  # pylint: disable=import-outside-toplevel
   import test_config_fields  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / "run"
@@ -232,14 +233,18 @@ def test_a_folder_run_with_preset_dropout_resumes_by_the_flags_offered(
   assert "transformer.hidden_dropout_prob: 0.1 -> 0.0" in line, line
   flags = line.split("resume it as it was trained with ")[1][:-1].split()
   assert flags == ["--config.transformer.attention_probs_dropout_prob=0.1",
-                   "--config.transformer.dtype=float32",
                    "--config.transformer.hidden_dropout_prob=0.1"], line
   assert (workdir / "config.json").read_text() == recorded
+  assert not (workdir / config_record.CHANGES_FILE).exists()
   given = test_config_fields.parse(
       "folder", f"--config.data.path={COLOUR}", *flags)
   config_record.record(auto_config.resolve(given, str(workdir)), str(workdir),
                        log=lambda _: None, flag_types=given)  # resumes
-  assert (workdir / "config.json").read_text() == recorded
+  changes = (workdir / config_record.CHANGES_FILE).read_text().splitlines()
+  assert [list(json.loads(c)["changes"]) for c in changes] == [
+      ["transformer.dtype"]]
+  assert json.loads((workdir / "config.json").read_text())["transformer"][
+      "dtype"] == "auto"
 
 
 def test_cli_contradiction_is_one_line_and_leaves_the_run_alone(tmp_path):

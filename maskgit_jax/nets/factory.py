@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from maskgit_jax.common import precision
 from maskgit_jax.nets import attention
 from maskgit_jax.nets import layers
 from maskgit_jax.nets import maskgit_transformer
@@ -52,7 +53,10 @@ def _fields(section: ml_collections.ConfigDict, allowed, what: str,
   preset = values.get("preset")
   values = {k: v for k, v in values.items()
             if not (v is None and (preset or k in optional))}
-  unset = sorted(k for k, v in values.items() if v is None or v == "auto")
+  # "auto" marks a field that `auto_config` derives, except for `dtype`,
+  # where it is a value (`parse_dtype`).
+  unset = sorted(k for k, v in values.items()
+                 if v is None or (v == "auto" and k != "dtype"))
   if unset:
     raise ValueError(f"config.{what}.{unset[0]} {_UNRESOLVED}.")
   return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -150,10 +154,14 @@ def transformer_from_config(config: ml_collections.ConfigDict,
 
 
 def parse_dtype(name):
-  """'float32' or 'bfloat16' (the fast precision mode) -> a jnp dtype."""
+  """'float32', 'bfloat16' (the fast precision mode) or 'auto' (bfloat16
+  where the hardware multiplies it natively, else float32:
+  `common.precision`) -> a jnp dtype."""
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  name = precision.resolve(name)
   if name not in dtypes:
-    raise ValueError(f"Unknown dtype {name!r}; expected 'float32' or 'bfloat16'.")
+    raise ValueError(f"Unknown dtype {name!r}; expected 'float32', "
+                     "'bfloat16' or 'auto'.")
   return dtypes[name]
 
 

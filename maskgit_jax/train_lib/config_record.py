@@ -40,8 +40,9 @@ FREE_KEYS = frozenset((
     "worker_count", "read_threads", "prefetch_batches", "per_class",
     # How a model computes, not what: the same weights resume (a run
     # recorded before `tokenizer.group_norm` existed resumes with the
-    # demo's "matmul").
-    "remat", "group_norm"))
+    # demo's "matmul"; the precision of the products, whose parameters are
+    # float32 either way, may change with the machine: "auto").
+    "remat", "group_norm", "dtype"))
 # Sections whose keys may all change.
 FREE_SECTIONS = ("sampling", "evaluation", "quality_targets", "mesh",
                  "cpu_devices", "logical_axis_rules")

@@ -22,6 +22,7 @@ import ml_collections
 
 from maskgit_jax import data as data_lib
 from maskgit_jax.common import multihost
+from maskgit_jax.common import precision
 from maskgit_jax.data import token_cache
 from maskgit_jax.generation import sample_lib
 from maskgit_jax.libml import mask_schedule
@@ -194,6 +195,9 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   log(f"mesh {dict(mesh.shape)} over {mesh.devices.size} "
       f"{mesh.devices.flat[0].platform} device(s)")
+  if config.transformer.get("dtype") == precision.AUTO:
+    log("stage 2 computes in %s (transformer.dtype=auto: %s)"
+        % precision.auto_dtype())
   dcfg = data_lib.config.for_model(config, tokenizer.channels)
   out = {}
 
