@@ -28,7 +28,9 @@ about 4 more minutes; with the faster stage-1 step of 2026-12-06 (README
 AVX-512/AMX Xeon (stage 1 400 s, stage 2 at 4.0 steps/s); since stage 2
 runs as the demo's (no dropout, bfloat16; 2026-12-06), 16 min 43 s on a
 day the same Xeon ran about a fifth slower (stage 2 at 5.0 steps/s, 21 min
-40 s before the change that day), peak RSS 1.38 GB. image_size=64 (one more 2x downsampling level, 16
+40 s before the change that day), peak RSS 1.38 GB; on a 2-core Zen 2 AMD
+EPYC without bfloat16 dot products (float32 peak about 190 GFLOP/s), stage
+2 in float32 by dtype "auto": 19 min 46 s on Noto, 1.39 GB. image_size=64 (one more 2x downsampling level, 16
 base filters) costs about 1.8x the stage-1 step and 1.5x the stage-2 step
 (measured on one device with an earlier recipe).
 Quality (README "Train on your own images"; N=900, sample FID / the
