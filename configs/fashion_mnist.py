@@ -61,8 +61,9 @@ on the same tokens sample FID 1.580x / 1.607x on two sampling seeds
 against float32's 1.609x / 1.593x, and the step 1.14x-1.22x faster on
 CPUs with bf16 dot products) where the hardware has them, else float32
 (`transformer.dtype="auto"`, `maskgit_jax/common/precision.py`: on an AVX2
-CPU without them the bfloat16 step is slower than the float32 one). 2,500 steps rather than 2,000 (on this recipe's tokens:
-sample FID 1.79x -> 1.75x). On a CPU the train steps run data parallel
+CPU without them the bfloat16 step is 1.49x the float32 one). 2,500
+steps rather than 2,000 (on this recipe's tokens: sample FID 1.79x ->
+1.75x). On a CPU the train steps run data parallel
 over one JAX device per core (`cpu_devices=-1`), which made the stage-1
 step 0.65x and the stage-2 step 0.87x as long as on one device.
 Sampling: token temperature from 1.1 at the first iteration down to 0.5 at

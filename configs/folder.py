@@ -92,10 +92,13 @@ def get_config():
   # The preset's sizes; any of them can be set (--config.transformer.KEY).
   # As the demo's stage 2: no dropout, bfloat16 compute (float32 parameters
   # and accumulation) where the hardware multiplies bfloat16 natively, else
-  # float32 (dtype "auto": maskgit_jax/common/precision.py). On the Twemoji set the same samples (2.88x / 0.76
-  # against 2.87x-2.91x / 0.76) in 0.77x the training wall (the stage-2 step
-  # 180 against 302 ms on the AVX-512/AMX Xeon; dropout alone is 0.30 of
-  # it); README "Train on your own images".
+  # float32 (dtype "auto": maskgit_jax/common/precision.py). On the Twemoji
+  # set the same samples (2.88x / 0.76 against 2.87x-2.91x / 0.76) in 0.77x
+  # the training wall (the stage-2 step 180 against 302 ms on the
+  # AVX-512/AMX Xeon; dropout alone is 0.30 of it); on Noto, one stage 1
+  # and three stage 2s, 2.66x / 0.75 with dropout in float32, 2.66x / 0.75
+  # without in bfloat16, 2.70x / 0.76 without in float32; README "Train on
+  # your own images".
   config.transformer = defaults.transformer(
       "small", remat="none", scan_layers=False, hidden_dropout_prob=0.0,
       attention_probs_dropout_prob=0.0, dtype="auto")
