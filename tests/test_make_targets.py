@@ -1,4 +1,5 @@
-"""The Makefile's eval target (dry run): EVAL_ARGS reach the evaluator."""
+"""The Makefile's targets (dry runs): EVAL_ARGS reach the evaluator; the demo
+sets up without the test extras, the tests with them."""
 import pathlib
 import shutil
 import subprocess
@@ -27,3 +28,23 @@ def test_eval_passes_eval_args_to_the_evaluator():
   assert "--cache_dir=/tmp/fid_cache" in extra
   assert "--num_samples=1200" in extra
   assert "--output=runs/fashion_mnist/eval_1200.json" in extra
+
+
+def _plan(target, venv):
+  proc = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60,
+                        check=True)
+  return proc.stdout.replace("\\\n", " ")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_demo_sets_up_without_the_test_extras_and_test_with_them(tmp_path):
+  venv = tmp_path / "venv"  # no stamps there: every set-up step is planned
+  demo = _plan("demo", venv)
+  assert f"{venv}/bin/python -m pip install -q -e .\n" in demo, demo
+  assert "[test]" not in demo
+  assert "maskgit_jax.train --config=configs/fashion_mnist.py" in demo
+  test = _plan("test", venv)
+  assert f"{venv}/bin/python -m pip install -q -e \".[test]\"" in test, test
+  assert test.index("install -q -e .\n") < test.index("[test]")
+  assert "-m pytest" in test
