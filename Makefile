@@ -29,7 +29,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 # The test extras (pytest, xdist, the notebook runner) only for `make test`:
-# `make demo` does not wait for them (about 9 s of its set-up).
+# `make demo` does not wait for them (5-9 s of its set-up on a 2-core CPU).
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
