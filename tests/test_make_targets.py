@@ -9,13 +9,18 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _dry_run(*assignments):
-  proc = subprocess.run(["make", "-n", "eval", *assignments], cwd=ROOT,
+def _plan(target, *assignments):
+  """What `make -n TARGET ASSIGNMENTS` would run, continuation lines joined."""
+  proc = subprocess.run(["make", "-n", target, *assignments], cwd=ROOT,
                         capture_output=True, text=True, timeout=60,
                         check=True)
-  text = proc.stdout.replace("\\\n", " ")
+  return proc.stdout.replace("\\\n", " ")
+
+
+def _dry_run(*assignments):
+  text = _plan("eval", *assignments)
   lines = [l for l in text.splitlines() if "maskgit_jax.evaluate" in l]
-  assert len(lines) == 1, proc.stdout
+  assert len(lines) == 1, text
   return lines[0].split()
 
 
@@ -30,21 +35,14 @@ def test_eval_passes_eval_args_to_the_evaluator():
   assert "--output=runs/fashion_mnist/eval_1200.json" in extra
 
 
-def _plan(target, venv):
-  proc = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=60,
-                        check=True)
-  return proc.stdout.replace("\\\n", " ")
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 def test_demo_sets_up_without_the_test_extras_and_test_with_them(tmp_path):
   venv = tmp_path / "venv"  # no stamps there: every set-up step is planned
-  demo = _plan("demo", venv)
+  demo = _plan("demo", f"VENV={venv}")
   assert f"{venv}/bin/python -m pip install -q -e .\n" in demo, demo
   assert "[test]" not in demo
   assert "maskgit_jax.train --config=configs/fashion_mnist.py" in demo
-  test = _plan("test", venv)
+  test = _plan("test", f"VENV={venv}")
   assert f"{venv}/bin/python -m pip install -q -e \".[test]\"" in test, test
   assert test.index("install -q -e .\n") < test.index("[test]")
   assert "-m pytest" in test
