@@ -122,3 +122,22 @@ def test_modules_stay_small():
   sizes = {m: sum(1 for _ in open(p)) for m, p in modules().items()}
   big = {m: n for m, n in sizes.items() if n > 400}
   assert not big, big
+
+
+def top_level_imports(path):
+  """The top-level packages a file imports (anywhere in it)."""
+  names = set()
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, ast.Import):
+      names.update(a.name.split(".")[0] for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      names.add(node.module.split(".")[0])
+  return names
+
+
+@pytest.mark.parametrize("entry", ["train", "sample", "evaluate", "export"])
+def test_entry_points_only_turn_flags_into_a_library_call(entry):
+  # No arrays in an entry point: the work is in a library function that
+  # tests and the notebook call too.
+  imports = top_level_imports(os.path.join(ROOT, PACKAGE, f"{entry}.py"))
+  assert not imports & {"jax", "numpy", "flax", "optax", "orbax"}, imports
