@@ -46,8 +46,12 @@ demo: setup
 # pytest keeps ~1.3 of 2 cores busy (compiling is mostly one thread). The 30
 # slowest tests are listed at the end (where the suite's time goes).
 TEST_WORKERS ?= 2
+# Every compiled program goes to the cache (JAX's default keeps only those
+# compiled in over 1 s): the command-line tests compile the same tiny programs
+# in many processes.
 test: setup $(VENV)/.installed-test
-	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache $(PY) -m pytest -q \
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache \
+	  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 $(PY) -m pytest -q \
 	  -n $(TEST_WORKERS) --dist=loadfile --durations=30 tests
 
 # Regenerates checkpoints/fashion_mnist (the shipped model): the demo's recipe

@@ -11,6 +11,11 @@ INSTALL_REQUIRES = [
     "clu>=0.0.12,<0.1",
     "grain>=0.2.12,<0.3",
     "numpy>=1.26,<3",
+    # JAX's numpy dtypes. 0.7.0 takes 0.95 s to import (its extension's
+    # start-up, nearly all in numpy's PyUFunc_AddLoop comparing loop
+    # signatures), 0.6.0 5 ms: a second of every process start, each CLI
+    # and each test subprocess included.
+    "ml-dtypes>=0.5,<0.7",
     "pillow>=10,<14",
     "scipy>=1.11,<2",
     "absl-py>=2,<3",
