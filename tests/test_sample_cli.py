@@ -72,7 +72,8 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
   assert result.stderr.strip().splitlines() == [
       "error: unknown config key 'tokenizer.filterz' in configs/fashion_mnist.py"
       " (no 'filterz' at tokenizer; known there: channel_multipliers, channels,"
-      " code_dim, codebook_size, commitment_cost, embedding_dim,"
+      " code_dim, codebook_size, commitment_cost, decoder_attention,"
+      " embedding_dim,"
       " encoder_spatial_levels, entropy_loss_ratio, filters, group_norm,"
       " l2_normalized, num_groups, num_res_blocks, preset, quantizer_gradient,"
       " remat)"]

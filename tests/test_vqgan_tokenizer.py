@@ -1,4 +1,5 @@
 """The VQGAN tokenizer: quantizer, straight-through estimator, release parity."""
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -335,3 +336,52 @@ def test_commitment_cost_is_a_number_at_least_zero():
     with pytest.raises(ValueError, match=r"^config.tokenizer.commitment_cost"
                        r"=.*: expected a number >= 0"):
       factory.tokenizer_from_config(config)
+
+
+def test_spatial_self_attention_is_softmax_attention_plus_the_input():
+  rs = np.random.RandomState(0)
+  x = rs.randn(2, 3, 4, 8).astype(np.float32)
+  block = layers.SpatialSelfAttention(num_groups=2)
+  variables = block.init(jax.random.key(1), x)
+  p = jax.tree_util.tree_map(np.asarray, variables["params"])
+  # Reference: GroupNorm (2 groups of 4 channels), then one head over the 12
+  # positions.
+  g = x.reshape(2, 12, 2, 4)
+  y = (g - g.mean((1, 3), keepdims=True)) / np.sqrt(
+      g.var((1, 3), keepdims=True) + 1e-6)
+  y = y.reshape(2, 12, 8) * p["GroupNorm_0"]["scale"] + p["GroupNorm_0"]["bias"]
+  dense = lambda name, a: a @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
+  q, k, v = (dense(n, y) for n in ("query", "key", "value"))
+  logits = q @ k.transpose(0, 2, 1) / np.sqrt(8)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  want = x + dense("out", w @ v).reshape(x.shape)
+  np.testing.assert_allclose(np.asarray(block.apply(variables, x)), want,
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_attention_adds_one_block_and_starts_as_the_release_decoder():
+  images = jnp.asarray(np.random.RandomState(0).rand(2, 16, 16, 1), jnp.float32)
+  plain = vqgan_tokenizer.VQVAE.from_preset("small", channels=1)
+  attn = vqgan_tokenizer.VQVAE.from_preset("small", channels=1,
+                                           decoder_attention=True)
+  flat = lambda v: {"/".join(k): a for k, a in  # noqa: E731
+                    flax.traverse_util.flatten_dict(v["params"]).items()}
+  p_plain, p_attn = flat(init(plain, images)), flat(init(attn, images))
+  added = sorted(set(p_attn) - set(p_plain))
+  assert set(p_plain) < set(p_attn)
+  assert added and all(k.startswith("decoder/MidAttention/") for k in added)
+  # With the block's output projection at zero it is the identity: the
+  # decoder is then the release's on the same variables.
+  params = {k: (jnp.zeros_like(p_attn[k]) if k.startswith(
+      "decoder/MidAttention/out/") else p_plain.get(k, p_attn[k]))
+            for k in p_attn}
+  unflat = lambda d: {"params": flax.traverse_util.unflatten_dict(  # noqa: E731
+      {tuple(k.split("/")): a for k, a in d.items()})}
+  want = plain.apply(unflat(p_plain), images, method=roundtrip)
+  got = attn.apply(unflat(params), images, method=roundtrip)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+  # With its initial variables the block changes the images.
+  other = attn.apply(unflat({k: p_plain.get(k, p_attn[k]) for k in p_attn}),
+                     images, method=roundtrip)
+  assert float(jnp.abs(other - want).max()) > 1e-4

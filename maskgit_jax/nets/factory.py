@@ -66,7 +66,8 @@ def _fields(section: ml_collections.ConfigDict, allowed, what: str,
 # the size fields may not (`auto_config` fills them for a folder).
 _TOKENIZER_OPTIONAL = ("code_dim", "commitment_cost", "entropy_loss_ratio",
                        "entropy_temperature", "dtype", "encoder_spatial_levels",
-                       "group_norm", "quantizer_gradient")
+                       "group_norm", "quantizer_gradient",
+                       "decoder_attention")
 
 
 def tokenizer_from_config(config: ml_collections.ConfigDict

@@ -139,3 +139,24 @@ def group_norm(kind: str, num_groups: int, dtype: Any) -> nn.Module:
   if kind == "matmul":
     return GroupNorm(num_groups=num_groups, dtype=dtype)
   raise ValueError(f"group_norm={kind!r}: expected one of {GROUP_NORMS}.")
+
+
+class SpatialSelfAttention(nn.Module):
+  """Single-head self-attention over the positions of a feature map, added
+  to its input (the taming VQGAN's attention block; not in the release's
+  tokenizer): `[b, h, w, c]` -> `[b, h, w, c]`."""
+  num_groups: int
+  dtype: Any = jnp.float32
+  group_norm: str = "reduce"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    y = group_norm(self.group_norm, self.num_groups, self.dtype)(x)
+    q, k, v = (nn.Dense(c, dtype=self.dtype, name=name)(y).reshape(b, h * w, c)
+               for name in ("query", "key", "value"))
+    logits = jnp.einsum("bqc,bkc->bqk", q, k) / np.sqrt(c).astype(q.dtype)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    out = jnp.einsum("bqk,bkc->bqc", weights.astype(v.dtype), v)
+    return x + nn.Dense(c, dtype=self.dtype, name="out")(
+        out.reshape(b, h, w, c))

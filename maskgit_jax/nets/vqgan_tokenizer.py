@@ -14,7 +14,9 @@ Beyond the release, off by default:
 - `group_norm="matmul"`: the GroupNorm statistics as matrix-vector products
   (`layers.GroupNorm`: the same variables, faster on XLA:CPU);
 - `quantizer_gradient="rotation"`: the rotation trick (Fifty et al. 2025)
-  instead of the straight-through estimator (see `VectorQuantizer`).
+  instead of the straight-through estimator (see `VectorQuantizer`);
+- `decoder_attention`: a self-attention block after the decoder's middle
+  blocks (`layers.SpatialSelfAttention`, named `decoder/MidAttention`).
 """
 
 import dataclasses
@@ -158,6 +160,7 @@ class Decoder(nn.Module):
   dtype: Dtype = jnp.float32
   remat: str = "none"
   group_norm: str = "reduce"
+  attention: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -166,6 +169,9 @@ class Decoder(nn.Module):
     x = nn.Conv(filters, (3, 3), dtype=self.dtype)(x)
     for _ in range(self.num_res_blocks):
       x = block(filters)(x)
+    if self.attention:
+      x = layers.SpatialSelfAttention(self.num_groups, self.dtype,
+                                      self.group_norm, name="MidAttention")(x)
     for level in reversed(range(len(self.channel_multipliers))):
       filters = self.filters * self.channel_multipliers[level]
       for _ in range(self.num_res_blocks):
@@ -333,6 +339,7 @@ class VQVAE(nn.Module):
   encoder_spatial_levels: Optional[int] = None
   group_norm: str = "reduce"
   quantizer_gradient: str = "straight_through"
+  decoder_attention: bool = False
 
   @classmethod
   def from_preset(cls, name: str, **overrides) -> "VQVAE":
@@ -360,7 +367,8 @@ class VQVAE(nn.Module):
     self.encoder = Encoder(
         embedding_dim=self.embedding_dim, conv_downsample=self.conv_downsample,
         spatial_levels=self.encoder_spatial_levels, **common)
-    self.decoder = Decoder(output_dim=self.channels, **common)
+    self.decoder = Decoder(output_dim=self.channels,
+                           attention=self.decoder_attention, **common)
     self.quantizer = VectorQuantizer(
         codebook_size=self.codebook_size, embedding_dim=self.embedding_dim,
         commitment_cost=self.commitment_cost,

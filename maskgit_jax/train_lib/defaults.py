@@ -35,7 +35,10 @@ TOKENIZER_FIELDS = (
     ("group_norm", str),
     # "straight_through" (None: the release's estimator) or "rotation"
     # (the rotation trick; nets/quantizer_math.rotation_trick).
-    ("quantizer_gradient", str))
+    ("quantizer_gradient", str),
+    # True: a self-attention block after the decoder's middle blocks (None:
+    # False, the release's decoder; nets/layers.SpatialSelfAttention).
+    ("decoder_attention", bool))
 
 
 def duration(value) -> ml_collections.FieldReference:
