@@ -15,8 +15,7 @@ Beyond the release, off by default:
   (`layers.GroupNorm`: the same variables, faster on XLA:CPU);
 - `quantizer_gradient="rotation"`: the rotation trick (Fifty et al. 2025)
   instead of the straight-through estimator (see `VectorQuantizer`);
-- `decoder_attention`: a self-attention block after the decoder's middle
-  blocks (`layers.SpatialSelfAttention`, named `decoder/MidAttention`).
+- `decoder_attention`: self-attention after the decoder's middle blocks.
 """
 
 import dataclasses
