@@ -39,6 +39,7 @@ from maskgit_jax.store import checkpoint as checkpoint_lib
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import trainer
 import conftest  # tests/conftest.py
+import test_train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -463,13 +464,57 @@ def test_cli_bad_config_value_is_one_error_line(tmp_path, case):
   _assert_one_error_line(result, *needles)
 
 
-def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(tmp_path):
+@pytest.mark.parametrize("override,needle", [
+    ("tokenizer.encoder_spatial_levels=-1",
+     "config.tokenizer.encoder_spatial_levels=-1"),
+    # These four were tracebacks (from JAX, after config.json was written)
+    # in the fuzz part of benchmarks/reliability.py.
+    ("tokenizer.filters=-7", "config.tokenizer.filters=-7"),
+    ("tokenizer.channel_multipliers=-1",
+     "config.tokenizer.channel_multipliers=(-1,)"),
+    ("logical_axis_rules=(0,1,1)", "config.logical_axis_rules entry 0"),
+    ("stages=()", "config.stages=()"),
+])
+def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(
+    tmp_path, override, needle):
   # Checked before config.json is written: the corrected command must not
   # meet a record of the rejected value.
   result = _train_cli("configs/fashion_mnist.py", tmp_path / "run",
-                      "--config.tokenizer.encoder_spatial_levels=-1")
-  _assert_one_error_line(result, "config.tokenizer.encoder_spatial_levels=-1")
+                      f"--config.{override}")
+  _assert_one_error_line(result, needle)
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("section,fields,message", [
+    ("tokenizer", dict(num_groups=3),
+     "config.tokenizer.num_groups=3 must divide every level's channels "
+     "(filters x channel_multipliers: [16, 32, 64])."),
+    ("tokenizer", dict(codebook_size=1),
+     "config.tokenizer.codebook_size=1: expected an int >= 2."),
+    ("tokenizer", dict(num_res_blocks=True),
+     "config.tokenizer.num_res_blocks=True: expected an int >= 0."),
+    ("tokenizer", dict(code_dim=0),
+     "config.tokenizer.code_dim=0: expected None or an int >= 1."),
+    ("transformer", dict(hidden_size=130),
+     "config.transformer.hidden_size=130 must be a multiple of "
+     "num_attention_heads=4."),
+    ("transformer", dict(num_hidden_layers=0),
+     "config.transformer.num_hidden_layers=0: expected an int >= 1."),
+    ("transformer", dict(hidden_dropout_prob=1.0),
+     "config.transformer.hidden_dropout_prob=1.0: expected a number in "
+     "[0, 1)."),
+    ("transformer", dict(initializer_range=0.0),
+     "config.transformer.initializer_range=0.0: expected a finite number > 0."),
+])
+def test_model_sizes_that_cannot_build_a_model_are_named(section, fields,
+                                                         message):
+  config = test_train.load_config("fashion_mnist")
+  for key, value in fields.items():
+    config[section][key] = value
+  from maskgit_jax.nets import factory  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError) as e:
+    factory.transformer_from_config(config)
+  assert str(e.value) == message
 
 
 def test_cli_wrong_typed_override_is_one_error_line(tmp_path):
@@ -738,3 +783,20 @@ def test_orbax_data_item_with_odd_content_is_detected_and_runs_nothing(
   assert "data-iterator state or the saved fingerprints are damaged" in (
       notes[0])
   assert not marker.exists()
+
+
+def test_the_slow_suite_runs_one_part_and_reports_it(tmp_path):
+  # benchmarks/reliability.py and its part modules (reliability_*.py): the
+  # in-process loaders part, a few mutated files of each kind.
+  out = tmp_path / "report.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "reliability.py"),
+       "--parts=loaders", "--loader_cases=3", f"--scratch={tmp_path / 's'}",
+       f"--output={out}"], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  report = json.loads(out.read_text())
+  assert report["passed"] and list(report["parts"]) == ["loaders"]
+  assert "| mutated files | pass |" in result.stdout

@@ -100,9 +100,67 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
     raise ValueError(f"config.tokenizer.commitment_cost={beta!r}: expected "
                      "a number >= 0 (None: the preset's 0.25).")
   preset = fields.pop("preset", None)
-  if preset:
-    return vqgan_tokenizer.VQVAE.from_preset(preset, **fields)
-  return vqgan_tokenizer.VQVAE(**fields)
+  tokenizer = (vqgan_tokenizer.VQVAE.from_preset(preset, **fields) if preset
+               else vqgan_tokenizer.VQVAE(**fields))
+  check_tokenizer_sizes(tokenizer)
+  return tokenizer
+
+
+def _int_at_least(value, low: int) -> bool:
+  return (isinstance(value, int) and not isinstance(value, bool)
+          and value >= low)
+
+
+def check_tokenizer_sizes(tokenizer: vqgan_tokenizer.VQVAE) -> None:
+  """One ValueError naming the `config.tokenizer` field whose size cannot
+  build a tokenizer (before any array is made or config.json written)."""
+  for name, low in (("filters", 1), ("num_res_blocks", 0),
+                    ("embedding_dim", 1), ("codebook_size", 2),
+                    ("num_groups", 1), ("channels", 1)):
+    value = getattr(tokenizer, name)
+    if not _int_at_least(value, low):
+      raise ValueError(f"config.tokenizer.{name}={value!r}: expected an int "
+                       f">= {low}.")
+  multipliers = tokenizer.channel_multipliers
+  if (not isinstance(multipliers, (tuple, list)) or not multipliers or
+      not all(_int_at_least(m, 1) for m in multipliers)):
+    raise ValueError(f"config.tokenizer.channel_multipliers={multipliers!r}: "
+                     "expected a non-empty tuple of ints >= 1, one per "
+                     "resolution level.")
+  if tokenizer.code_dim is not None and not _int_at_least(
+      tokenizer.code_dim, 1):
+    raise ValueError(f"config.tokenizer.code_dim={tokenizer.code_dim!r}: "
+                     "expected None or an int >= 1.")
+  widths = sorted({tokenizer.filters * m for m in multipliers})
+  if any(w % tokenizer.num_groups for w in widths):
+    raise ValueError(f"config.tokenizer.num_groups={tokenizer.num_groups} "
+                     f"must divide every level's channels (filters x "
+                     f"channel_multipliers: {widths}).")
+
+
+def check_transformer_sizes(fields: Dict[str, Any]) -> None:
+  """One ValueError naming the `config.transformer` field whose value
+  cannot build a transformer."""
+  for name in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size"):
+    if name in fields and not _int_at_least(fields[name], 1):
+      raise ValueError(f"config.transformer.{name}={fields[name]!r}: "
+                       "expected an int >= 1.")
+  heads = fields.get("num_attention_heads")
+  if heads and fields.get("hidden_size", 0) % heads:
+    raise ValueError(f"config.transformer.hidden_size={fields['hidden_size']}"
+                     f" must be a multiple of num_attention_heads={heads}.")
+  for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+    value = fields.get(name, 0.0)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+        not 0 <= value < 1):
+      raise ValueError(f"config.transformer.{name}={value!r}: expected a "
+                       "number in [0, 1).")
+  value = fields.get("initializer_range", 0.02)
+  if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+      not 0 < value < float("inf")):
+    raise ValueError(f"config.transformer.initializer_range={value!r}: "
+                     "expected a finite number > 0.")
 
 
 TRANSFORMER_KEYS = {
@@ -132,6 +190,7 @@ def transformer_from_config(config: ml_collections.ConfigDict,
                      f"{sorted(maskgit_transformer.PRESETS)}.")
   base = dict(maskgit_transformer.PRESETS[preset]) if preset else {}
   base.update(fields)
+  check_transformer_sizes(base)
   if "dtype" in base:
     base["dtype"] = parse_dtype(base["dtype"])
   impl = base.get("attention_impl", "default")

@@ -175,6 +175,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
+  if not config.stages:
+    raise ValueError(f"config.stages={tuple(config.stages)!r} names no stage "
+                     f"to train; give one or both of {loader.STAGES}.")
   for stage in config.stages:
     if stage not in loader.STAGES:
       raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
@@ -187,7 +190,7 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   check_config(config)
   # The models' fields are checked here too, before config.json is written:
   # a rejected value leaves no record that a corrected command would trip on.
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  rules = sharding_lib.parse_rules(config.logical_axis_rules)
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config, activation_rules=rules)
   os.makedirs(workdir, exist_ok=True)

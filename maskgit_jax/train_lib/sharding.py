@@ -41,6 +41,31 @@ DEFAULT_RULES = (
 )
 
 
+def parse_rules(rules) -> Tuple[Tuple[str, Any], ...]:
+  """`config.logical_axis_rules` as a tuple of (logical axis, mesh axes)
+  pairs; the mesh axes are None, one of MESH_AXES or a tuple of them. One
+  ValueError naming the bad entry otherwise."""
+  def axes_ok(axes):
+    if axes is None or axes in MESH_AXES:
+      return True
+    return (isinstance(axes, (tuple, list)) and
+            all(a in MESH_AXES for a in axes))
+  if not isinstance(rules, (tuple, list)):
+    raise ValueError(f"config.logical_axis_rules={rules!r}: expected pairs "
+                     "(logical axis, mesh axes).")
+  out = []
+  for rule in rules:
+    if (not isinstance(rule, (tuple, list)) or len(rule) != 2 or
+        not isinstance(rule[0], str) or not axes_ok(rule[1])):
+      raise ValueError(
+          f"config.logical_axis_rules entry {rule!r}: expected a pair "
+          f"(logical axis name, mesh axes: None, one of {MESH_AXES} or a "
+          "tuple of them).")
+    axes = tuple(rule[1]) if isinstance(rule[1], list) else rule[1]
+    out.append((rule[0], axes))
+  return tuple(out)
+
+
 def mesh_shape(shape: Sequence[int], num_devices: int) -> Tuple[int, ...]:
   """Resolves one -1 in a (data, fsdp, model) shape; checks the product."""
   shape = tuple(int(s) for s in shape)
