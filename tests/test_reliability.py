@@ -493,8 +493,9 @@ def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(
      "config.tokenizer.codebook_size=1: expected an int >= 2."),
     ("tokenizer", dict(num_res_blocks=True),
      "config.tokenizer.num_res_blocks=True: expected an int >= 0."),
-    ("tokenizer", dict(code_dim=0),
-     "config.tokenizer.code_dim=0: expected None or an int >= 1."),
+    ("tokenizer", dict(code_dim=-2),
+     "config.tokenizer.code_dim=-2: expected None or 0 (no factorised code) "
+     "or an int >= 1."),
     ("transformer", dict(hidden_size=130),
      "config.transformer.hidden_size=130 must be a multiple of "
      "num_attention_heads=4."),

@@ -128,9 +128,10 @@ def check_tokenizer_sizes(tokenizer: vqgan_tokenizer.VQVAE) -> None:
                      "expected a non-empty tuple of ints >= 1, one per "
                      "resolution level.")
   if tokenizer.code_dim is not None and not _int_at_least(
-      tokenizer.code_dim, 1):
+      tokenizer.code_dim, 0):
     raise ValueError(f"config.tokenizer.code_dim={tokenizer.code_dim!r}: "
-                     "expected None or an int >= 1.")
+                     "expected None or 0 (no factorised code) or an int >= "
+                     "1.")
   widths = sorted({tokenizer.filters * m for m in multipliers})
   if any(w % tokenizer.num_groups for w in widths):
     raise ValueError(f"config.tokenizer.num_groups={tokenizer.num_groups} "
