@@ -474,6 +474,19 @@ def test_cli_bad_config_value_is_one_error_line(tmp_path, case):
      "config.tokenizer.channel_multipliers=(-1,)"),
     ("logical_axis_rules=(0,1,1)", "config.logical_axis_rules entry 0"),
     ("stages=()", "config.stages=()"),
+    # Found by the fuzz with seeds 1 and 2: a traceback when stage 2 started
+    # (after stage 1 had trained), values accepted that make no sense (the
+    # loss went non-finite with label smoothing 1e30), and a split error that
+    # named neither key nor value, after config.json was written.
+    ("transformer_training.log_every=1e400",
+     "transformer_training.log_every=inf is not a finite duration"),
+    ("transformer_training.label_smoothing=1e30",
+     "transformer_training.label_smoothing=1e+30 must be a number [0, 1]"),
+    ("transformer_training.class_dropout=-0.5",
+     "transformer_training.class_dropout=-0.5 must be a number [0, 1]"),
+    ("tokenizer_training.perceptual_weight=-inf",
+     "tokenizer_training.perceptual_weight=-inf must be a number >= 0"),
+    ("data.train_split=", "config.data.train_split='': Fashion-MNIST has"),
 ])
 def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(
     tmp_path, override, needle):

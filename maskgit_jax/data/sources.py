@@ -37,6 +37,19 @@ class Source(Protocol):
     ...
 
 
+def check_splits(config: ml_collections.ConfigDict) -> None:
+  """One ValueError naming `config.data.train_split` / `eval_split` when the
+  source has no such split (Fashion-MNIST: 'train' and 'test'; the other
+  sources' names are checked when they are read)."""
+  if config.source != 'fashion_mnist':
+    return
+  for key in ('train_split', 'eval_split'):
+    name = config.get(key)
+    if name is not None and name not in ('train', 'test'):
+      raise ValueError(f"config.data.{key}={name!r}: Fashion-MNIST has the "
+                       "splits 'train' and 'test'.")
+
+
 def make_source(config: ml_collections.FrozenConfigDict, split: str, *,
                 cache_dir: str | None = None) -> Source:
   """Builds the source of `config.source` for `split`.
@@ -61,6 +74,7 @@ def make_source(config: ml_collections.FrozenConfigDict, split: str, *,
   if config.source == 'fashion_mnist':
     # pylint: disable=g-import-not-at-top
     from maskgit_jax.data import fashion_mnist
+    check_splits(config)
     name = config.train_split if split == 'train' else (
         config.eval_split or 'test')
     source = fashion_mnist.FashionMnistSource(

@@ -31,6 +31,8 @@ def to_steps(value: Duration, *, steps_per_epoch: Optional[float] = None,
       raise ValueError(f"{name}={value!r}: expected e.g. 1000, '1000 steps', "
                        "'2 epochs' or '50000 examples'.")
     number, unit = float(match.group(1)), match.group(2) or "steps"
+  if not math.isfinite(number):
+    raise ValueError(f"{name}={value!r} is not a finite duration.")
   if number < 0:
     raise ValueError(f"{name}={value!r} must not be negative.")
   if unit.startswith("step"):

@@ -14,6 +14,7 @@ Each stage resumes from its newest readable checkpoint and is skipped when it
 is complete, so re-running the same command continues an interrupted run.
 """
 
+import math
 import os
 from typing import Callable, Optional, Sequence
 
@@ -23,6 +24,7 @@ import ml_collections
 from maskgit_jax import data as data_lib
 from maskgit_jax.common import multihost
 from maskgit_jax.common import precision
+from maskgit_jax.data import sources as data_sources
 from maskgit_jax.data import token_cache
 from maskgit_jax.generation import sample_lib
 from maskgit_jax.libml import mask_schedule
@@ -109,9 +111,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   sections = {"tokenizer": ("tokenizer_training",
                             ("g_optimizer", "d_optimizer")),
               "transformer": ("transformer_training", ("optimizer",))}
+  data_sources.check_splits(config.data)
   for stage in config.stages:
     name, optimizers = sections[stage]
     section = config[name]
+    for key in DURATION_KEYS:  # Their form; epochs need the data's size.
+      if key in section:
+        periodic.to_steps(section[key], steps_per_epoch=1, batch_size=1,
+                          name=f"{name}.{key}")
     batch = section.batch_size
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
       raise ValueError(f"{name}.batch_size={batch!r} must be an int >= 1.")
@@ -147,6 +154,21 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         not 0.0 <= low < 1.0):
       raise ValueError(f"transformer_training.min_mask_ratio={low!r} must be "
                        "a number in [0, 1) (the minimum masked fraction).")
+    for key, high in (("class_dropout", 1.0), ("label_smoothing", 1.0)):
+      _check_fraction(config.transformer_training, "transformer_training",
+                      key, high)
+  if "tokenizer" in config.stages:
+    _check_fraction(config.tokenizer_training, "tokenizer_training",
+                    "perceptual_weight", float("inf"))
+
+
+def _check_fraction(section, name: str, key: str, high: float) -> None:
+  """`section.key` (if present) a finite number in [0, high]."""
+  value = section.get(key, 0.0)
+  if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+      not 0.0 <= value <= high or not math.isfinite(value)):
+    bound = f"[0, {high:g}]" if math.isfinite(high) else ">= 0 and finite"
+    raise ValueError(f"{name}.{key}={value!r} must be a number {bound}.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
