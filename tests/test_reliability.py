@@ -487,6 +487,8 @@ def test_cli_bad_config_value_is_one_error_line(tmp_path, case):
     ("tokenizer_training.perceptual_weight=-inf",
      "tokenizer_training.perceptual_weight=-inf must be a number >= 0"),
     ("data.train_split=", "config.data.train_split='': Fashion-MNIST has"),
+    ("tokenizer_training.discriminator.max_filters=-7",
+     "tokenizer_training.discriminator.max_filters=-7 must be an int >= 1"),
 ])
 def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(
     tmp_path, override, needle):

@@ -131,6 +131,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       optim.check_optimizer_config(section[key], f"{name}.{key}")
   if "tokenizer" in config.stages:
     feature_net_task.check(config.tokenizer_training, config.num_classes)
+    disc = config.tokenizer_training.discriminator
+    for key in ("channel_multiplier", "max_filters"):
+      value = disc.get(key, 1)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"tokenizer_training.discriminator.{key}={value!r} "
+                         "must be an int >= 1.")
     optim.check_optimizer_config(
         tokenizer_task.decoder_optimizer_config(config.tokenizer_training),
         "tokenizer_training.decoder_optimizer")
