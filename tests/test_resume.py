@@ -190,3 +190,49 @@ def test_evaluators_run_inside_the_loop(tmp_path):
   run.train_and_evaluate(config, str(tmp_path), hooks=hooks)
   report = json.loads((tmp_path / "eval_tokenizer_4.json").read_text())
   assert report["settings"]["num_real"] == 13
+
+
+def test_a_new_run_that_fails_before_saving_leaves_no_record(tmp_path):
+  """A data error found when the data is first read (after config.json is
+  written): before, the record stayed and refused the corrected command as
+  "trained with other settings: data.path"."""
+  workdir = tmp_path / "run"
+  bad = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  bad.data.path = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    run.train_and_evaluate(bad, str(workdir))
+  assert not workdir.exists()  # created by the run, and empty: removed
+  good = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  run.train_and_evaluate(good, str(workdir))
+  assert sorted(os.listdir(workdir / "tokenizer" / "checkpoints")) == ["2"]
+  assert json.loads((workdir / "config.json").read_text())["data"][
+      "path"] is None
+
+
+def test_a_run_that_fails_after_saving_keeps_its_record(tmp_path,
+                                                        monkeypatch):
+  """Stage 1 saved, then stage 2 fails: the record describes saved
+  weights and stays, with the checkpoints."""
+  from maskgit_jax.train_lib import transformer_task
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("stage 2 broke")
+  monkeypatch.setattr(transformer_task, "make_task", broken)
+  config = test_train.tiny_config(steps=2)
+  with pytest.raises(RuntimeError, match="stage 2 broke"):
+    run.train_and_evaluate(config, str(tmp_path))
+  assert (tmp_path / "config.json").is_file()
+  assert sorted(os.listdir(tmp_path / "tokenizer" / "checkpoints")) == ["2"]
+
+
+def test_a_failing_resume_keeps_the_record(tmp_path):
+  """A record this invocation did not write is never removed, even where no
+  checkpoint was saved (e.g. a run stopped during its first steps)."""
+  config = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  config.data.path = str(tmp_path / "nowhere")
+  os.makedirs(tmp_path / "run")
+  recorded = config_record.record(config, str(tmp_path / "run"),
+                                  log=lambda _: None)
+  with pytest.raises(FileNotFoundError):
+    run.train_and_evaluate(config, str(tmp_path / "run"))
+  assert os.path.isfile(recorded)

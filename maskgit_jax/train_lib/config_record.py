@@ -16,7 +16,9 @@ equals that value given explicitly: an old run whose config file now sets
 the field otherwise resumes with `--config.KEY=<that value>`, which the
 refusal offers.
 So `sample` and `evaluate`, which read config.json, always load the weights
-with the config that trained them.
+with the config that trained them. A new run that fails before it saves
+anything removes the record it wrote (`discard_if_untrained`): it describes
+no weights.
 """
 
 import datetime
@@ -186,3 +188,22 @@ def record(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() == 0:
     files.write_text(path, text)
   return path
+
+
+def discard_if_untrained(workdir: str, stages, log: Callable[[str], Any] = print
+                         ) -> bool:
+  """Removes WORKDIR/config.json when no stage folder (`WORKDIR/<stage>` for
+  each of `stages`) holds a file: no checkpoint, finished or not, and no
+  stage-1 feature network. Called when a run that wrote a new record fails,
+  so that the record of weights that do not exist does not refuse the
+  corrected command. Returns whether it was removed."""
+  for stage in stages:
+    for _, _, names in os.walk(os.path.join(workdir, stage)):
+      if names:
+        return False
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return False
+  os.remove(path)
+  log(f"removed {path}: the run stopped before it saved anything")
+  return True

@@ -221,8 +221,27 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   rules = sharding_lib.parse_rules(config.logical_axis_rules)
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config, activation_rules=rules)
+  new_dir = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
+  new_record = not os.path.isfile(os.path.join(workdir,
+                                               config_record.CONFIG_FILE))
   config_record.record(config, workdir, log=log, flag_types=given)
+  try:
+    return _train_stages(config, workdir, devices, sigterm, make_hooks,
+                         tokenizer, transformer, rules, log)
+  except BaseException:
+    # A failure before anything was saved (a data error found when the data
+    # is first read, a value that fails at compile time) leaves no record
+    # that would refuse the corrected command as "other settings".
+    if (new_record and jax.process_index() == 0 and
+        config_record.discard_if_untrained(workdir, loader.STAGES, log=log)
+        and new_dir and not os.listdir(workdir)):
+      os.rmdir(workdir)
+    raise
+
+
+def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
+                  transformer, rules, log):
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   log(f"mesh {dict(mesh.shape)} over {mesh.devices.size} "
       f"{mesh.devices.flat[0].platform} device(s)")
