@@ -92,10 +92,10 @@ def test_encoder_spatial_levels_from_the_command_line():
   assert factory.tokenizer_from_config(
       parse("fashion_mnist")).encoder_spatial_levels is None
   config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=-1")
-  with pytest.raises(ValueError, match=r"encoder_spatial_levels=-1: expected"):
+  with pytest.raises(ValueError, match=r"encoder_spatial_levels=-1 must be an int"):
     factory.tokenizer_from_config(config)
   config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=x")
-  with pytest.raises(ValueError, match=r"encoder_spatial_levels='x': expected"):
+  with pytest.raises(ValueError, match=r"encoder_spatial_levels='x' must be an int"):
     factory.tokenizer_from_config(config)
   # configs/folder.py uses local tokens; None (the release's encoder, which
   # a folder run recorded before that default needs to resume) parses.

@@ -144,7 +144,7 @@ def test_a_step_that_is_not_there_is_one_line(tmp_path, config,
   with pytest.raises(ValueError, match=r"no checkpoint of step 3 in .*"
                      r"tokenizer/checkpoints \(steps: \[2, 4\]\)"):
     loader.load_models(config, run, steps={"tokenizer": 3})
-  with pytest.raises(ValueError, match="expected a step >= 0"):
+  with pytest.raises(ValueError, match=r"must be an int >= 0 \(a step\)"):
     loader.load_models(config, run, steps={"transformer": -1})
   with pytest.raises(ValueError, match="the transformer is not loaded"):
     loader.load_models(config, run, stages=("tokenizer",),

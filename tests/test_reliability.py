@@ -481,11 +481,11 @@ def test_cli_bad_config_value_is_one_error_line(tmp_path, case):
     ("transformer_training.log_every=1e400",
      "transformer_training.log_every=inf is not a finite duration"),
     ("transformer_training.label_smoothing=1e30",
-     "transformer_training.label_smoothing=1e+30 must be a number [0, 1]"),
+     "transformer_training.label_smoothing=1e+30 must be a number in [0, 1]"),
     ("transformer_training.class_dropout=-0.5",
-     "transformer_training.class_dropout=-0.5 must be a number [0, 1]"),
+     "transformer_training.class_dropout=-0.5 must be a number in [0, 1]"),
     ("tokenizer_training.perceptual_weight=-inf",
-     "tokenizer_training.perceptual_weight=-inf must be a number >= 0"),
+     "tokenizer_training.perceptual_weight=-inf must be a finite number >= 0"),
     ("data.train_split=", "config.data.train_split='': Fashion-MNIST has"),
     ("tokenizer_training.discriminator.max_filters=-7",
      "tokenizer_training.discriminator.max_filters=-7 must be an int >= 1"),
@@ -505,22 +505,22 @@ def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(
      "config.tokenizer.num_groups=3 must divide every level's channels "
      "(filters x channel_multipliers: [16, 32, 64])."),
     ("tokenizer", dict(codebook_size=1),
-     "config.tokenizer.codebook_size=1: expected an int >= 2."),
+     "config.tokenizer.codebook_size=1 must be an int >= 2."),
     ("tokenizer", dict(num_res_blocks=True),
-     "config.tokenizer.num_res_blocks=True: expected an int >= 0."),
+     "config.tokenizer.num_res_blocks=True must be an int >= 0."),
     ("tokenizer", dict(code_dim=-2),
-     "config.tokenizer.code_dim=-2: expected None or 0 (no factorised code) "
-     "or an int >= 1."),
+     "config.tokenizer.code_dim=-2 must be an int >= 0 or None (None or 0: "
+     "no factorised code)."),
     ("transformer", dict(hidden_size=130),
      "config.transformer.hidden_size=130 must be a multiple of "
      "num_attention_heads=4."),
     ("transformer", dict(num_hidden_layers=0),
-     "config.transformer.num_hidden_layers=0: expected an int >= 1."),
+     "config.transformer.num_hidden_layers=0 must be an int >= 1."),
     ("transformer", dict(hidden_dropout_prob=1.0),
-     "config.transformer.hidden_dropout_prob=1.0: expected a number in "
+     "config.transformer.hidden_dropout_prob=1.0 must be a number in "
      "[0, 1)."),
     ("transformer", dict(initializer_range=0.0),
-     "config.transformer.initializer_range=0.0: expected a finite number > 0."),
+     "config.transformer.initializer_range=0.0 must be a finite number > 0."),
 ])
 def test_model_sizes_that_cannot_build_a_model_are_named(section, fields,
                                                          message):

@@ -433,7 +433,7 @@ def test_runs_recorded_before_the_decoder_phase_resume_and_bad_values():
   config.stages = ("tokenizer", "transformer")
   config.tokenizer_training.decoder_optimizer.b1 = 1.5
   with pytest.raises(ValueError, match=r"^tokenizer_training\."
-                     r"decoder_optimizer\.b1=1\.5 must be in \[0, 1\)"):
+                     r"decoder_optimizer\.b1=1\.5 must be a number in \[0, 1\)"):
     run.check_config(config)
 
 

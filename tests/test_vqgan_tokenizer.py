@@ -334,7 +334,7 @@ def test_commitment_cost_is_a_number_at_least_zero():
     config = ml_collections.ConfigDict(dict(tokenizer=dict(
         preset="tiny", commitment_cost=bad)))
     with pytest.raises(ValueError, match=r"^config.tokenizer.commitment_cost"
-                       r"=.*: expected a number >= 0"):
+                       r"=.* must be a finite number >= 0"):
       factory.tokenizer_from_config(config)
 
 

@@ -22,6 +22,8 @@ from typing import Optional
 
 import jax
 
+from maskgit_jax.common import checks
+
 FORCE_FLAG = "xla_force_host_platform_device_count"
 
 
@@ -41,9 +43,9 @@ def resolve(value, environ=None, cores: Optional[int] = None) -> Optional[int]:
   Raises:
     ValueError: `value` is not an integer >= -1 (the message names the key).
   """
-  if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-    raise ValueError(f"config.cpu_devices={value!r} must be an integer: 0 "
-                     "(JAX's default), -1 (one per core) or a count > 0.")
+  if not checks.is_int(value, -1):
+    checks.refuse("config.cpu_devices", value, "an integer: 0 (JAX's "
+                  "default), -1 (one per core) or a count > 0")
   environ = os.environ if environ is None else environ
   if value == 0:
     return None

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import jax
 import ml_collections
 
+from maskgit_jax.common import checks
 from maskgit_jax.common import files
 from maskgit_jax.generation import edit_lib
 from maskgit_jax.generation import sample_lib
@@ -162,7 +163,7 @@ def check(r: Request) -> None:
       raise ValueError(f"--extend_{side} must be >= 0, got {value}.")
   if r.classes is not None:
     for c in r.classes:
-      if isinstance(c, bool) or not isinstance(c, int):
+      if not checks.is_int(c):
         raise ValueError(f"--classes must be integers, got {c!r}.")
 
 

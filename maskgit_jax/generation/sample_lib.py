@@ -8,7 +8,6 @@ it too. Models come from released-format files, from a training run's folder
     sample_lib.write_sample_grid(config, sampler, "samples.png")
 """
 
-import math
 from typing import (Any, Callable, Dict, Iterator, List, NamedTuple,
                     Optional, Sequence)
 
@@ -17,6 +16,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from maskgit_jax.common import checks
 from maskgit_jax.common import files
 from maskgit_jax.common import grids
 from maskgit_jax.libml import parallel_decode
@@ -223,28 +223,24 @@ def decode_options(config: ml_collections.ConfigDict, **overrides):
 
 def check_decode_options(options) -> None:
   """Rejects nonsense decoding values with one line naming the key."""
-  def number(key, ok, expected, integer=False):
-    value = options.get(key)
-    kinds = (int,) if integer else (int, float)
-    if (isinstance(value, bool) or not isinstance(value, kinds) or
-        not math.isfinite(value) or not ok(value)):
-      raise ValueError(f"sampling.{key}={value!r} must be {expected}.")
-  number("num_iter", lambda v: v >= 1, "an int >= 1", integer=True)
-  number("choice_temperature", lambda v: v >= 0, "a finite number >= 0")
-  number("guidance_scale", lambda v: v >= 0, "a finite number >= 0")
-  number("sampling_temperature", lambda v: v > 0, "a finite number > 0")
-  if options.get("sampling_temperature_end") is not None:
-    number("sampling_temperature_end", lambda v: v > 0,
-           "a finite number > 0 or None (constant)")
-  number("top_k", lambda v: v >= 0, "an int >= 0 (0 = off)", integer=True)
-  number("refine_steps", lambda v: v >= 0, "an int >= 0 (0 = off)",
-         integer=True)
-  number("refine_fraction", lambda v: 0 < v <= 1, "a number in (0, 1]")
-  number("refine_choice_temperature", lambda v: v >= 0,
-         "a finite number >= 0")
-  if options.get("refine_temperature") is not None:
-    number("refine_temperature", lambda v: v > 0,
-           "a finite number > 0 or None (the last iteration's)")
+  def number(key, *bounds, **kwargs):
+    checks.check_number(f"sampling.{key}", options.get(key), *bounds,
+                        **kwargs)
+
+  def integer(key, low, note=""):
+    checks.check_int(f"sampling.{key}", options.get(key), low, note=note)
+  integer("num_iter", 1)
+  number("choice_temperature", 0)
+  number("guidance_scale", 0)
+  number("sampling_temperature", 0, open_low=True)
+  number("sampling_temperature_end", 0, open_low=True, allow_none=True,
+         note="constant")
+  integer("top_k", 0, "0 = off")
+  integer("refine_steps", 0, "0 = off")
+  number("refine_fraction", 0, 1, open_low=True)
+  number("refine_choice_temperature", 0)
+  number("refine_temperature", 0, open_low=True, allow_none=True,
+         note="the last iteration's")
   scheduler = options.get("position_scheduler", "confidence")
   choices = parallel_decode.POSITION_SCHEDULERS
   if scheduler not in choices:

@@ -16,6 +16,8 @@ and `codebook_usage` (minima, usage as a fraction).
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from maskgit_jax.common import checks
+
 Row = Tuple[str, Optional[float], Optional[float], Optional[float],
             Optional[str], Optional[bool]]
 
@@ -30,10 +32,8 @@ def check_targets(targets: Optional[Mapping[str, Any]]) -> Dict[str, float]:
     if key not in TARGET_KEYS:
       raise ValueError(f"quality_targets.{key}: unknown target; expected one "
                        f"of {', '.join(TARGET_KEYS)}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        value > 0):
-      raise ValueError(f"quality_targets.{key}={value!r} must be a positive "
-                       "number")
+    checks.check_number(f"quality_targets.{key}", value, 0, open_low=True,
+                        finite=False)
     out[key] = float(value)
   return out
 

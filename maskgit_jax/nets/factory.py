@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from maskgit_jax.common import checks
 from maskgit_jax.common import precision
 from maskgit_jax.nets import attention
 from maskgit_jax.nets import layers
@@ -77,12 +78,10 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
                    "tokenizer", optional=_TOKENIZER_OPTIONAL)
   layers.check_remat_policy(fields.get("remat", "none"),
                             "config.tokenizer.remat")
-  levels = fields.get("encoder_spatial_levels")
-  if levels is not None and (isinstance(levels, bool) or
-                             not isinstance(levels, int) or levels < 0):
-    raise ValueError(f"config.tokenizer.encoder_spatial_levels={levels!r}: "
-                     "expected None (3x3 kernels at every level) or an int "
-                     ">= 0 (that many levels with 3x3 kernels).")
+  checks.check_int("config.tokenizer.encoder_spatial_levels",
+                   fields.get("encoder_spatial_levels"), low=0,
+                   allow_none=True, note="that many levels with 3x3 kernels; "
+                   "None: every level")
   norm = fields.get("group_norm", layers.GROUP_NORMS[0])
   if norm not in layers.GROUP_NORMS:
     raise ValueError(f"config.tokenizer.group_norm={norm!r}: expected one of "
@@ -94,21 +93,14 @@ def tokenizer_from_config(config: ml_collections.ConfigDict
                      "expected one of "
                      f"{quantizer_math.QUANTIZER_GRADIENTS} (None: "
                      "'straight_through').")
-  beta = fields.get("commitment_cost", 0.0)
-  if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (
-      0.0 <= beta < float("inf")):
-    raise ValueError(f"config.tokenizer.commitment_cost={beta!r}: expected "
-                     "a number >= 0 (None: the preset's 0.25).")
+  checks.check_number("config.tokenizer.commitment_cost",
+                      fields.get("commitment_cost", 0.0), low=0,
+                      note="None: the preset's 0.25")
   preset = fields.pop("preset", None)
   tokenizer = (vqgan_tokenizer.VQVAE.from_preset(preset, **fields) if preset
                else vqgan_tokenizer.VQVAE(**fields))
   check_tokenizer_sizes(tokenizer)
   return tokenizer
-
-
-def _int_at_least(value, low: int) -> bool:
-  return (isinstance(value, int) and not isinstance(value, bool)
-          and value >= low)
 
 
 def check_tokenizer_sizes(tokenizer: vqgan_tokenizer.VQVAE) -> None:
@@ -117,21 +109,15 @@ def check_tokenizer_sizes(tokenizer: vqgan_tokenizer.VQVAE) -> None:
   for name, low in (("filters", 1), ("num_res_blocks", 0),
                     ("embedding_dim", 1), ("codebook_size", 2),
                     ("num_groups", 1), ("channels", 1)):
-    value = getattr(tokenizer, name)
-    if not _int_at_least(value, low):
-      raise ValueError(f"config.tokenizer.{name}={value!r}: expected an int "
-                       f">= {low}.")
+    checks.check_int(f"config.tokenizer.{name}", getattr(tokenizer, name),
+                     low=low)
   multipliers = tokenizer.channel_multipliers
   if (not isinstance(multipliers, (tuple, list)) or not multipliers or
-      not all(_int_at_least(m, 1) for m in multipliers)):
-    raise ValueError(f"config.tokenizer.channel_multipliers={multipliers!r}: "
-                     "expected a non-empty tuple of ints >= 1, one per "
-                     "resolution level.")
-  if tokenizer.code_dim is not None and not _int_at_least(
-      tokenizer.code_dim, 0):
-    raise ValueError(f"config.tokenizer.code_dim={tokenizer.code_dim!r}: "
-                     "expected None or 0 (no factorised code) or an int >= "
-                     "1.")
+      not all(checks.is_int(m, 1) for m in multipliers)):
+    checks.refuse("config.tokenizer.channel_multipliers", multipliers,
+                  "a non-empty tuple of ints >= 1, one per resolution level")
+  checks.check_int("config.tokenizer.code_dim", tokenizer.code_dim, low=0,
+                   allow_none=True, note="None or 0: no factorised code")
   widths = sorted({tokenizer.filters * m for m in multipliers})
   if any(w % tokenizer.num_groups for w in widths):
     raise ValueError(f"config.tokenizer.num_groups={tokenizer.num_groups} "
@@ -144,24 +130,18 @@ def check_transformer_sizes(fields: Dict[str, Any]) -> None:
   cannot build a transformer."""
   for name in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                "intermediate_size"):
-    if name in fields and not _int_at_least(fields[name], 1):
-      raise ValueError(f"config.transformer.{name}={fields[name]!r}: "
-                       "expected an int >= 1.")
+    if name in fields:
+      checks.check_int(f"config.transformer.{name}", fields[name], low=1)
   heads = fields.get("num_attention_heads")
   if heads and fields.get("hidden_size", 0) % heads:
     raise ValueError(f"config.transformer.hidden_size={fields['hidden_size']}"
                      f" must be a multiple of num_attention_heads={heads}.")
   for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-    value = fields.get(name, 0.0)
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or
-        not 0 <= value < 1):
-      raise ValueError(f"config.transformer.{name}={value!r}: expected a "
-                       "number in [0, 1).")
-  value = fields.get("initializer_range", 0.02)
-  if (isinstance(value, bool) or not isinstance(value, (int, float)) or
-      not 0 < value < float("inf")):
-    raise ValueError(f"config.transformer.initializer_range={value!r}: "
-                     "expected a finite number > 0.")
+    checks.check_number(f"config.transformer.{name}", fields.get(name, 0.0),
+                        0, 1, open_high=True)
+  checks.check_number("config.transformer.initializer_range",
+                      fields.get("initializer_range", 0.02), 0,
+                      open_low=True)
 
 
 TRANSFORMER_KEYS = {

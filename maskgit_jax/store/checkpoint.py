@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import jax
 import orbax.checkpoint as ocp
 
+from maskgit_jax.common import checks
 from maskgit_jax.common import multihost
 from maskgit_jax.store.fingerprints import ChecksumError
 from maskgit_jax.store.fingerprints import data_crc
@@ -66,11 +67,9 @@ class Checkpointer:
   """Saves and restores `(state, data_state)` under `directory`."""
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-    if keep is not None and (isinstance(keep, bool) or
-                             not isinstance(keep, int) or keep < 1):
-      # Orbax's max_to_keep=0 deletes every checkpoint right after saving it.
-      raise ValueError(f"keep_checkpoints={keep!r} must be an int >= 1 (the "
-                       "newest checkpoints kept) or None (keep all).")
+    # Orbax's max_to_keep=0 deletes every checkpoint right after saving it.
+    checks.check_int("keep_checkpoints", keep, low=1, allow_none=True,
+                     note="the newest checkpoints kept; None: all")
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True)

@@ -32,6 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from maskgit_jax.common import checks
 from maskgit_jax.common import files
 from maskgit_jax.nets import factory
 from maskgit_jax.nets import layer_stack
@@ -250,8 +251,7 @@ def load_models(config: ml_collections.ConfigDict,
     if stage not in stages:
       raise ValueError(f"--{stage}_step={step} but the {stage} is not "
                        "loaded here")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-      raise ValueError(f"--{stage}_step={step!r}: expected a step >= 0")
+    checks.check_int(f"--{stage}_step", step, low=0, note="a step")
   given = {"tokenizer": (tokenizer_checkpoint, tokenizer_variables),
            "transformer": (transformer_checkpoint, transformer_variables)}
   for stage in STAGES:

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from maskgit_jax.common import checks
 from maskgit_jax.common import files
 from maskgit_jax.nets import feature_net
 from maskgit_jax.store import released
@@ -43,26 +44,19 @@ def check(section: ml_collections.ConfigDict, num_classes: int) -> None:
   if not enabled(section):
     return
   fn = section.feature_net
-  for key in ("steps", "batch_size"):
-    value = fn.get(key)
-    if key == "batch_size" and value is None:
-      continue
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"tokenizer_training.feature_net.{key}={value!r} must "
-                       "be an int >= 1 (steps=0 or None turns the network "
-                       "off).")
-  lr = fn.get("lr")
-  if lr is not None and (isinstance(lr, bool) or
-                         not isinstance(lr, (int, float)) or not lr > 0):
-    raise ValueError(f"tokenizer_training.feature_net.lr={lr!r} must be a "
-                     "positive number.")
+  key = "tokenizer_training.feature_net."
+  checks.check_int(key + "steps", fn.get("steps"), low=1,
+                   note="steps=0 or None turns the network off")
+  checks.check_int(key + "batch_size", fn.get("batch_size"), low=1,
+                   allow_none=True, note="None: 64")
+  checks.check_number(key + "lr", fn.get("lr"), 0, open_low=True,
+                      allow_none=True)
   widths = fn.get("widths")
   if widths is not None and (
       not isinstance(widths, (tuple, list)) or not widths or
-      not all(isinstance(w, int) and not isinstance(w, bool) and w > 0
-              for w in widths)):
-    raise ValueError(f"tokenizer_training.feature_net.widths={widths!r} must "
-                     "be a non-empty tuple of positive ints.")
+      not all(checks.is_int(w, 1) for w in widths)):
+    checks.refuse(key + "widths", widths,
+                  "a non-empty tuple of positive ints")
   if num_classes < 2:
     raise ValueError(
         f"tokenizer_training.feature_net.steps={fn.steps} trains a classifier"

@@ -1,6 +1,5 @@
 """Optimizers and learning-rate schedules from config sections."""
 
-import math
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
@@ -8,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from maskgit_jax.common import checks
 
 
 def learning_rate_schedule(c: ml_collections.ConfigDict, num_steps: int):
@@ -55,19 +56,18 @@ def decay_mask(params: Any) -> Any:
 def check_optimizer_config(c: ml_collections.ConfigDict,
                            where: str = "optimizer") -> None:
   """Raises a one-line ValueError naming `where.key` and the bad value."""
-  def number(key, default, ok, expected):
-    value = c.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        not math.isfinite(value)) or not ok(value):
-      raise ValueError(f"{where}.{key}={value!r} must be {expected}.")
-  number("lr", 1e-4, lambda v: v > 0, "a positive number")
-  number("b1", 0.9, lambda v: 0 <= v < 1, "in [0, 1)")
-  number("b2", 0.999, lambda v: 0 <= v < 1, "in [0, 1)")
-  number("weight_decay", 0.0, lambda v: v >= 0, ">= 0")
-  number("lr_end_factor", 0.0, lambda v: 0 <= v <= 1, "in [0, 1]")
-  number("grad_clip_norm", 0.0, lambda v: v >= 0, ">= 0 (0 = off)")
-  number("warmup_steps", 0, lambda v: v >= 0 and v == int(v),
-         "a whole number >= 0")
+  def number(key, default, *bounds, **kwargs):
+    checks.check_number(f"{where}.{key}", c.get(key, default), *bounds,
+                        **kwargs)
+  number("lr", 1e-4, 0, open_low=True)
+  number("b1", 0.9, 0, 1, open_high=True)
+  number("b2", 0.999, 0, 1, open_high=True)
+  number("weight_decay", 0.0, 0)
+  number("lr_end_factor", 0.0, 0, 1)
+  number("grad_clip_norm", 0.0, 0, note="0 = off")
+  warmup = c.get("warmup_steps", 0)
+  if not (checks.is_number(warmup, 0) and warmup == int(warmup)):
+    checks.refuse(f"{where}.warmup_steps", warmup, "a whole number >= 0")
   if c.get("lr_schedule", "constant") not in ("constant", "cosine", "linear"):
     raise ValueError(f"{where}.lr_schedule={c.get('lr_schedule')!r} must be "
                      "constant, cosine or linear.")

@@ -14,7 +14,6 @@ Each stage resumes from its newest readable checkpoint and is skipped when it
 is complete, so re-running the same command continues an interrupted run.
 """
 
-import math
 import os
 from typing import Callable, Optional, Sequence
 
@@ -22,6 +21,7 @@ import jax
 import ml_collections
 
 from maskgit_jax import data as data_lib
+from maskgit_jax.common import checks
 from maskgit_jax.common import multihost
 from maskgit_jax.common import precision
 from maskgit_jax.data import sources as data_sources
@@ -119,62 +119,44 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       if key in section:
         periodic.to_steps(section[key], steps_per_epoch=1, batch_size=1,
                           name=f"{name}.{key}")
-    batch = section.batch_size
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-      raise ValueError(f"{name}.batch_size={batch!r} must be an int >= 1.")
-    keep = section.get("keep_checkpoints", 3)
-    if keep is not None and (isinstance(keep, bool) or
-                             not isinstance(keep, int) or keep < 1):
-      raise ValueError(f"{name}.keep_checkpoints={keep!r} must be an int "
-                       ">= 1 or None (keep all).")
+    checks.check_int(f"{name}.batch_size", section.batch_size, low=1)
+    checks.check_int(f"{name}.keep_checkpoints",
+                     section.get("keep_checkpoints", 3), low=1,
+                     allow_none=True, note="keep all")
     for key in optimizers:
       optim.check_optimizer_config(section[key], f"{name}.{key}")
   if "tokenizer" in config.stages:
     feature_net_task.check(config.tokenizer_training, config.num_classes)
     disc = config.tokenizer_training.discriminator
     for key in ("channel_multiplier", "max_filters"):
-      value = disc.get(key, 1)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"tokenizer_training.discriminator.{key}={value!r} "
-                         "must be an int >= 1.")
+      checks.check_int(f"tokenizer_training.discriminator.{key}",
+                       disc.get(key, 1), low=1)
     optim.check_optimizer_config(
         tokenizer_task.decoder_optimizer_config(config.tokenizer_training),
         "tokenizer_training.decoder_optimizer")
     token_noise.settings(config.tokenizer_training)
   if "transformer" in config.stages:
     sample_lib.decode_options(config)  # Nonsense sampling values: one line.
-    per_class = config.transformer_training.get("samples", {}).get(
-        "per_class", 4)
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or (
-        per_class < 1):
-      raise ValueError(f"transformer_training.samples.per_class={per_class!r}"
-                       " must be an int >= 1.")
+    checks.check_int("transformer_training.samples.per_class",
+                     config.transformer_training.get("samples", {}).get(
+                         "per_class", 4), low=1)
     method = config.transformer_training.mask_scheduling_method
     try:
       mask_schedule.validate(method)
     except ValueError as e:
       raise ValueError(
           f"transformer_training.mask_scheduling_method: {e}") from None
-    low = config.transformer_training.get("min_mask_ratio", 0.0)
-    if (isinstance(low, bool) or not isinstance(low, (int, float)) or
-        not 0.0 <= low < 1.0):
-      raise ValueError(f"transformer_training.min_mask_ratio={low!r} must be "
-                       "a number in [0, 1) (the minimum masked fraction).")
-    for key, high in (("class_dropout", 1.0), ("label_smoothing", 1.0)):
-      _check_fraction(config.transformer_training, "transformer_training",
-                      key, high)
+    t = config.transformer_training
+    checks.check_number("transformer_training.min_mask_ratio",
+                        t.get("min_mask_ratio", 0.0), 0, 1, open_high=True,
+                        note="the minimum masked fraction")
+    for key in ("class_dropout", "label_smoothing"):
+      checks.check_number(f"transformer_training.{key}", t.get(key, 0.0), 0,
+                          1)
   if "tokenizer" in config.stages:
-    _check_fraction(config.tokenizer_training, "tokenizer_training",
-                    "perceptual_weight", float("inf"))
-
-
-def _check_fraction(section, name: str, key: str, high: float) -> None:
-  """`section.key` (if present) a finite number in [0, high]."""
-  value = section.get(key, 0.0)
-  if (isinstance(value, bool) or not isinstance(value, (int, float)) or
-      not 0.0 <= value <= high or not math.isfinite(value)):
-    bound = f"[0, {high:g}]" if math.isfinite(high) else ">= 0 and finite"
-    raise ValueError(f"{name}.{key}={value!r} must be a number {bound}.")
+    checks.check_number(
+        "tokenizer_training.perceptual_weight",
+        config.tokenizer_training.get("perceptual_weight", 0.0), low=0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

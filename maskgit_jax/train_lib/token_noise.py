@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from maskgit_jax.common import checks
 from maskgit_jax.nets import layers
 from maskgit_jax.nets import quantizer_math
 
@@ -27,18 +28,16 @@ def settings(c: ml_collections.ConfigDict,
   probability of 0: off), or a one-line ValueError naming the key."""
   p = c.get("decoder_token_noise")
   p = 0.0 if p is None else p
-  if isinstance(p, bool) or not isinstance(p, (int, float)) or not (
-      0.0 <= p <= 1.0):
-    raise ValueError(f"tokenizer_training.decoder_token_noise={p!r} must be a "
-                     "probability in [0, 1] (None or 0: off).")
+  if not checks.is_number(p, 0, 1):
+    checks.refuse("tokenizer_training.decoder_token_noise", p,
+                  "a probability in [0, 1] (None or 0: off)")
   k = c.get("decoder_token_noise_neighbours")
   k = DEFAULT_NOISE_NEIGHBOURS if k is None else k
   top = f"codebook_size - 1 = {codebook_size - 1}" if codebook_size else (
       "codebook_size - 1")
-  if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (
-      codebook_size and p and k >= codebook_size):
-    raise ValueError("tokenizer_training.decoder_token_noise_neighbours="
-                     f"{k!r} must be an int in [1, {top}].")
+  if not checks.is_int(k, 1) or (codebook_size and p and k >= codebook_size):
+    checks.refuse("tokenizer_training.decoder_token_noise_neighbours", k,
+                  f"an int in [1, {top}]")
   return float(p), k
 
 
