@@ -525,7 +525,8 @@ def test_cli_decoding_flags_override_the_runs_sampling(run_dir, tmp_path,
   assert (workdir / "config.json").read_text() == before
   try:
     flags.FLAGS(argv[:-4] + ["--num_iter=0"])
-    with pytest.raises(SystemExit, match=r"error: --num_iter must be >= 1"):
+    with pytest.raises(SystemExit,
+                       match=r"error: --num_iter=0 must be an int >= 1"):
       evaluate.main(["evaluate"])
   finally:
     flags.FLAGS.unparse_flags()

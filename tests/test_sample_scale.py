@@ -170,7 +170,7 @@ def test_cli_bad_requests_are_one_error_line(tmp_path):
   existing = tmp_path / "samples.npz"
   existing.write_bytes(b"someone else's")
   cases = {
-      "--num_samples=0": "error: --num_samples must be >= 1, got 0.",
+      "--num_samples=0": "error: --num_samples=0 must be an int >= 1.",
       f"--output={tmp_path}/s.png": (
           f"error: Cannot write {tmp_path}/s.png with --num_samples: give an "
           ".npz file or a folder (a name without an extension)."),
@@ -178,7 +178,7 @@ def test_cli_bad_requests_are_one_error_line(tmp_path):
           f"error: {existing} exists and does not hold these samples (other "
           "settings, or not written by this command); remove it or choose "
           "another --output."),
-      "--shard_size=0": "error: --shard_size must be >= 1, got 0.",
+      "--shard_size=0": "error: --shard_size=0 must be an int >= 1.",
   }
   procs = {flag: run_cli("--num_samples=8", flag) for flag in cases}
   for flag, expected in cases.items():

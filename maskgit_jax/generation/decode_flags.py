@@ -13,6 +13,7 @@ from typing import Any, Dict
 from absl import flags
 import ml_collections
 
+from maskgit_jax.common import checks
 from maskgit_jax.libml import parallel_decode
 
 _INTEGER, _FLOAT = flags.DEFINE_integer, flags.DEFINE_float
@@ -70,8 +71,7 @@ def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   values = given()
   if not values:
     return config
-  if values.get("num_iter", 1) < 1:
-    raise ValueError(f"--num_iter must be >= 1, got {values['num_iter']}.")
+  checks.check_int("--num_iter", values.get("num_iter", 1), low=1)
   config = copy.deepcopy(config)
   with config.unlocked():
     for key, value in values.items():

@@ -152,15 +152,14 @@ def check(r: Request) -> None:
         raise ValueError(f"--{name} does not apply with --num_samples.")
   for name in ("num_variations", "scale", "batch_size", "samples_per_class",
                "num_samples", "shard_size"):
-    if getattr(r, name) is not None and getattr(r, name) < 1:
-      raise ValueError(f"--{name} must be >= 1, got {getattr(r, name)}.")
-  if r.num_iter is not None and r.num_iter < 1:
-    raise ValueError(f"--num_iter must be >= 1, got {r.num_iter}.")
-  if r.blur_radius is not None and r.blur_radius < 0:
-    raise ValueError(f"--blur_radius must be >= 0, got {r.blur_radius}.")
+    if getattr(r, name) is not None:
+      checks.check_int(f"--{name}", getattr(r, name), low=1)
+  if r.num_iter is not None:
+    checks.check_int("--num_iter", r.num_iter, low=1)
+  if r.blur_radius is not None:
+    checks.check_int("--blur_radius", r.blur_radius, low=0)
   for side, value in r.extents().items():
-    if value < 0:
-      raise ValueError(f"--extend_{side} must be >= 0, got {value}.")
+    checks.check_int(f"--extend_{side}", value, low=0)
   if r.classes is not None:
     for c in r.classes:
       if not checks.is_int(c):

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from maskgit_jax.common import checks
 from maskgit_jax.common import files
 from maskgit_jax.common import grids
 from maskgit_jax.common import multihost
@@ -101,8 +102,7 @@ def plan(output: str, num_samples: int, num_classes: int, *,
   output_kind(output)
   for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                       ("shard_size", shard_size)):
-    if value < 1:
-      raise ValueError(f"--{name} must be >= 1, got {value}.")
+    checks.check_int(f"--{name}", value, low=1)
   if classes:
     sample_lib.check_class_ids(classes, num_classes)
     labels = np.asarray(classes, np.int64)[
