@@ -32,7 +32,11 @@ Writes a JSON report and prints a markdown summary. Parts:
            wrong-typed or out-of-range value, or a folder data set of random
            bytes (and variants). Each must exit non-zero with ONE stderr line
            starting `error:` naming the key, value or file, or train
-           normally; never a traceback, never a hang (timeout).
+           normally; never a traceback, never a hang (timeout). Case i's
+           key and value depend on the seed, i and the key alone
+           (rendezvous hashing over the config's keys), so a key added to
+           the config changes about one case in the number of keys, not
+           every case after it.
   loaders  Random byte mutations of a TorchScript zip, a released-format
            msgpack file and an orbax checkpoint: the readers raise only their
            documented error types (or read the file), never run code, and an

@@ -1,6 +1,8 @@
 """The reliability suite's fuzz part (benchmarks/reliability.py): wrong
 config values and broken image folders, each one clean `error:` line."""
+import hashlib
 import os
+import random
 import re
 import shutil
 import sys
@@ -39,6 +41,21 @@ def _leaf_keys():
         leaves[name] = value
   walk(config, "")
   return leaves
+
+
+def case_key(seed, i, keys):
+  """Case `i`'s key: the one of `keys` with the smallest hash of (seed, i,
+  key) (rendezvous hashing). A key added to or removed from the config
+  changes a case only where it wins or was the winner (about 1 case in
+  len(keys)), so runs of one seed stay comparable across versions."""
+  return min(keys, key=lambda k: hashlib.sha256(
+      f"{seed}/{i}/{k}".encode()).digest())
+
+
+def case_rng(seed, i, what):
+  """Case `i`'s own random numbers (its value, its folder), from the seed,
+  the case and its key: independent of the other cases."""
+  return random.Random(f"{seed}/{i}/{what}")
 
 
 def _bad_value(value, rng):
@@ -140,6 +157,7 @@ def _verdict(code, err, needles):
 
 
 def part_fuzz(runner, scratch, args, rng):
+  del rng  # each case draws from its own (case_rng)
   leaves = _leaf_keys()
   keys = sorted(k for k in leaves if k not in ("class_names",))
   cases = []
@@ -151,8 +169,8 @@ def part_fuzz(runner, scratch, args, rng):
     workdir = scratch / f"fuzz{i}"
     shutil.rmtree(workdir, ignore_errors=True)
     if i < n - n_folder:
-      key = rng.choice(keys)
-      value = _bad_value(leaves[key], rng)
+      key = case_key(args.seed, i, keys)
+      value = _bad_value(leaves[key], case_rng(args.seed, i, key))
       flags = ["--config=configs/fashion_mnist.py", *TINY,
                f"--config.{key}={value}"]
       needles = [key, key.split(".")[-1], value] if value else [key,
@@ -161,7 +179,8 @@ def part_fuzz(runner, scratch, args, rng):
               "default": repr(leaves[key])}
     else:
       kind = folder_kinds[(i - (n - n_folder)) % len(folder_kinds)]
-      root = _folder_case(scratch / f"images{i}", kind, rng)
+      root = _folder_case(scratch / f"images{i}", kind,
+                          case_rng(args.seed, i, kind))
       config = scratch / f"folder_config{i}.py"
       config.write_text(FOLDER_CONFIG.format(
           config=str(ROOT / "configs" / "fashion_mnist.py"), path=str(root)))

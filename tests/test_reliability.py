@@ -511,6 +511,16 @@ def test_cli_bad_model_field_is_one_error_line_and_writes_no_run(
     ("tokenizer", dict(code_dim=-2),
      "config.tokenizer.code_dim=-2 must be an int >= 0 or None (None or 0: "
      "no factorised code)."),
+    ("tokenizer", dict(entropy_loss_ratio=float("inf")),
+     "config.tokenizer.entropy_loss_ratio=inf must be a finite number >= 0."),
+    ("tokenizer", dict(entropy_temperature=0.0),
+     "config.tokenizer.entropy_temperature=0.0 must be a finite number > 0."),
+    ("tokenizer", dict(activation="bogus"),
+     "config.tokenizer.activation='bogus' must be one of 'swish', 'relu', "
+     "'gelu'."),
+    ("tokenizer", dict(entropy_loss_type="max"),
+     "config.tokenizer.entropy_loss_type='max' must be one of 'softmax', "
+     "'argmax'."),
     ("transformer", dict(hidden_size=130),
      "config.transformer.hidden_size=130 must be a multiple of "
      "num_attention_heads=4."),
@@ -816,3 +826,23 @@ def test_the_slow_suite_runs_one_part_and_reports_it(tmp_path):
   report = json.loads(out.read_text())
   assert report["passed"] and list(report["parts"]) == ["loaders"]
   assert "| mutated files | pass |" in result.stdout
+
+
+def test_fuzz_cases_do_not_reshuffle_when_a_config_key_is_added(
+    monkeypatch):
+  """Before, case i took `rng.choice(keys)` from one stream, so adding
+  `tokenizer.decoder_attention` changed every seeded case."""
+  monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+  import reliability_fuzz  # pylint: disable=import-outside-toplevel
+  keys = [f"section{j % 7}.key{j}" for j in range(60)]
+  more = sorted(keys + ["tokenizer.new_option"])
+  for seed in (0, 1):
+    before = [reliability_fuzz.case_key(seed, i, keys) for i in range(200)]
+    after = [reliability_fuzz.case_key(seed, i, more) for i in range(200)]
+    changed = [i for i in range(200) if before[i] != after[i]]
+    assert all(after[i] == "tokenizer.new_option" for i in changed)
+    assert len(changed) <= 12  # about 200 / 61
+    assert len(set(before)) > 40  # the cases still spread over the keys
+  a = reliability_fuzz.case_rng(0, 3, "k").random()
+  assert a == reliability_fuzz.case_rng(0, 3, "k").random()
+  assert a != reliability_fuzz.case_rng(0, 4, "k").random()

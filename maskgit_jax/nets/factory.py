@@ -118,6 +118,16 @@ def check_tokenizer_sizes(tokenizer: vqgan_tokenizer.VQVAE) -> None:
                   "a non-empty tuple of ints >= 1, one per resolution level")
   checks.check_int("config.tokenizer.code_dim", tokenizer.code_dim, low=0,
                    allow_none=True, note="None or 0: no factorised code")
+  checks.check_number("config.tokenizer.entropy_loss_ratio",
+                      tokenizer.entropy_loss_ratio, low=0)
+  checks.check_number("config.tokenizer.entropy_temperature",
+                      tokenizer.entropy_temperature, 0, open_low=True)
+  for name, choices in (("activation", layers.ACTIVATIONS),
+                        ("entropy_loss_type",
+                         quantizer_math.ENTROPY_LOSS_TYPES)):
+    if getattr(tokenizer, name) not in choices:
+      checks.refuse(f"config.tokenizer.{name}", getattr(tokenizer, name),
+                    "one of " + ", ".join(map(repr, choices)))
   widths = sorted({tokenizer.filters * m for m in multipliers})
   if any(w % tokenizer.num_groups for w in widths):
     raise ValueError(f"config.tokenizer.num_groups={tokenizer.num_groups} "

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu, "gelu": nn.gelu}
+ACTIVATIONS = tuple(_ACTIVATIONS)
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:

@@ -26,6 +26,9 @@ def squared_euclidean_distance(a: jax.Array, b: jax.Array) -> jax.Array:
   return a2 - 2 * ab + b2
 
 
+ENTROPY_LOSS_TYPES = ("softmax", "argmax")
+
+
 def entropy_loss(affinity: jax.Array, loss_type: str = "softmax",
                  temperature: float = 1.0) -> jax.Array:
   """Per-sample entropy minus entropy of the batch-average code distribution.
