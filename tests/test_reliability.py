@@ -36,6 +36,7 @@ from maskgit_jax.store import released
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import torch_pickle
 from maskgit_jax.store import checkpoint as checkpoint_lib
+from maskgit_jax.train_lib import run
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import trainer
 import conftest  # tests/conftest.py
@@ -846,3 +847,22 @@ def test_fuzz_cases_do_not_reshuffle_when_a_config_key_is_added(
   a = reliability_fuzz.case_rng(0, 3, "k").random()
   assert a == reliability_fuzz.case_rng(0, 3, "k").random()
   assert a != reliability_fuzz.case_rng(0, 4, "k").random()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("mask_scheduling_method", "",
+     "sampling.mask_scheduling_method='': Unknown mask schedule ''"),
+    ("mask_scheduling_method", "pow",
+     "sampling.mask_scheduling_method='pow': Unknown mask schedule 'pow'"),
+    ("guidance_schedule", "ramp",
+     "sampling.guidance_schedule='ramp' must be one of 'constant', "
+     "'linear', 'cosine'."),
+])
+def test_sampling_schedules_are_checked_before_training(key, value, message):
+  """Before, both stages trained and the run failed at its final grid, with
+  an error naming neither key."""
+  config = test_train.tiny_config()
+  config.sampling[key] = value
+  with pytest.raises(ValueError) as e:
+    run.check_config(config)
+  assert str(e.value).startswith(message)

@@ -19,6 +19,7 @@ import tqdm
 from maskgit_jax.common import checks
 from maskgit_jax.common import files
 from maskgit_jax.common import grids
+from maskgit_jax.libml import mask_schedule
 from maskgit_jax.libml import parallel_decode
 from maskgit_jax.libml import sampling
 from maskgit_jax.store import loader
@@ -241,6 +242,16 @@ def check_decode_options(options) -> None:
   number("refine_choice_temperature", 0)
   number("refine_temperature", 0, open_low=True, allow_none=True,
          note="the last iteration's")
+  method = options.get("mask_scheduling_method", "cosine")
+  try:
+    mask_schedule.validate(method)
+  except ValueError as e:
+    raise ValueError(f"sampling.mask_scheduling_method={method!r}: {e}"
+                     ) from None
+  guidance = options.get("guidance_schedule", "constant")
+  if guidance not in parallel_decode.GUIDANCE_SCHEDULES:
+    checks.refuse("sampling.guidance_schedule", guidance, "one of " + ", ".join(
+        map(repr, parallel_decode.GUIDANCE_SCHEDULES)))
   scheduler = options.get("position_scheduler", "confidence")
   choices = parallel_decode.POSITION_SCHEDULERS
   if scheduler not in choices:
