@@ -13,8 +13,8 @@ import pytest
 from maskgit_jax.nets import factory
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
+from maskgit_jax.train_lib import config_checks
 from maskgit_jax.train_lib import config_record
-from maskgit_jax.train_lib import run
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 PRESET_CONFIGS = ("fashion_mnist", "fashion_mnist_long", "imagenet",
@@ -220,16 +220,20 @@ def test_the_long_config_is_the_shipped_checkpoints_recipe():
 def test_keep_checkpoints_none_keeps_all_from_the_command_line(name):
   """`keep_checkpoints=None` (keep every checkpoint) parses from a flag, as
   an int does; anything else is one line before training."""
+  # The folder config's data.path (checked with the data's fields; no
+  # folder is read here).
+  path = ["--config.data.path=images"] if name == "folder" else []
   for section in ("tokenizer_training", "transformer_training"):
     config = parse(name)
     assert config[section].keep_checkpoints == 3
-    config = parse(name, f"--config.{section}.keep_checkpoints=None")
+    config = parse(name, *path, f"--config.{section}.keep_checkpoints=None")
     assert config[section].keep_checkpoints is None
-    run.check_config(config)
+    config_checks.check_config(config)
     config = parse(name, f"--config.{section}.keep_checkpoints=7")
     assert config[section].keep_checkpoints == 7
     for bad in ("0", "x"):
-      config = parse(name, f"--config.{section}.keep_checkpoints={bad}")
+      config = parse(name, *path,
+                     f"--config.{section}.keep_checkpoints={bad}")
       config.stages = ("tokenizer", "transformer")
       with pytest.raises(ValueError, match=rf"^{section}.keep_checkpoints="):
-        run.check_config(config)
+        config_checks.check_config(config)

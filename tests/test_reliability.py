@@ -36,7 +36,7 @@ from maskgit_jax.store import released
 from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import torch_pickle
 from maskgit_jax.store import checkpoint as checkpoint_lib
-from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import config_checks
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import trainer
 import conftest  # tests/conftest.py
@@ -864,5 +864,5 @@ def test_sampling_schedules_are_checked_before_training(key, value, message):
   config = test_train.tiny_config()
   config.sampling[key] = value
   with pytest.raises(ValueError) as e:
-    run.check_config(config)
+    config_checks.check_config(config)
   assert str(e.value).startswith(message)

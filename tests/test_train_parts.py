@@ -10,6 +10,7 @@ from maskgit_jax.libml import mask_schedule
 from maskgit_jax.nets import inception_weights
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
+from maskgit_jax.train_lib import config_checks
 from maskgit_jax.train_lib import run
 from maskgit_jax.train_lib import token_noise
 from maskgit_jax.train_lib import tokenizer_task
@@ -434,7 +435,7 @@ def test_runs_recorded_before_the_decoder_phase_resume_and_bad_values():
   config.tokenizer_training.decoder_optimizer.b1 = 1.5
   with pytest.raises(ValueError, match=r"^tokenizer_training\."
                      r"decoder_optimizer\.b1=1\.5 must be a number in \[0, 1\)"):
-    run.check_config(config)
+    config_checks.check_config(config)
 
 
 def test_decoder_gan_phase_helper_appends_the_phase():
@@ -544,7 +545,7 @@ def test_decoder_phase_token_noise_feeds_the_decoder_near_codes():
     bad = test_train.tiny_config(stages=("tokenizer",))
     bad.tokenizer_training[key] = value
     with pytest.raises(ValueError, match="^tokenizer_training." + message):
-      run.check_config(bad)
+      config_checks.check_config(bad)
   config.tokenizer_training.decoder_token_noise = 0.5
   config.tokenizer_training.decoder_token_noise_neighbours = (
       config.tokenizer.codebook_size or 10**6)

@@ -10,6 +10,9 @@ import jax.numpy as jnp
 from maskgit_jax.nets.quantizer_math import entropy_loss  # noqa: F401
 from maskgit_jax.nets.quantizer_math import squared_euclidean_distance  # noqa: F401
 
+GAN_LOSSES = ("non-saturating", "hinge")
+RECONSTRUCTION_LOSSES = ("l2", "l1")
+
 
 def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array,
                            weights: jax.Array,

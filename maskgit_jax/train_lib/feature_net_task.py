@@ -130,7 +130,7 @@ def load_or_train(section: ml_collections.ConfigDict, dataset,
   """The frozen perceptual distance `(recon, images) -> scalar`, or None
   when `section.feature_net` is off. Reads `stage_dir/feature_net.msgpack`
   when it is there (a resumed run), else trains and writes it. The settings
-  were checked by `check` (`run.check_config`, before anything trained)."""
+  were checked by `check` (`config_checks.check_config`, before anything trained)."""
   if not enabled(section):
     return None
   net = make_net(section, dataset.num_classes)

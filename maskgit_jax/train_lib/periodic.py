@@ -6,6 +6,11 @@ from typing import Optional, Union
 
 Duration = Union[int, float, str, None]
 
+# The keys of a stage's section that are durations (steps, "N epochs", "N
+# examples").
+DURATION_KEYS = ("num_steps", "log_every", "checkpoint_every", "image_every",
+                 "disc_start_step", "decoder_finetune_steps")
+
 _PATTERN = re.compile(r"^\s*([0-9.eE+-]+)\s*(steps?|ep|epochs?|ex|examples?)?\s*$")
 
 
@@ -36,7 +41,9 @@ def to_steps(value: Duration, *, steps_per_epoch: Optional[float] = None,
   if number < 0:
     raise ValueError(f"{name}={value!r} must not be negative.")
   if unit.startswith("step"):
-    return int(round(number))
+    if number != int(number):
+      raise ValueError(f"{name}={value!r} must be a whole number of steps.")
+    return int(number)
   if unit.startswith("ep"):
     if not steps_per_epoch:
       raise ValueError(f"{name}={value!r} is in epochs, but the data set size "

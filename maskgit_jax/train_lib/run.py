@@ -21,23 +21,19 @@ import jax
 import ml_collections
 
 from maskgit_jax import data as data_lib
-from maskgit_jax.common import checks
 from maskgit_jax.common import multihost
 from maskgit_jax.common import precision
-from maskgit_jax.data import sources as data_sources
 from maskgit_jax.data import token_cache
 from maskgit_jax.generation import sample_lib
-from maskgit_jax.libml import mask_schedule
 from maskgit_jax.libml import sampling
 from maskgit_jax.nets import factory
 from maskgit_jax.store import loader
 from maskgit_jax.train_lib import auto_config
+from maskgit_jax.train_lib import config_checks
 from maskgit_jax.train_lib import config_record
 from maskgit_jax.train_lib import feature_net_task
-from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import sharding as sharding_lib
-from maskgit_jax.train_lib import token_noise
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import trainer
 from maskgit_jax.train_lib import transformer_task
@@ -50,10 +46,6 @@ def _stage_rng(config, stage: str) -> jax.Array:
                             loader.STAGES.index(stage))
 
 
-DURATION_KEYS = ("num_steps", "log_every", "checkpoint_every", "image_every",
-                 "disc_start_step", "decoder_finetune_steps")
-
-
 def resolve_durations(section: ml_collections.ConfigDict,
                       steps_per_epoch: int, name: str
                       ) -> ml_collections.ConfigDict:
@@ -64,7 +56,7 @@ def resolve_durations(section: ml_collections.ConfigDict,
   exactly where the pipeline's second epoch ends.
   """
   values = section.to_dict()
-  for key in DURATION_KEYS:
+  for key in periodic.DURATION_KEYS:
     if key in values:
       values[key] = to_steps(values[key], steps_per_epoch,
                              values["batch_size"], f"{name}.{key}")
@@ -105,60 +97,6 @@ def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
     batches.close()
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Checks, before anything trains, what would otherwise fail only when its
-  stage starts (e.g. stage 2's optimizer after hours of stage 1)."""
-  sections = {"tokenizer": ("tokenizer_training",
-                            ("g_optimizer", "d_optimizer")),
-              "transformer": ("transformer_training", ("optimizer",))}
-  data_sources.check_splits(config.data)
-  for stage in config.stages:
-    name, optimizers = sections[stage]
-    section = config[name]
-    for key in DURATION_KEYS:  # Their form; epochs need the data's size.
-      if key in section:
-        periodic.to_steps(section[key], steps_per_epoch=1, batch_size=1,
-                          name=f"{name}.{key}")
-    checks.check_int(f"{name}.batch_size", section.batch_size, low=1)
-    checks.check_int(f"{name}.keep_checkpoints",
-                     section.get("keep_checkpoints", 3), low=1,
-                     allow_none=True, note="keep all")
-    for key in optimizers:
-      optim.check_optimizer_config(section[key], f"{name}.{key}")
-  if "tokenizer" in config.stages:
-    feature_net_task.check(config.tokenizer_training, config.num_classes)
-    disc = config.tokenizer_training.discriminator
-    for key in ("channel_multiplier", "max_filters"):
-      checks.check_int(f"tokenizer_training.discriminator.{key}",
-                       disc.get(key, 1), low=1)
-    optim.check_optimizer_config(
-        tokenizer_task.decoder_optimizer_config(config.tokenizer_training),
-        "tokenizer_training.decoder_optimizer")
-    token_noise.settings(config.tokenizer_training)
-  if "transformer" in config.stages:
-    sample_lib.decode_options(config)  # Nonsense sampling values: one line.
-    checks.check_int("transformer_training.samples.per_class",
-                     config.transformer_training.get("samples", {}).get(
-                         "per_class", 4), low=1)
-    method = config.transformer_training.mask_scheduling_method
-    try:
-      mask_schedule.validate(method)
-    except ValueError as e:
-      raise ValueError(
-          f"transformer_training.mask_scheduling_method: {e}") from None
-    t = config.transformer_training
-    checks.check_number("transformer_training.min_mask_ratio",
-                        t.get("min_mask_ratio", 0.0), 0, 1, open_high=True,
-                        note="the minimum masked fraction")
-    for key in ("class_dropout", "label_smoothing"):
-      checks.check_number(f"transformer_training.{key}", t.get(key, 0.0), 0,
-                          1)
-  if "tokenizer" in config.stages:
-    checks.check_number(
-        "tokenizer_training.perceptual_weight",
-        config.tokenizer_training.get("perceptual_weight", 0.0), low=0)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None, hooks: Optional[HookFactory] = None):
   """Trains the configured stages in order, then writes `samples.png`.
@@ -185,19 +123,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
-  if not config.stages:
-    raise ValueError(f"config.stages={tuple(config.stages)!r} names no stage "
-                     f"to train; give one or both of {loader.STAGES}.")
-  for stage in config.stages:
-    if stage not in loader.STAGES:
-      raise ValueError(f"Unknown stage {stage!r} in config.stages; expected "
-                       f"{loader.STAGES}.")
+  config_checks.check_stages(config.stages)
   log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
   # Fields left "auto" (configs/folder.py) come from the image folder and the
   # image size; contradictions stop here, before config.json is written.
   given = config  # its field types: the overrides a refused resume offers
   config = auto_config.resolve(config, workdir, log=log)
-  check_config(config)
+  config_checks.check_config(config)
   # The models' fields are checked here too, before config.json is written:
   # a rejected value leaves no record that a corrected command would trip on.
   rules = sharding_lib.parse_rules(config.logical_axis_rules)
@@ -236,9 +168,7 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
   tok_vars = None
   if "tokenizer" in config.stages:
     section = config.tokenizer_training
-    dataset = data_lib.create_dataset(dcfg, "train", section.batch_size,
-                                      cache_dir=os.path.join(workdir,
-                                                             "data_index"))
+    dataset = _dataset(config, dcfg, section.batch_size, workdir)
     section = resolve_durations(section, dataset.steps_per_epoch,
                                 "tokenizer_training")
     stage_dir = os.path.join(workdir, "tokenizer")
@@ -259,9 +189,7 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
       tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
                                       workdir=workdir)
     section = config.transformer_training
-    dataset = data_lib.create_dataset(dcfg, "train", section.batch_size,
-                                      cache_dir=os.path.join(workdir,
-                                                             "data_index"))
+    dataset = _dataset(config, dcfg, section.batch_size, workdir)
     section = resolve_durations(section, dataset.steps_per_epoch,
                                 "transformer_training")
     class_names = tuple(config.get("class_names", ()) or dataset.class_names)
@@ -288,6 +216,21 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
       out["samples"] = path
       log(f"wrote {path}")
   return out
+
+
+def _dataset(config, dcfg, batch_size: int, workdir: str):
+  """The training data, whose labels must fit `config.num_classes`: a label
+  at or above it would be read as another token (the mask, or past the
+  vocabulary, which JAX clamps), silently."""
+  dataset = data_lib.create_dataset(dcfg, "train", batch_size,
+                                    cache_dir=os.path.join(workdir,
+                                                           "data_index"))
+  if dataset.num_classes > config.num_classes:
+    raise ValueError(
+        f"config.num_classes={config.num_classes} but the training data "
+        f"({dcfg.source}) has {dataset.num_classes} classes: set "
+        f"num_classes={dataset.num_classes}.")
+  return dataset
 
 
 def _token_batches(dataset, tokenizer, tok_vars, workdir, log):

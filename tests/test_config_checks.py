@@ -1,0 +1,95 @@
+"""train_lib/config_checks: values refused before config.json is written
+or a step trains (each accepted before: found by sweeping every config key
+through the reliability fuzz's bad values)."""
+import os
+
+import pytest
+
+from maskgit_jax.train_lib import config_checks
+from maskgit_jax.train_lib import periodic
+from maskgit_jax.train_lib import run
+import test_train
+
+
+@pytest.mark.parametrize("key,value,message", [
+    # An EMA decay outside [0, 1) made NaN or diverging EMA weights, which
+    # stage 2 and the sampler then used.
+    ("tokenizer_training.ema_decay", -1.0,
+     "tokenizer_training.ema_decay=-1.0 must be a number in [0, 1) "
+     "(0: no EMA)."),
+    ("transformer_training.ema_decay", float("nan"),
+     "transformer_training.ema_decay=nan must be a number in [0, 1)"),
+    ("tokenizer_training.generator_adversarial_weight", float("nan"),
+     "tokenizer_training.generator_adversarial_weight=nan must be a finite "
+     "number >= 0."),
+    ("tokenizer_training.r1_cost", -1.0,
+     "tokenizer_training.r1_cost=-1.0 must be a finite number >= 0."),
+    ("tokenizer_training.lecam_weight", float("inf"),
+     "tokenizer_training.lecam_weight=inf must be a finite number >= 0."),
+    ("tokenizer_training.codebook_restart_threshold", -1.0,
+     "tokenizer_training.codebook_restart_threshold=-1.0 must be a finite "
+     "number >= 0."),
+    # Names checked only when stage 1's task was built (after config.json).
+    ("tokenizer_training.gan_loss", "wasserstein",
+     "tokenizer_training.gan_loss='wasserstein' must be one of "
+     "'non-saturating', 'hinge'."),
+    ("tokenizer_training.reconstruction_loss", "l3",
+     "tokenizer_training.reconstruction_loss='l3' must be one of 'l2', "
+     "'l1'."),
+    ("tokenizer_training.perceptual_weights", "/no/such/inception.pt",
+     "tokenizer_training.perceptual_weights='/no/such/inception.pt': no "
+     "such file."),
+    # The grids of samples written while training.
+    ("transformer_training.samples.num_iter", 0,
+     "transformer_training.samples.num_iter=0 must be an int >= 1."),
+    ("transformer_training.samples.choice_temperature", -1.0,
+     "transformer_training.samples.choice_temperature=-1.0 must be a finite "
+     "number >= 0."),
+    # Refused only once the data's size was known (after config.json).
+    ("transformer_training.num_steps", 0,
+     "transformer_training.num_steps=0 must be positive."),
+    ("tokenizer_training.log_every", "2.5",
+     "tokenizer_training.log_every='2.5' must be a whole number of steps."),
+    ("num_classes", 0, "config.num_classes=0 must be an int >= 1."),
+    # The data's own fields, checked when the data set was built.
+    ("data.resize_method", "sharp",
+     "config.data.resize_method 'sharp' is not one of"),
+    ("stages", ("tokenizer", "sampler"),
+     "Unknown stage 'sampler' in config.stages"),
+])
+def test_bad_values_are_one_line_before_anything_is_written(key, value,
+                                                            message):
+  config = test_train.tiny_config()
+  *parents, leaf = key.split(".")
+  section = config
+  for p in parents:
+    section = section[p]
+  with section.ignore_type():
+    section[leaf] = value
+  with pytest.raises(ValueError) as e:
+    config_checks.check_config(config)
+  assert str(e.value).startswith(message), str(e.value)
+
+
+def test_the_demo_and_tiny_configs_pass():
+  config_checks.check_config(test_train.tiny_config())
+  config_checks.check_config(test_train.load_config())
+
+
+def test_whole_steps_only_epochs_and_examples_may_be_fractional():
+  assert periodic.to_steps(3.0) == 3
+  assert periodic.to_steps("0.5 epochs", steps_per_epoch=10) == 5
+  with pytest.raises(ValueError, match="whole number of steps"):
+    periodic.to_steps(2.5)
+
+
+def test_labels_beyond_num_classes_stop_before_training(tmp_path):
+  """Fashion-MNIST has 10 classes; with num_classes=5 the labels 5-9 were
+  read as the mask token and beyond (JAX clamps the lookup): silently."""
+  config = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  config.num_classes = 5
+  with pytest.raises(ValueError, match=r"config.num_classes=5 but the "
+                     r"training data \(fashion_mnist\) has 10 classes: set "
+                     r"num_classes=10."):
+    run.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "config.json")
