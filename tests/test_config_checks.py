@@ -93,3 +93,32 @@ def test_labels_beyond_num_classes_stop_before_training(tmp_path):
                      r"num_classes=10."):
     run.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("num_samples", 0, "evaluation.num_samples=0 must be an int >= 4"),
+    ("sample_labels", "uniform",
+     "evaluation.sample_labels='uniform' must be one of 'reference', "
+     "'balanced'."),
+    ("evaluators.generation.every", "soon",
+     "evaluation (transformer) every='soon': expected e.g. 1000"),
+])
+def test_evaluator_settings_stop_before_the_first_stage(tmp_path, key, value,
+                                                        message):
+  """Before, a bad setting stopped the run when its first evaluation was due:
+  at the end of a stage (the generation evaluator's `every` when stage 2
+  started, after stage 1 had trained)."""
+  from maskgit_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
+  config = test_train.tiny_config(steps=2)
+  config.evaluation.enabled = True
+  *parents, leaf = key.split(".")
+  section = config.evaluation
+  for p in parents:
+    section = section[p]
+  with section.ignore_type():
+    section[leaf] = value
+  with pytest.raises(ValueError) as e:
+    run.train_and_evaluate(config, str(tmp_path / "run"),
+                           hooks=evaluators.make_hooks)
+  assert str(e.value).startswith(message), str(e.value)
+  assert not (tmp_path / "run").exists()

@@ -30,7 +30,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import ml_collections
 
+from maskgit_jax.common import checks
 from maskgit_jax.evaluation import evaluate_lib
+from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import real_images
 from maskgit_jax.evaluation import report as report_lib
 from maskgit_jax.store import loader
@@ -53,7 +55,30 @@ def settings(config: ml_collections.ConfigDict
     if name not in EVALUATORS:
       raise ValueError(f"evaluation.evaluators.{name}: unknown evaluator; "
                        f"expected some of {tuple(EVALUATORS)}")
+  _check_settings(section)
   return section
+
+
+def _check_settings(section: ml_collections.ConfigDict) -> None:
+  """The shared settings, each one line naming `evaluation.KEY`, when the
+  hooks are made (before anything trains), not when the first evaluation
+  runs at the end of a stage."""
+  low = generation.PR_K + 1  # precision / recall's k nearest neighbours
+  for key in ("num_samples", "num_real"):
+    checks.check_int(f"evaluation.{key}", section.get(key, low), low=low,
+                     note=f"precision / recall use k={generation.PR_K}")
+  if section.get("num_train"):  # 0 or None: num_real
+    checks.check_int("evaluation.num_train", section.num_train,
+                     low=generation.CLASSIFIER_K,
+                     note=f"the k-NN classifier's k={generation.CLASSIFIER_K};"
+                     " 0: num_real")
+  checks.check_int("evaluation.batch_size", section.get("batch_size", 1),
+                   low=1)
+  checks.check_int("evaluation.seed", section.get("seed", 0))
+  labels = section.get("sample_labels", "reference") or "reference"
+  if labels not in generation.SAMPLE_LABELS:
+    checks.refuse("evaluation.sample_labels", labels, "one of " + ", ".join(
+        map(repr, generation.SAMPLE_LABELS)))
 
 
 def evaluator_names(section: ml_collections.ConfigDict, stage: str):

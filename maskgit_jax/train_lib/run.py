@@ -130,6 +130,11 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   given = config  # its field types: the overrides a refused resume offers
   config = auto_config.resolve(config, workdir, log=log)
   config_checks.check_config(config)
+  # The evaluators' settings and `every` durations (their form), before a
+  # stage trains rather than when its first evaluation is due.
+  for stage in config.stages:
+    section = config[config_checks.SECTIONS[stage][0]]
+    _hooks(make_hooks, config, workdir, stage, section, 1, log)
   # The models' fields are checked here too, before config.json is written:
   # a rejected value leaves no record that a corrected command would trip on.
   rules = sharding_lib.parse_rules(config.logical_axis_rules)
