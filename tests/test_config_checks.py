@@ -51,6 +51,15 @@ import test_train
     ("tokenizer_training.log_every", "2.5",
      "tokenizer_training.log_every='2.5' must be a whole number of steps."),
     ("num_classes", 0, "config.num_classes=0 must be an int >= 1."),
+    # Found by the reliability fuzz, seed 3: a traceback from JAX when the
+    # final grid was drawn, after both stages had trained; a grid scale of 0
+    # or -1 was accepted.
+    ("sampling.refine_steps", 10**15,
+     "sampling.refine_steps=1000000000000000 must be an int in [0, "
+     "2147483647] (0 = off)."),
+    ("sampling.grid_scale", 0, "sampling.grid_scale=0 must be an int >= 1."),
+    ("sampling.samples_per_class", -7,
+     "sampling.samples_per_class=-7 must be an int >= 1."),
     # The data's own fields, checked when the data set was built.
     ("data.resize_method", "sharp",
      "config.data.resize_method 'sharp' is not one of"),

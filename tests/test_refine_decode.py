@@ -108,7 +108,8 @@ def test_config_keys_reach_decode_and_bad_values_are_one_line():
   assert sample_lib.decode_options(config)["refine_steps"] == 0
   assert sample_lib.decode_options(config, refine_steps=2)["refine_steps"] == 2
   for key, value, want in [
-      ("refine_steps", -1, "an int >= 0"), ("refine_steps", 1.5, "an int"),
+      ("refine_steps", -1, r"an int in \[0, 2147483647\]"),
+      ("refine_steps", 1.5, "an int"),
       ("refine_fraction", 0.0, r"a number in \(0, 1\]"),
       ("refine_fraction", 1.5, r"a number in \(0, 1\]"),
       ("refine_choice_temperature", -1.0, "a finite number >= 0")]:

@@ -229,7 +229,9 @@ def check_decode_options(options) -> None:
                         **kwargs)
 
   def integer(key, low, note=""):
-    checks.check_int(f"sampling.{key}", options.get(key), low, note=note)
+    # At most int32's largest: the decode loop's counts are int32 arrays.
+    checks.check_int(f"sampling.{key}", options.get(key), low, 2**31 - 1,
+                     note=note)
   integer("num_iter", 1)
   number("choice_temperature", 0)
   number("guidance_scale", 0)

@@ -72,6 +72,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if "transformer" in config.stages:
     _check_transformer_training(config.transformer_training)
     sample_lib.decode_options(config)  # Nonsense sampling values: one line.
+    for key in ("samples_per_class", "grid_scale"):  # The final grid's.
+      checks.check_int(f"sampling.{key}", config.sampling.get(key, 1), low=1)
 
 
 def _check_section(section, name: str) -> None:
