@@ -1,6 +1,6 @@
 r"""Reliability suite (the slow half; the fast half is tests/test_reliability.py).
 
-  python benchmarks/reliability.py [--parts=kill,corrupt,nan,fuzz,loaders]
+  python benchmarks/reliability.py [--parts=kill,corrupt,nan,fuzz,sweep,loaders]
       [--kills=6] [--write_kills=2] [--step_kills=2] [--fuzz_cases=30]
       [--seed=0]
       [--output=benchmarks/results/reliability.json]
@@ -37,6 +37,10 @@ Writes a JSON report and prints a markdown summary. Parts:
            (rendezvous hashing over the config's keys), so a key added to
            the config changes about one case in the number of keys, not
            every case after it.
+  sweep    Every leaf key of the demo's config set to each of the fuzz's
+           bad values for its type, through every check a run makes before
+           it writes config.json (in this process, seconds): each refused
+           with one line or accepted (listed), never another exception.
   loaders  Random byte mutations of a TorchScript zip, a released-format
            msgpack file and an orbax checkpoint: the readers raise only their
            documented error types (or read the file), never run code, and an
@@ -66,9 +70,10 @@ from reliability_fuzz import part_fuzz  # noqa: E402
 from reliability_kill import part_corrupt, part_kill, part_nan  # pylint: disable=g-multiple-import  # noqa: E402
 from reliability_loaders import part_loaders  # noqa: E402
 from reliability_runs import ROOT, Runner, log  # noqa: E402
+from reliability_sweep import part_sweep  # noqa: E402
 
 PARTS = {"kill": part_kill, "corrupt": part_corrupt, "nan": part_nan,
-         "fuzz": part_fuzz, "loaders": part_loaders}
+         "fuzz": part_fuzz, "sweep": part_sweep, "loaders": part_loaders}
 
 
 def summary(report):
@@ -119,6 +124,16 @@ def summary(report):
       lines.append(
           f"| config/input fuzz | {'pass' if f['passed'] else 'FAIL'} | "
           f"{len(f['cases'])} cases: {f['verdicts']} |")
+  if "sweep" in parts:
+    w = parts["sweep"]
+    if "error" in w:
+      lines.append(f"| config sweep | ERROR | {w['error'][:200]} |")
+    else:
+      lines.append(
+          f"| config sweep | {'pass' if w['passed'] else 'FAIL'} | "
+          f"{w['overrides']} overrides: {w['refused']} refused with one "
+          f"line, {len(w['accepted'])} accepted, {len(w['failures'])} "
+          f"other exceptions {w['failures'][:3]} |")
   if "loaders" in parts:
     l = parts["loaders"]
     if "error" in l:

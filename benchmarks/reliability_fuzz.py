@@ -25,7 +25,7 @@ TINY = [
 ]
 
 
-def _leaf_keys():
+def leaf_keys():
   sys.path.insert(0, str(ROOT))
   from maskgit_jax import cli  # pylint: disable=import-outside-toplevel
   config = cli.load_config_file(str(ROOT / "configs" / "fashion_mnist.py"))
@@ -58,22 +58,24 @@ def case_rng(seed, i, what):
   return random.Random(f"{seed}/{i}/{what}")
 
 
+# The wrong-typed and out-of-range values tried for a field, by the type of
+# its default (the sweep part tries them all).
+BAD_VALUES = {
+    bool: ["maybe", "2", "yes please", "[]"],
+    int: ["-7", "0", "-1", "abc", "2.5", "1e400", "[]", str(10**15)],
+    float: ["-1.0", "nan", "inf", "-inf", "abc", "1e30", "()"],
+    str: ["bogus", "", "no_such_name_123", "../../etc/passwd",
+          "\u00e9\u00e8\u00ea", "-1"],
+    tuple: ["(3,1,1)", "()", "(-1,-1,1)", "(0,1,1)", "('x',)", "(1,2)",
+            "abc"],
+    object: ["abc", "-1", "()"],
+}
+
+
 def _bad_value(value, rng):
   """A wrong-typed or out-of-range value for a field holding `value`."""
-  if isinstance(value, bool):
-    return rng.choice(["maybe", "2", "yes please", "[]"])
-  if isinstance(value, int):
-    return rng.choice(["-7", "0", "-1", "abc", "2.5", "1e400", "[]",
-                       str(10**15)])
-  if isinstance(value, float):
-    return rng.choice(["-1.0", "nan", "inf", "-inf", "abc", "1e30", "()"])
-  if isinstance(value, str):
-    return rng.choice(["bogus", "", "no_such_name_123", "../../etc/passwd",
-                       "\u00e9\u00e8\u00ea", "-1"])
-  if isinstance(value, tuple):
-    return rng.choice(["(3,1,1)", "()", "(-1,-1,1)", "(0,1,1)", "('x',)",
-                       "(1,2)", "abc"])
-  return rng.choice(["abc", "-1", "()"])
+  kind = type(value) if type(value) in BAD_VALUES else object
+  return rng.choice(BAD_VALUES[kind])
 
 
 def _folder_case(root, kind, rng):
@@ -158,7 +160,7 @@ def _verdict(code, err, needles):
 
 def part_fuzz(runner, scratch, args, rng):
   del rng  # each case draws from its own (case_rng)
-  leaves = _leaf_keys()
+  leaves = leaf_keys()
   keys = sorted(k for k in leaves if k not in ("class_names",))
   cases = []
   n = args.fuzz_cases

@@ -1,0 +1,79 @@
+"""The reliability suite's sweep part (benchmarks/reliability.py): every
+leaf key of the demo's config set to each of the fuzz's bad values for its
+type, through every check a training run makes before it writes
+config.json (in this process; nothing trains).
+
+Each override must be refused by the flag parser or with one ValueError /
+FileNotFoundError line (what `python -m maskgit_jax.train` prints as its
+one `error:` line), or accepted; any other exception is a failure. The
+accepted ones are listed: most are valid if odd (a seed of 0, a period of
+10^15 steps), and the list is what to read for values that should not be.
+"""
+from absl import flags
+from ml_collections import config_flags
+
+from reliability_fuzz import BAD_VALUES, leaf_keys
+from reliability_runs import ROOT
+
+
+def parse(*overrides):
+  """The demo's config with `--config.KEY=VALUE` overrides, parsed as the
+  command line does."""
+  argv = ["prog", f"--config={ROOT / 'configs' / 'fashion_mnist.py'}",
+          *overrides]
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file(
+      "config", lock_config=True, flag_values=values, sys_argv=argv)
+  values(argv)
+  return holder.value
+
+
+def checked(config, workdir):
+  """What `run.train_and_evaluate` checks before it writes config.json."""
+  # pylint: disable=import-outside-toplevel
+  from maskgit_jax.nets import factory
+  from maskgit_jax.train_lib import auto_config
+  from maskgit_jax.train_lib import config_checks
+  from maskgit_jax.train_lib import sharding as sharding_lib
+  config_checks.check_stages(config.stages)
+  config = auto_config.resolve(config, workdir, log=lambda _: None)
+  config_checks.check_config(config)
+  rules = sharding_lib.parse_rules(config.logical_axis_rules)
+  factory.tokenizer_from_config(config)
+  factory.transformer_from_config(config, activation_rules=rules)
+
+
+def sweep(workdir):
+  """{"accepted": [...], "failures": [...], "refused": n, "overrides": n}."""
+  leaves = leaf_keys()
+  accepted, failures, refused = [], [], 0
+  for key in sorted(k for k in leaves if k != "class_names"):
+    for value in BAD_VALUES.get(type(leaves[key]), BAD_VALUES[object]):
+      override = f"--config.{key}={value}"
+      try:
+        config = parse(override)
+      except flags.Error:
+        refused += 1
+        continue
+      try:
+        checked(config, str(workdir))
+      except (ValueError, FileNotFoundError) as e:
+        if "\n" in str(e).strip():
+          failures.append(f"{override}: a message of several lines")
+        refused += 1
+        continue
+      except Exception as e:  # pylint: disable=broad-except
+        failures.append(f"{override}: {type(e).__name__}: {str(e)[:120]}")
+        continue
+      accepted.append(f"{key}={value}")
+  return {"overrides": refused + len(accepted) + len(failures),
+          "refused": refused, "accepted": accepted, "failures": failures}
+
+
+def part_sweep(runner, scratch, args, rng):
+  del runner, args, rng
+  workdir = scratch / "sweep"
+  workdir.mkdir(parents=True, exist_ok=True)
+  result = sweep(workdir)
+  result["passed"] = not result["failures"]
+  return result
