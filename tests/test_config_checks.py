@@ -60,6 +60,10 @@ import test_train
     ("sampling.grid_scale", 0, "sampling.grid_scale=0 must be an int >= 1."),
     ("sampling.samples_per_class", -7,
      "sampling.samples_per_class=-7 must be an int >= 1."),
+    # Fields the models own: given under data, they were silently ignored.
+    ("data.image_size", 64,
+     "config.data.image_size=64 is not read by training: the images are "
+     "config.image_size=8; set config.image_size instead."),
     # The data's own fields, checked when the data set was built.
     ("data.resize_method", "sharp",
      "config.data.resize_method 'sharp' is not one of"),

@@ -59,6 +59,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     checks.refuse("config.tokenizer.channels", channels,
                   "1 or 3 (grey or RGB images)")
   data_sources.check_splits(config.data)
+  _check_model_owned_data_fields(config, channels)
   # The data's fields as the run reads them (the models' image size and
   # channels); no file is read here.
   data_lib.config.resolve(data_lib.config.for_model(config, channels or 3))
@@ -74,6 +75,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     sample_lib.decode_options(config)  # Nonsense sampling values: one line.
     for key in ("samples_per_class", "grid_scale"):  # The final grid's.
       checks.check_int(f"sampling.{key}", config.sampling.get(key, 1), low=1)
+
+
+def _check_model_owned_data_fields(config, channels) -> None:
+  """`data.image_size` and `data.channels` are the models' (`for_model`
+  sets them from `config.image_size` and `tokenizer.channels`): a value
+  given there that differs was silently not read."""
+  defaults = data_lib.config.get_config()
+  for key, where, value in (("image_size", "config.image_size",
+                             config.image_size),
+                            ("channels", "config.tokenizer.channels",
+                             channels)):
+    given = config.data.get(key, defaults[key])
+    if value is not None and given not in (defaults[key], value):
+      raise ValueError(
+          f"config.data.{key}={given!r} is not read by training: the images "
+          f"are {where}={value!r}; set {where} instead.")
 
 
 def _check_section(section, name: str) -> None:
