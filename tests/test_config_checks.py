@@ -84,9 +84,14 @@ def test_bad_values_are_one_line_before_anything_is_written(key, value,
   assert str(e.value).startswith(message), str(e.value)
 
 
-def test_the_demo_and_tiny_configs_pass():
+@pytest.mark.parametrize("name", ["fashion_mnist", "fashion_mnist_long",
+                                  "folder", "imagenet_vqgan", "imagenet",
+                                  "imagenet512"])
+def test_every_shipped_config_passes(name):
+  import test_config_fields  # pylint: disable=import-outside-toplevel
+  path = ["--config.data.path=images"] if name == "folder" else []
+  config_checks.check_config(test_config_fields.parse(name, *path))
   config_checks.check_config(test_train.tiny_config())
-  config_checks.check_config(test_train.load_config())
 
 
 def test_whole_steps_only_epochs_and_examples_may_be_fractional():
