@@ -25,10 +25,11 @@ TINY = [
 ]
 
 
-def leaf_keys():
+def leaf_keys(name="fashion_mnist"):
+  """{dotted key: default} of every leaf of configs/NAME.py."""
   sys.path.insert(0, str(ROOT))
   from maskgit_jax import cli  # pylint: disable=import-outside-toplevel
-  config = cli.load_config_file(str(ROOT / "configs" / "fashion_mnist.py"))
+  config = cli.load_config_file(str(ROOT / "configs" / f"{name}.py"))
   leaves = {}
 
   def walk(node, prefix):

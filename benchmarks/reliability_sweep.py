@@ -1,6 +1,6 @@
 """The reliability suite's sweep part (benchmarks/reliability.py): every
-leaf key of the demo's config set to each of the fuzz's bad values for its
-type, through every check a training run makes before it writes
+leaf key of the demo's config and of the folder config (on the tests' small
+colour folder) set to each of the fuzz's bad values for its type, through every check a training run makes before it writes
 config.json (in this process; nothing trains).
 
 Each override must be refused by the flag parser or with one ValueError /
@@ -16,11 +16,18 @@ from reliability_fuzz import BAD_VALUES, leaf_keys
 from reliability_runs import ROOT
 
 
-def parse(*overrides):
-  """The demo's config with `--config.KEY=VALUE` overrides, parsed as the
+# The configs swept, with the flags they need: the demo's, and the folder
+# config on the tests' small colour folder (its derived fields resolved).
+CONFIGS = {"fashion_mnist": (),
+           "folder": ("--config.data.path=" + str(ROOT / "tests" / "data" /
+                                                 "folder_colour"),)}
+
+
+def parse(name, *overrides):
+  """Config `name` with `--config.KEY=VALUE` overrides, parsed as the
   command line does."""
-  argv = ["prog", f"--config={ROOT / 'configs' / 'fashion_mnist.py'}",
-          *overrides]
+  argv = ["prog", f"--config={ROOT / 'configs' / (name + '.py')}",
+          *CONFIGS[name], *overrides]
   values = flags.FlagValues()
   holder = config_flags.DEFINE_config_file(
       "config", lock_config=True, flag_values=values, sys_argv=argv)
@@ -43,29 +50,33 @@ def checked(config, workdir):
   factory.transformer_from_config(config, activation_rules=rules)
 
 
-def sweep(workdir):
-  """{"accepted": [...], "failures": [...], "refused": n, "overrides": n}."""
-  leaves = leaf_keys()
+def sweep(workdir, names=tuple(CONFIGS)):
+  """{"accepted": [...], "failures": [...], "refused": n, "overrides": n}
+  over the configs `names`; entries read "CONFIG: KEY=VALUE"."""
   accepted, failures, refused = [], [], 0
-  for key in sorted(k for k in leaves if k != "class_names"):
-    for value in BAD_VALUES.get(type(leaves[key]), BAD_VALUES[object]):
-      override = f"--config.{key}={value}"
-      try:
-        config = parse(override)
-      except flags.Error:
-        refused += 1
-        continue
-      try:
-        checked(config, str(workdir))
-      except (ValueError, FileNotFoundError) as e:
-        if "\n" in str(e).strip():
-          failures.append(f"{override}: a message of several lines")
-        refused += 1
-        continue
-      except Exception as e:  # pylint: disable=broad-except
-        failures.append(f"{override}: {type(e).__name__}: {str(e)[:120]}")
-        continue
-      accepted.append(f"{key}={value}")
+  for name in names:
+    leaves = leaf_keys(name)
+    for key in sorted(k for k in leaves if k != "class_names"):
+      kind = type(leaves[key])
+      for value in BAD_VALUES.get(kind, BAD_VALUES[object]):
+        override = f"--config.{key}={value}"
+        case = f"{name}: {key}={value}"
+        try:
+          config = parse(name, override)
+        except flags.Error:
+          refused += 1
+          continue
+        try:
+          checked(config, str(workdir / name))
+        except (ValueError, FileNotFoundError) as e:
+          if "\n" in str(e).strip():
+            failures.append(f"{case}: a message of several lines")
+          refused += 1
+          continue
+        except Exception as e:  # pylint: disable=broad-except
+          failures.append(f"{case}: {type(e).__name__}: {str(e)[:120]}")
+          continue
+        accepted.append(case)
   return {"overrides": refused + len(accepted) + len(failures),
           "refused": refused, "accepted": accepted, "failures": failures}
 

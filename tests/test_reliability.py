@@ -869,9 +869,9 @@ def test_sampling_schedules_are_checked_before_training(key, value, message):
 
 
 def test_the_config_sweep_finds_no_other_exception(tmp_path):
-  """benchmarks/reliability.py's sweep part: every key of the demo's config
-  with every bad value of its type is refused with one line or accepted,
-  before anything is written (about 1,000 overrides, seconds)."""
+  """benchmarks/reliability.py's sweep part: every key of the demo's and the
+  folder config with every bad value of its type is refused with one line
+  or accepted, before anything is written (about 2,000 overrides)."""
   out = tmp_path / "report.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
@@ -881,12 +881,14 @@ def test_the_config_sweep_finds_no_other_exception(tmp_path):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   sweep = json.loads(out.read_text())["parts"]["sweep"]
-  assert sweep["failures"] == [] and sweep["overrides"] > 900
+  assert sweep["failures"] == [] and sweep["overrides"] > 1800
   # Values refused since the sweep first ran (2026-12-07).
   for value in ("tokenizer_training.ema_decay=-1.0",
                 "tokenizer_training.gan_loss=bogus",
                 "sampling.mask_scheduling_method=bogus",
                 "sampling.refine_steps=1000000000000000",
                 "num_classes=0"):
-    assert value not in sweep["accepted"]
-  assert not (tmp_path / "s" / "sweep" / "config.json").exists()
+    for name in ("fashion_mnist", "folder"):
+      assert f"{name}: {value}" not in sweep["accepted"]
+  assert "fashion_mnist: seed=-1" in sweep["accepted"]  # valid if odd
+  assert not list((tmp_path / "s" / "sweep").glob("*/config.json"))
