@@ -101,7 +101,7 @@ def test_saved_network_is_read_back_not_retrained(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(num_classes=0), "feature_net.steps=3 trains a classifier"),
+    (dict(num_classes=1), "feature_net.steps=3 trains a classifier"),
     (dict(perceptual_weights="x.pt"), "both name a perceptual network"),
     (dict(batch_size=0), "feature_net.batch_size=0 must be"),
     (dict(widths=(4, -1)), "feature_net.widths=\\(4, -1\\) must be"),
