@@ -23,6 +23,7 @@ def test_numbers_are_finite_unless_asked_and_bounds_open_or_closed():
   assert checks.is_number(1, 0, 1) and not checks.is_number(1, 0, 1,
                                                             open_high=True)
   assert not checks.is_number(-1e-9, 0)
+  assert checks.is_number(10**400, 0)  # no OverflowError converting it
 
 
 @pytest.mark.parametrize("call,message", [

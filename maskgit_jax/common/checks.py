@@ -30,8 +30,9 @@ def is_number(value: Any, low: Optional[float] = None,
   within the bounds, each closed unless `open_low` / `open_high`."""
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return False
-  if math.isnan(value) or (finite and math.isinf(value)):
-    return False
+  if isinstance(value, float) and (
+      math.isnan(value) or (finite and math.isinf(value))):
+    return False  # (an int is finite, however large: no float conversion)
   if low is not None and (value <= low if open_low else value < low):
     return False
   return high is None or (value < high if open_high else value <= high)
