@@ -76,74 +76,64 @@ PARTS = {"kill": part_kill, "corrupt": part_corrupt, "nan": part_nan,
          "fuzz": part_fuzz, "sweep": part_sweep, "loaders": part_loaders}
 
 
-def summary(report):
-  lines = ["## Reliability", "", "| part | result | details |",
-           "|---|---|---|"]
-  parts = report["parts"]
-  if "kill" in parts:
-    k = parts["kill"]
-    if "error" in k:
-      lines.append(f"| kill -9 + resume | ERROR | {k['error'][:200]} |")
-    else:
-      lines.append(
-          f"| kill -9 + resume | {'pass' if k['passed'] else 'FAIL'} | "
-          f"{k['kills']} kills ({k['kills_during_checkpoint_write']} during a "
-          f"checkpoint write); every listed checkpoint readable after every "
+def _kill_row(k):
+  return (f"{k['kills']} kills ({k['kills_during_checkpoint_write']} during "
+          f"a checkpoint write); every listed checkpoint readable after every "
           f"kill: {k['every_listed_checkpoint_readable_after_every_kill']}; "
           f"final states bit-identical: {k['final_state_bit_identical']}; "
           f"samples.png identical: {k['samples_png_identical']}; "
           f"{k['uninterrupted_seconds']} s uninterrupted, "
-          f"{k['killed_and_resumed_seconds']} s killed and resumed |")
-  if "corrupt" in parts:
-    c = parts["corrupt"]
-    if "error" in c:
-      lines.append(f"| corrupt latest | ERROR | {c['error'][:200]} |")
-    else:
-      lines.append(
-          f"| corrupt latest checkpoints | {'pass' if c['passed'] else 'FAIL'}"
-          f" | warned: {c['warned_naming_the_bad_checkpoint']}; moved aside: "
+          f"{k['killed_and_resumed_seconds']} s killed and resumed")
+
+
+def _corrupt_row(c):
+  return (f"warned: {c['warned_naming_the_bad_checkpoint']}; moved aside: "
           f"{len(c['moved_aside'])}; bit-identical after retraining: "
           f"{c['final_state_bit_identical']}; quiet second rerun: "
-          f"{c['second_rerun']['no_warnings']} |")
-  if "nan" in parts:
-    n = parts["nan"]
-    if "error" in n:
-      lines.append(f"| NaN loss (CLI) | ERROR | {n['error'][:200]} |")
+          f"{c['second_rerun']['no_warnings']}")
+
+
+def _nan_row(n):
+  r = n["runs"][0]
+  return (f"exit {r['exit_code']}, `{(r['stderr'] or [''])[0][:90]}...`; "
+          f"saved {r['saved_steps']}; same stop on rerun: "
+          f"{n['same_stop_on_rerun']}")
+
+
+def _sweep_row(w):
+  return (f"{w['overrides']} overrides: {w['refused']} refused with one "
+          f"line, {len(w['accepted'])} accepted, {len(w['failures'])} other "
+          f"exceptions {w['failures'][:3]}")
+
+
+def _loaders_row(l):
+  details = "; ".join(f"{name}: {r['outcomes']}" for name, r in l.items()
+                      if isinstance(r, dict))
+  return f"{details}; no code ran: {l['no_code_ran']}"
+
+
+# Each part's row in the summary: its title and its details.
+ROWS = {
+    "kill": ("kill -9 + resume", _kill_row),
+    "corrupt": ("corrupt latest checkpoints", _corrupt_row),
+    "nan": ("NaN loss (CLI)", _nan_row),
+    "fuzz": ("config/input fuzz",
+             lambda f: f"{len(f['cases'])} cases: {f['verdicts']}"),
+    "sweep": ("config sweep", _sweep_row),
+    "loaders": ("mutated files", _loaders_row),
+}
+
+
+def summary(report):
+  lines = ["## Reliability", "", "| part | result | details |",
+           "|---|---|---|"]
+  for name, part in report["parts"].items():
+    title, details = ROWS[name]
+    if "error" in part:
+      lines.append(f"| {title} | ERROR | {part['error'][:200]} |")
     else:
-      r = n["runs"][0]
-      lines.append(
-          f"| NaN loss (CLI) | {'pass' if n['passed'] else 'FAIL'} | exit "
-          f"{r['exit_code']}, `{(r['stderr'] or [''])[0][:90]}...`; saved "
-          f"{r['saved_steps']}; same stop on rerun: "
-          f"{n['same_stop_on_rerun']} |")
-  if "fuzz" in parts:
-    f = parts["fuzz"]
-    if "error" in f:
-      lines.append(f"| config/input fuzz | ERROR | {f['error'][:200]} |")
-    else:
-      lines.append(
-          f"| config/input fuzz | {'pass' if f['passed'] else 'FAIL'} | "
-          f"{len(f['cases'])} cases: {f['verdicts']} |")
-  if "sweep" in parts:
-    w = parts["sweep"]
-    if "error" in w:
-      lines.append(f"| config sweep | ERROR | {w['error'][:200]} |")
-    else:
-      lines.append(
-          f"| config sweep | {'pass' if w['passed'] else 'FAIL'} | "
-          f"{w['overrides']} overrides: {w['refused']} refused with one "
-          f"line, {len(w['accepted'])} accepted, {len(w['failures'])} "
-          f"other exceptions {w['failures'][:3]} |")
-  if "loaders" in parts:
-    l = parts["loaders"]
-    if "error" in l:
-      lines.append(f"| mutated files | ERROR | {l['error'][:200]} |")
-    else:
-      details = "; ".join(
-          f"{name}: {r['outcomes']}" for name, r in l.items()
-          if isinstance(r, dict))
-      lines.append(f"| mutated files | {'pass' if l['passed'] else 'FAIL'} | "
-                   f"{details}; no code ran: {l['no_code_ran']} |")
+      lines.append(f"| {title} | {'pass' if part['passed'] else 'FAIL'} | "
+                   f"{details(part)} |")
   return "\n".join(lines)
 
 
