@@ -35,24 +35,12 @@ def parse(name, *overrides):
   return holder.value
 
 
-def checked(config, workdir):
-  """What `run.train_and_evaluate` checks before it writes config.json."""
-  # pylint: disable=import-outside-toplevel
-  from maskgit_jax.nets import factory
-  from maskgit_jax.train_lib import auto_config
-  from maskgit_jax.train_lib import config_checks
-  from maskgit_jax.train_lib import sharding as sharding_lib
-  config_checks.check_stages(config.stages)
-  config = auto_config.resolve(config, workdir, log=lambda _: None)
-  config_checks.check_config(config)
-  rules = sharding_lib.parse_rules(config.logical_axis_rules)
-  factory.tokenizer_from_config(config)
-  factory.transformer_from_config(config, activation_rules=rules)
-
-
 def sweep(workdir, names=tuple(CONFIGS)):
   """{"accepted": [...], "failures": [...], "refused": n, "overrides": n}
-  over the configs `names`; entries read "CONFIG: KEY=VALUE"."""
+  over the configs `names`, each override through `run.prepare` (what a
+  run checks before it writes config.json); entries read "CONFIG:
+  KEY=VALUE"."""
+  from maskgit_jax.train_lib import run  # pylint: disable=import-outside-toplevel
   accepted, failures, refused = [], [], 0
   for name in names:
     leaves = leaf_keys(name)
@@ -67,7 +55,7 @@ def sweep(workdir, names=tuple(CONFIGS)):
           refused += 1
           continue
         try:
-          checked(config, str(workdir / name))
+          run.prepare(config, str(workdir / name), log=lambda _: None)
         except (ValueError, FileNotFoundError) as e:
           if "\n" in str(e).strip():
             failures.append(f"{case}: a message of several lines")

@@ -122,12 +122,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _train_and_evaluate(config, workdir, devices, sigterm, hooks)
 
 
-def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
+def prepare(config: ml_collections.ConfigDict, workdir: str,
+            make_hooks: Optional[HookFactory] = None, log=print):
+  """Everything a run checks and derives before it writes config.json:
+  `(resolved config, axis rules, tokenizer, transformer)`, or one ValueError
+  (or FileNotFoundError) naming the key. The reliability suite's sweep calls
+  this too."""
   config_checks.check_stages(config.stages)
-  log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
   # Fields left "auto" (configs/folder.py) come from the image folder and the
   # image size; contradictions stop here, before config.json is written.
-  given = config  # its field types: the overrides a refused resume offers
   config = auto_config.resolve(config, workdir, log=log)
   config_checks.check_config(config)
   # The evaluators' settings and `every` durations (their form), before a
@@ -140,6 +143,14 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   rules = sharding_lib.parse_rules(config.logical_axis_rules)
   tokenizer = factory.tokenizer_from_config(config)
   transformer = factory.transformer_from_config(config, activation_rules=rules)
+  return config, rules, tokenizer, transformer
+
+
+def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
+  log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
+  given = config  # its field types: the overrides a refused resume offers
+  config, rules, tokenizer, transformer = prepare(config, workdir, make_hooks,
+                                                  log)
   new_dir = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   new_record = not os.path.isfile(os.path.join(workdir,
