@@ -69,6 +69,13 @@ import test_train
      "config.data.resize_method 'sharp' is not one of"),
     ("stages", ("tokenizer", "sampler"),
      "Unknown stage 'sampler' in config.stages"),
+    # Ignored by a run that trains its tokenizer; `sample` and `evaluate`
+    # then loaded that file instead of the run's tokenizer.
+    ("tokenizer_checkpoint", "/x/tokenizer.msgpack",
+     "config.tokenizer_checkpoint='/x/tokenizer.msgpack' is read only by a "
+     "stage-2 run on a released tokenizer, but config.stages=('tokenizer', "
+     "'transformer') trains its own: set --config.stages=transformer or "
+     "--config.tokenizer_checkpoint=''."),
 ])
 def test_bad_values_are_one_line_before_anything_is_written(key, value,
                                                             message):

@@ -65,6 +65,41 @@ def test_workdir_newest_checkpoint_ema_preferred(tmp_path, config,
         40 * _first_leaf(random_models.variables(stage)))
 
 
+def test_config_tokenizer_file_only_for_a_stage_two_run(tmp_path, config,
+                                                        random_models):
+  """`config.tokenizer_checkpoint` is the tokenizer of a stage-2-only run.
+  A run whose stages include the tokenizer trained stage 2 on its own: a
+  record naming both (written before the key was refused beside the stage)
+  loads the run's checkpoints; before, it silently loaded the file, a
+  tokenizer the transformer was not trained on."""
+  file = tmp_path / "released_tokenizer"
+  file.write_bytes(flax.serialization.to_bytes(
+      _scaled(random_models.tokenizer_variables, 3)))
+  both = config.copy_and_resolve_references()
+  both.tokenizer_checkpoint = str(file)
+  _save_run(str(tmp_path / "run"), both, random_models)
+  models = loader.load_models(both, str(tmp_path / "run"))
+  assert models.sources["tokenizer"]["source"] == "workdir"
+  np.testing.assert_allclose(
+      _first_leaf(models.tokenizer_variables),
+      40 * _first_leaf(random_models.tokenizer_variables))
+  # Nothing of its own (no workdir, or none saved yet): the file.
+  for workdir in (None, str(tmp_path / "empty")):
+    if workdir:
+      os.makedirs(workdir)
+    models = loader.load_models(both, workdir, stages=("tokenizer",))
+    assert models.sources["tokenizer"]["path"] == str(file)
+  # A stage-2 run: the file, even beside tokenizer checkpoints.
+  stage2 = both.copy_and_resolve_references()
+  stage2.stages = ("transformer",)
+  models = loader.load_models(stage2, str(tmp_path / "run"))
+  assert models.sources["tokenizer"] == {"source": "file",
+                                         "path": str(file), "step": None}
+  np.testing.assert_allclose(
+      _first_leaf(models.tokenizer_variables),
+      3 * _first_leaf(random_models.tokenizer_variables))
+
+
 def test_exported_folder_and_released_files_each_on_its_own(
     tmp_path, config, random_models):
   """An exported folder's stage files are used each on its own (before: the

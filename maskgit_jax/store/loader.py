@@ -10,7 +10,8 @@ each stage the weights come from the first of:
      format of the released MaskGIT files);
   3. WORKDIR/<stage>.msgpack: a folder written by `python -m maskgit_jax.export`;
   4. (tokenizer only) `config.tokenizer_checkpoint`, a released-format file
-     that a run trained its stage 2 on;
+     that a run trained its stage 2 on (after 5 when `config.stages`
+     includes the tokenizer: such a run trained stage 2 on its own);
   5. the newest readable checkpoint in WORKDIR/<stage>/checkpoints (EMA
      parameters when the checkpoint has them);
   6. random weights (seed `config.seed`), only when `random_init=True`.
@@ -146,8 +147,16 @@ def load_stage(config: ml_collections.ConfigDict, stage: str, module, *,
     return jax.device_get(variables), {"source": "given", "path": None,
                                        "step": None}
   path = file or exported_file(workdir, stage)
+  released_file = None
   if not path and stage == "tokenizer":
-    path = config.get("tokenizer_checkpoint", "") or None
+    released_file = config.get("tokenizer_checkpoint", "") or None
+  # A run that trains its own tokenizer (config.stages has it) trained stage
+  # 2 on that tokenizer, not on config.tokenizer_checkpoint: its checkpoints
+  # come first (configs recorded before that key was refused beside the
+  # stage could name both).
+  trained_here = "tokenizer" in tuple(config.get("stages", ()) or ())
+  if released_file and not (trained_here and workdir):
+    path = released_file
   if path and step is not None:
     raise ValueError(f"--{stage}_step={step} picks a checkpoint of a "
                      f"training run, but the {stage}'s weights come from the "
@@ -169,6 +178,10 @@ def load_stage(config: ml_collections.ConfigDict, stage: str, module, *,
       released.check_tree(restored, released.model_shapes(
           module, *args, **kwargs), f"{directory}/{info['step']}")
       return restored, {"source": "workdir", "path": directory, **info}
+  if released_file and not path:  # No checkpoint of its own (yet).
+    loaded = released.load_variables(released_file, module, *args, **kwargs)
+    return loaded, {"source": "file", "path": os.path.abspath(released_file),
+                    "step": None}
   if random_init:
     # As before the one loader: PRNGKey(seed) split into (tokenizer,
     # transformer) keys.

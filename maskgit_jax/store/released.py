@@ -8,8 +8,8 @@ hold only nested maps, numbers, strings and raw arrays), checked path by path
 and shape by shape against the module that will use them, and returned as
 variables that `module.apply` takes directly.
 
-    tokenizer, tok_vars = official.load_tokenizer(".../tokenizer_imagenet256_checkpoint")
-    transformer, tr_vars = official.load_transformer(
+    tokenizer, tok_vars = released.load_tokenizer(".../tokenizer_imagenet256_checkpoint")
+    transformer, tr_vars = released.load_transformer(
         ".../maskgit_imagenet256_checkpoint", image_size=256)
 """
 

@@ -70,6 +70,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       optim.check_optimizer_config(config[name][key], f"{name}.{key}")
   if "tokenizer" in config.stages:
     _check_tokenizer_training(config.tokenizer_training, config.num_classes)
+    released_file = config.get("tokenizer_checkpoint", "")
+    if released_file:  # Stage 2 would train on the run's own tokenizer.
+      raise ValueError(
+          f"config.tokenizer_checkpoint={released_file!r} is read only by a "
+          "stage-2 run on a released tokenizer, but config.stages="
+          f"{tuple(config.stages)!r} trains its own: set "
+          "--config.stages=transformer or --config.tokenizer_checkpoint=''.")
   if "transformer" in config.stages:
     _check_transformer_training(config.transformer_training)
     sample_lib.decode_options(config)  # Nonsense sampling values: one line.
