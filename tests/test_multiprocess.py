@@ -117,6 +117,9 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
   # has saved its first checkpoint, then restarted with the same command.
   procs = start(worker(two_dir, tmp_path / "two_", 2, "slow_eval"), 2, 4,
                 logs, "second")
+  # One process with 8 devices, the same global batch: the reference,
+  # trained beside the slow evaluation (which leaves the CPU idle).
+  reference = start(worker(one_dir, tmp_path / "one_", 1), 1, 8, logs, "one")
   ckpts = two_dir / "transformer" / "checkpoints"
   wait_for(ckpts / "2", procs, "second")
   for p in procs:
@@ -146,9 +149,7 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
   assert any(p.name.startswith("transformer_samples")
              for p in (two_dir / "transformer" / "images").iterdir())
 
-  # One process with 8 devices, the same global batch.
-  procs = start(worker(one_dir, tmp_path / "one_", 1), 1, 8, logs, "one")
-  wait_all(procs, logs, "one")
+  wait_all(reference, logs, "one")
 
   p0, p1 = load(tmp_path / "two_0.npz"), load(tmp_path / "two_1.npz")
   single = load(tmp_path / "one_0.npz")
