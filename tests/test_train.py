@@ -108,6 +108,14 @@ def test_both_stages_end_to_end(tmp_path):
   assert layer_stack.is_scanned(out["transformer"]["params"])
   # Exported in the release's layout; either layout loads it.
   export.export(str(tmp_path), str(tmp_path / "out"))
+  # Never into a training run (its own folder included): the files would
+  # shadow its checkpoints, and its config.json would be replaced.
+  before = sorted(os.listdir(tmp_path))
+  with pytest.raises(ValueError, match=r"--output=.* is a training run \(it "
+                     r"has .*tokenizer/checkpoints\)"):
+    export.export(str(tmp_path / "out"), str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == before
+  export.export(str(tmp_path), str(tmp_path / "out"))  # Again: allowed.
   params = released.read_msgpack(tmp_path / "out" / "transformer.msgpack")
   params = params.get("params", params)
   assert "TransformerLayer_0" in params and layer_stack.STACK not in params
