@@ -236,3 +236,19 @@ def test_a_failing_resume_keeps_the_record(tmp_path):
   with pytest.raises(FileNotFoundError):
     run.train_and_evaluate(config, str(tmp_path / "run"))
   assert os.path.isfile(recorded)
+
+
+def test_training_into_an_exported_folder_is_refused(tmp_path):
+  """`sample` and `evaluate` read an exported folder's files before any
+  checkpoint: a run trained into one (e.g. checkpoints/fashion_mnist) was
+  silently not what they sampled. Refused before anything is written."""
+  folder = tmp_path / "exported"
+  folder.mkdir()
+  (folder / "transformer.msgpack").write_bytes(b"weights")
+  (folder / "config.json").write_text("{}")
+  config = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  with pytest.raises(ValueError, match=r"--workdir=.*exported is an exported "
+                     r"folder \(it has .*transformer.msgpack\)"):
+    run.train_and_evaluate(config, str(folder))
+  assert sorted(os.listdir(folder)) == ["config.json", "transformer.msgpack"]
+  assert (folder / "config.json").read_text() == "{}"

@@ -129,6 +129,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
   (or FileNotFoundError) naming the key. The reliability suite's sweep calls
   this too."""
   config_checks.check_stages(config.stages)
+  for stage in loader.STAGES:
+    exported = loader.exported_file(workdir, stage)
+    if exported:  # `sample` and `evaluate` read it before any checkpoint.
+      raise ValueError(
+          f"--workdir={workdir} is an exported folder (it has {exported}): "
+          "sample and evaluate would read that file, not what trains there; "
+          "train into a new folder.")
   # Fields left "auto" (configs/folder.py) come from the image folder and the
   # image size; contradictions stop here, before config.json is written.
   config = auto_config.resolve(config, workdir, log=log)
