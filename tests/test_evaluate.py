@@ -332,6 +332,16 @@ def test_bad_input_raises_before_writing_anything(run_dir, tmp_path):
   with pytest.raises(ValueError, match="num_samples=2"):
     evaluate_lib.evaluate(config, str(workdir), **{**kwargs,
                                                    "num_samples": 2})
+  # --output naming a file that is not a report (the run's own record, a
+  # source file): refused before anything is computed, the file kept.
+  record = (workdir / "config.json").read_bytes()
+  (tmp_path / "notes.txt").write_text("mine")
+  for path in (workdir / "config.json", tmp_path / "notes.txt"):
+    with pytest.raises(ValueError, match=r"--output=.* exists and is not an "
+                       r"evaluation report: it would be replaced"):
+      evaluate_lib.evaluate(None, str(workdir), output=str(path), **kwargs)
+  assert (workdir / "config.json").read_bytes() == record
+  assert (tmp_path / "notes.txt").read_text() == "mine"
   assert os.listdir(empty) == []
   assert sorted(os.listdir(workdir)) == before
 
@@ -339,7 +349,8 @@ def test_bad_input_raises_before_writing_anything(run_dir, tmp_path):
 def test_failure_midway_keeps_the_existing_report(run_dir, tmp_path):
   workdir, _ = run_dir
   output = tmp_path / "report.json"
-  output.write_text('{"previous": true}')
+  previous = '{"format": "maskgit_jax.evaluation/1", "previous": true}'
+  output.write_text(previous)
   # Real eval (24 images) 3 calls, train (10) 2, reconstructions (12) 2;
   # the 8th call is the first batch of samples.
   extractor = PixelFeatures(fail_after=7)
@@ -348,7 +359,7 @@ def test_failure_midway_keeps_the_existing_report(run_dir, tmp_path):
                           cache_dir=str(tmp_path / "cache"),
                           output=str(output), progress=False, **SIZES)
   assert extractor.calls == 8
-  assert output.read_text() == '{"previous": true}'
+  assert output.read_text() == previous
   assert sorted(p.name for p in tmp_path.iterdir()) == ["cache",
                                                         "report.json"]
 

@@ -93,6 +93,8 @@ def test_folders_flat_and_per_class(tmp_path, config):
     ("empty_folder", "no images"),
     ("bad_labels", r"class ids must be in \[0, 10\)"),
     ("too_few", "need at least 4 samples"),
+    # The default report path holds a file that is not a report: kept.
+    ("not_a_report", r"s.eval.json exists and is not an evaluation report"),
 ])
 def test_bad_samples_are_one_clear_error(tmp_path, config, case, match):
   path = tmp_path / "s.npz"
@@ -110,11 +112,17 @@ def test_bad_samples_are_one_clear_error(tmp_path, config, case, match):
     np.savez(path, arr_0=good, labels=np.full(12, 10))
   elif case == "too_few":
     np.savez(path, arr_0=good[:2])
+  elif case == "not_a_report":
+    np.savez(path, arr_0=good)
+    (tmp_path / "s.eval.json").write_text("mine")
   with pytest.raises((ValueError, FileNotFoundError), match=match):
     samples_eval.evaluate_samples(
         config, str(path), num_real=12, batch_size=8,
         feature_extractor=test_evaluate.PixelFeatures(), progress=False)
-  assert not (tmp_path / "s.eval.json").exists()
+  if case == "not_a_report":
+    assert (tmp_path / "s.eval.json").read_text() == "mine"
+  else:
+    assert not (tmp_path / "s.eval.json").exists()
 
 
 def test_cli_error_is_one_line(tmp_path):

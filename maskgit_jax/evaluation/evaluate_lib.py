@@ -133,8 +133,7 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
   _check_sizes(num_samples, num_real, num_train, batch_size)
   generation.check_sample_labels(sample_labels)
   loader.check_workdir(workdir)
-  if output is not None and os.path.isdir(output):
-    raise ValueError(f"--output={output} is a folder; give a .json path")
+  report_lib.check_output(output)
   if config is None:
     config = loader.run_config(workdir)
   targets = quality.check_targets(config.get("quality_targets"))

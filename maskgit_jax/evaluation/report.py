@@ -50,6 +50,29 @@ def report_file(report: Dict[str, Any]) -> str:
   return os.path.normpath(os.path.join(report["workdir"], report["path"]))
 
 
+def check_output(path: Optional[str]) -> None:
+  """A report path that may be written: new, or an earlier report (replaced
+  whole). A folder, or any other file (a run's config.json, a typo for a
+  source file), is one ValueError before anything is computed."""
+  if path is None:
+    return
+  if os.path.isdir(path):
+    raise ValueError(f"--output={path} is a folder; give a .json path")
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      existing = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError):
+    existing = None
+  if not (isinstance(existing, dict) and
+          str(existing.get("format", "")).startswith(
+              REPORT_FORMAT.split("/")[0] + "/")):
+    raise ValueError(f"--output={path} exists and is not an evaluation "
+                     "report: it would be replaced; give a new path (or an "
+                     "earlier report's).")
+
+
 def write_report(report: Dict[str, Any], path: str) -> str:
   """Writes the JSON atomically: an existing file is replaced only whole."""
   text = json.dumps(jsonable(report), indent=1, allow_nan=False)

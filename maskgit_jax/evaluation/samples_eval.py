@@ -177,8 +177,7 @@ def evaluate_samples(config: ml_collections.ConfigDict, samples: str, *,
                      f"{minimum} (precision/recall use k={generation.PR_K}); "
                      f"got {images.shape[0]} samples, num_real={num_real}")
   output = output or os.path.splitext(samples.rstrip("/"))[0] + ".eval.json"
-  if os.path.isdir(output):
-    raise ValueError(f"--output={output} is a folder; give a .json path")
+  report_lib.check_output(output)
   base = os.path.dirname(os.path.abspath(output))
   cache_dir = cache_dir or os.path.join(base, "eval_cache")
   dcfg = data_lib.config.for_model(config, images.shape[-1])
