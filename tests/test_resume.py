@@ -252,3 +252,22 @@ def test_training_into_an_exported_folder_is_refused(tmp_path):
     run.train_and_evaluate(config, str(folder))
   assert sorted(os.listdir(folder)) == ["config.json", "transformer.msgpack"]
   assert (folder / "config.json").read_text() == "{}"
+
+
+def test_a_workdir_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
+  """Before: a FileExistsError traceback for a file, and an OS error that
+  named neither flag nor problem for a folder that cannot be made."""
+  from maskgit_jax.store import loader  # pylint: disable=import-outside-toplevel
+  afile = tmp_path / "notes.txt"
+  afile.write_text("mine")
+  config = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  with pytest.raises(ValueError, match=r"--workdir=.*notes.txt is a file, "
+                     r"not a folder\.$"):
+    run.train_and_evaluate(config, str(afile))
+  with pytest.raises(ValueError, match=r"--workdir=.*notes.txt/run cannot be "
+                     r"created: Not a directory\.$"):
+    run.train_and_evaluate(config, str(afile / "run"))
+  assert afile.read_text() == "mine"
+  with pytest.raises(loader.RunNotFound, match=r"notes.txt \(a file, not a "
+                     r"folder\)"):
+    loader.check_workdir(str(afile))

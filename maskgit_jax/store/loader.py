@@ -55,8 +55,9 @@ class WeightsNotFound(FileNotFoundError, ValueError):
 def check_workdir(workdir: str) -> None:
   """Raises RunNotFound unless `workdir` is an existing folder."""
   if not os.path.isdir(workdir):
-    raise RunNotFound(f"Training run folder not found: {workdir} (it does "
-                      "not exist)")
+    why = ("a file, not a folder" if os.path.exists(workdir)
+           else "it does not exist")
+    raise RunNotFound(f"Training run folder not found: {workdir} ({why})")
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -129,6 +129,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
   (or FileNotFoundError) naming the key. The reliability suite's sweep calls
   this too."""
   config_checks.check_stages(config.stages)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file, not a folder.")
   for stage in loader.STAGES:
     exported = loader.exported_file(workdir, stage)
     if exported:  # `sample` and `evaluate` read it before any checkpoint.
@@ -159,7 +161,11 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   config, rules, tokenizer, transformer = prepare(config, workdir, make_hooks,
                                                   log)
   new_dir = not os.path.exists(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"--workdir={workdir} cannot be created: "
+                     f"{e.strerror or e}.") from None
   new_record = not os.path.isfile(os.path.join(workdir,
                                                config_record.CONFIG_FILE))
   config_record.record(config, workdir, log=log, flag_types=given)
