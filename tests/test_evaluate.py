@@ -564,7 +564,8 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
       "not exist)")
   assert "Traceback" not in result.stderr
   output = tmp_path / "eval.json"
-  output.write_text("previous report")
+  previous = '{"format": "maskgit_jax.evaluation/1", "previous": true}'
+  output.write_text(previous)
   result = run_cli(f"--workdir={tmp_path}", "--config=configs/fashion_mnist.py",
                    "--config.image_size=16", "--config.tokenizer.preset=tiny",
                    "--config.transformer.preset=tiny",
@@ -575,5 +576,5 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
   assert errors == [f"error: Checkpoint file not found: "
                     f"{tmp_path / 'missing.msgpack'}"]
   assert "Traceback" not in result.stderr
-  assert output.read_text() == "previous report"
+  assert output.read_text() == previous
   assert sorted(os.listdir(tmp_path)) == ["eval.json"]

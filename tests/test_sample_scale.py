@@ -148,6 +148,12 @@ def test_outputs_of_others_are_never_overwritten(tmp_path, tiny):
     scale_lib.write_samples(config, lambda: sampler, plan(folder))
   assert theirs.read_bytes() == before
   assert os.listdir(folder) == ["x.png"]
+  # Under a file (npz, or a folder of PNGs): one line before sampling.
+  for output in (theirs / "s.npz", theirs / "pngs"):
+    with pytest.raises(ValueError, match=r"Cannot write .*theirs.npz/"
+                       r"(s.npz|pngs/sample.png): .*theirs.npz is a file, "
+                       r"not a folder\."):
+      plan(output)
   # Shards of other settings are not mixed in.
   p = plan(tmp_path / "a.npz")
   scale_lib.sample_shards(p, lambda labels, key: np.zeros(

@@ -5,7 +5,8 @@
   leaves a half-written file and never replaces a good one; `write_text`
   and `write_bytes` for whole files.
 - `read_config_json` / `write_config_json`: a run's resolved `config.json`.
-- `check_image_path`: that PIL can write an output image by its extension.
+- `check_image_path`: that PIL can write an output image by its extension
+  (and `check_output_location`: that a file can be made there).
 """
 
 import json
@@ -85,8 +86,23 @@ def _create_temporary(directory: str, suffix: str) -> str:
       continue
 
 
+def check_output_location(path: str) -> None:
+  """Raises ValueError when `path` cannot become a file: it is a folder, or
+  its nearest existing ancestor is a file (checked before the work that
+  would end in writing it)."""
+  if os.path.isdir(path):
+    raise ValueError(f"Cannot write {path}: it is a folder.")
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ValueError(f"Cannot write {path}: {parent} is a file, not a "
+                     "folder.")
+
+
 def check_image_path(path: str, formats: Sequence[str] = ()) -> None:
-  """Raises ValueError unless PIL can write `path` (by its extension).
+  """Raises ValueError unless PIL can write `path` (by its extension) where
+  it is (`check_output_location`).
 
   Args:
     path: an output file name.
@@ -99,6 +115,7 @@ def check_image_path(path: str, formats: Sequence[str] = ()) -> None:
     wanted = ("/".join(f".{f.lower()}" for f in formats) if formats else
               "that of an image format PIL writes, e.g. .png")
     raise ValueError(f"Cannot write {path}: its extension is not {wanted}.")
+  check_output_location(path)
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

@@ -58,6 +58,7 @@ def check_output(path: Optional[str]) -> None:
     return
   if os.path.isdir(path):
     raise ValueError(f"--output={path} is a folder; give a .json path")
+  files.check_output_location(path)
   if not os.path.exists(path):
     return
   try:

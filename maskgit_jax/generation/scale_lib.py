@@ -99,7 +99,9 @@ def plan(output: str, num_samples: int, num_classes: int, *,
   `num_classes`. `settings`: what else fixes the images (decoding options,
   the model), recorded in `meta`.
   """
-  output_kind(output)
+  # An npz file, or a folder of PNGs (a file inside it must be makeable).
+  files.check_output_location(output if output_kind(output) == "npz" else
+                              os.path.join(output, "sample.png"))
   for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                       ("shard_size", shard_size)):
     checks.check_int(f"--{name}", value, low=1)
