@@ -340,6 +340,12 @@ def test_bad_input_raises_before_writing_anything(run_dir, tmp_path):
     with pytest.raises(ValueError, match=r"--output=.* exists and is not an "
                        r"evaluation report: it would be replaced"):
       evaluate_lib.evaluate(None, str(workdir), output=str(path), **kwargs)
+  # A feature cache under a file: before, a traceback once the features
+  # were computed.
+  with pytest.raises(ValueError, match=r"Cannot write .*notes.txt/"
+                     r"features.npz: .*notes.txt is a file, not a folder\."):
+    evaluate_lib.evaluate(None, str(workdir), **{
+        **kwargs, "cache_dir": str(tmp_path / "notes.txt")})
   assert (workdir / "config.json").read_bytes() == record
   assert (tmp_path / "notes.txt").read_text() == "mine"
   assert os.listdir(empty) == []

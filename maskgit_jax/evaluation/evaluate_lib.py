@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ml_collections
 
 from maskgit_jax import data as data_lib
+from maskgit_jax.common import files
 from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import real_images
 from maskgit_jax.evaluation import reconstruction
@@ -164,6 +165,8 @@ def evaluate(config: Optional[ml_collections.ConfigDict], workdir: str, *,
   feature_fn, feature_name = real_images.make_feature_fn(feature_extractor,
                                              inception_params, batch_size)
   cache_dir = cache_dir or os.path.join(workdir, "eval_cache")
+  # Before the features it would hold are computed.
+  files.check_output_location(os.path.join(cache_dir, "features.npz"))
   timings = {"load_s": time.perf_counter() - t_start}
   notes: List[str] = []
 

@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from maskgit_jax import data as data_lib
+from maskgit_jax.common import files
 from maskgit_jax.data import image_folder
 from maskgit_jax.evaluation import generation
 from maskgit_jax.evaluation import real_images
@@ -180,6 +181,8 @@ def evaluate_samples(config: ml_collections.ConfigDict, samples: str, *,
   report_lib.check_output(output)
   base = os.path.dirname(os.path.abspath(output))
   cache_dir = cache_dir or os.path.join(base, "eval_cache")
+  # Before the features it would hold are computed.
+  files.check_output_location(os.path.join(cache_dir, "features.npz"))
   dcfg = data_lib.config.for_model(config, images.shape[-1])
   eval_ds = data_lib.create_dataset(dcfg, "eval", 1, process_index=0,
                                     process_count=1)
