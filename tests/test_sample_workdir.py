@@ -139,6 +139,9 @@ def test_outpaint_converts_and_extends(workdir, inputs, tmp_path):
   # Grey, center-cropped and resized like the data pipeline's evaluation.
   image = np.round(edit_lib.load_image(inputs / "colour.png", SIZE, 1)[..., 0]
                    * 255)
+  with pytest.raises(FileNotFoundError, match=r"Image file not found: .* is "
+                     r"a folder$"):
+    edit_lib.load_image(inputs, SIZE, 1)
   row = cells(read(out), 1, 3, SIZE + 4, SIZE + 4)[0]  # 3 px -> 2 tokens
   np.testing.assert_array_equal(row[0, :SIZE, 4:], image)
   assert (row[0, :, :4] == GREY).all() and (row[0, SIZE:] == GREY).all()

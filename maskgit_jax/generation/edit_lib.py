@@ -31,6 +31,8 @@ UNKNOWN_GREY = 0.5  # How new (unknown) canvas areas are drawn.
 def _check_file(path: str, what: str) -> str:
   """`path` as a string; FileNotFoundError naming `what` if it is missing."""
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise FileNotFoundError(f"{what} file not found: {path} is a folder")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{what} file not found: {path}")
   return path
