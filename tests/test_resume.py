@@ -271,3 +271,26 @@ def test_a_workdir_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
   with pytest.raises(loader.RunNotFound, match=r"notes.txt \(a file, not a "
                      r"folder\)"):
     loader.check_workdir(str(afile))
+
+
+def test_a_second_training_job_on_a_workdir_is_refused(tmp_path):
+  """Two `train` commands on one workdir saved the same steps into the same
+  folders (the second died on the first's temporary orbax files). The
+  first holds the lock (here: this test); a second is refused with one line
+  before it writes anything. A lock file left by a killed run locks
+  nothing, and a finished run removes its own."""
+  from maskgit_jax.train_lib import run_lock  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  config = test_train.tiny_config(stages=("tokenizer",), steps=2)
+  with run_lock.hold(str(workdir)) as held:
+    assert held and open(held).read() == f"{os.getpid()}\n"
+    with pytest.raises(ValueError, match=r"--workdir=.*run is in use by "
+                       rf"another training process \(pid {os.getpid()}\): "
+                       "wait for it to end, or train into another folder."):
+      run.train_and_evaluate(config, str(workdir))
+    assert os.listdir(workdir) == [os.path.basename(held)]
+  assert os.listdir(workdir) == []
+  (workdir / ".train.lock.0").write_text("12345\n")  # A killed run's.
+  run.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir)) == ["config.json", "tokenizer"]

@@ -33,6 +33,7 @@ from maskgit_jax.train_lib import config_checks
 from maskgit_jax.train_lib import config_record
 from maskgit_jax.train_lib import feature_net_task
 from maskgit_jax.train_lib import periodic
+from maskgit_jax.train_lib import run_lock
 from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import trainer
@@ -166,6 +167,21 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   except OSError as e:
     raise ValueError(f"--workdir={workdir} cannot be created: "
                      f"{e.strerror or e}.") from None
+  try:
+    with run_lock.hold(workdir, jax.process_index()):
+      return _record_and_train(config, workdir, devices, sigterm, make_hooks,
+                               tokenizer, transformer, rules, log, given)
+  except BaseException:
+    # A folder this run made and left empty (a failure before anything was
+    # saved) goes with the record.
+    if (new_dir and jax.process_index() == 0 and os.path.isdir(workdir) and
+        not os.listdir(workdir)):
+      os.rmdir(workdir)
+    raise
+
+
+def _record_and_train(config, workdir, devices, sigterm, make_hooks,
+                      tokenizer, transformer, rules, log, given):
   new_record = not os.path.isfile(os.path.join(workdir,
                                                config_record.CONFIG_FILE))
   config_record.record(config, workdir, log=log, flag_types=given)
@@ -176,10 +192,8 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
     # A failure before anything was saved (a data error found when the data
     # is first read, a value that fails at compile time) leaves no record
     # that would refuse the corrected command as "other settings".
-    if (new_record and jax.process_index() == 0 and
-        config_record.discard_if_untrained(workdir, loader.STAGES, log=log)
-        and new_dir and not os.listdir(workdir)):
-      os.rmdir(workdir)
+    if new_record and jax.process_index() == 0:
+      config_record.discard_if_untrained(workdir, loader.STAGES, log=log)
     raise
 
 
