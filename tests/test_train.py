@@ -115,6 +115,10 @@ def test_both_stages_end_to_end(tmp_path):
                      r"has .*tokenizer/checkpoints\)"):
     export.export(str(tmp_path / "out"), str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == before
+  # Under a file: one line before anything is read (was a traceback).
+  with pytest.raises(ValueError, match=r"Cannot write .*config.json/x/"
+                     r"config.json: .*config.json is a file, not a folder"):
+    export.export(str(tmp_path), str(tmp_path / "config.json" / "x"))
   export.export(str(tmp_path), str(tmp_path / "out"))  # Again: allowed.
   params = released.read_msgpack(tmp_path / "out" / "transformer.msgpack")
   params = params.get("params", params)

@@ -18,6 +18,7 @@ def export(workdir: str, output: str) -> Dict[str, str]:
   earlier export, never a training run (WORKDIR itself included): a
   ValueError. Returns their paths."""
   loader.check_workdir(workdir)
+  files.check_output_location(os.path.join(output, loader.CONFIG_FILE))
   for stage in loader.STAGES:  # A run's files would shadow its checkpoints.
     if os.path.isdir(loader.checkpoint_dir(output, stage)):
       raise ValueError(
