@@ -4,8 +4,12 @@ Orbax's array files carry no checksum of the values: a flipped or zeroed byte
 in an array data file restores silently wrong numbers. Each checkpoint
 therefore also records a 32-bit fingerprint of every array of the state and
 a CRC of the data iterator's state (in its JSON item), checked on restore.
-The fingerprint is an integer sum, computed on the devices, so it does not
-depend on the sharding or the device count.
+The fingerprint is an integer sum, so it does not depend on the sharding or
+the device count. It is computed on the devices, or, in a one-process run on
+a CPU, by numpy on the host (the same integers: `fingerprints` picks the
+route): the device program of a train state with hundreds of arrays takes
+seconds to compile at each run's first save and first restore, the host
+route milliseconds.
 """
 
 import json
@@ -57,6 +61,54 @@ def _leaf_fingerprint(x: jax.Array) -> jax.Array:
 
 _fingerprints = jax.jit(lambda leaves: [_leaf_fingerprint(x) for x in leaves])
 
+# Elements per numpy chunk of the host route (bounds its temporary memory).
+_CHUNK = 1 << 22
+
+
+def _words(x: np.ndarray) -> np.ndarray:
+  """The array's 32-bit words, as `_leaf_fingerprint` takes them: an 8-byte
+  element is two words (low first, as `lax.bitcast_convert_type`), smaller
+  ones one word each, zero-extended."""
+  if x.dtype == np.bool_:
+    return x.reshape(-1).astype(np.uint32)
+  width = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[
+      x.dtype.itemsize]
+  return np.ascontiguousarray(x).reshape(-1).view(width)
+
+
+def _host_fingerprint(x: np.ndarray) -> int:
+  """`_leaf_fingerprint` of a host array, by numpy (uint32 arithmetic wraps
+  as on the devices)."""
+  words = _words(x)
+  total = 0
+  for start in range(0, words.size, _CHUNK):
+    chunk = words[start:start + _CHUNK].astype(np.uint32)
+    position = ((np.arange(chunk.size, dtype=np.uint64) + start)
+                & 0xFFFFFFFF).astype(np.uint32)
+    weights = position * _GOLDEN | np.uint32(1)
+    total = (total + int(np.sum(chunk * weights, dtype=np.uint32))) & 0xFFFFFFFF
+  return total
+
+
+def _host_array(x: Any) -> np.ndarray:
+  """The leaf as the device route sees it: key data for PRNG keys, numpy
+  values in the dtype JAX would give them (int64 -> int32 without x64)."""
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  x = np.asarray(x)
+  return x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+
+
+def _on_host(leaves) -> bool:
+  """Whether the host route applies: one process, every array on a CPU."""
+  if jax.process_count() > 1:
+    return False
+  for leaf in leaves:
+    devices = getattr(leaf, "devices", None)
+    if devices is not None and any(d.platform != "cpu" for d in devices()):
+      return False
+  return True
+
 
 def path_name(path) -> str:
   """'params/encoder/0/kernel': the same for a TrainState and for the plain
@@ -80,7 +132,12 @@ def fingerprints(state: Any) -> Dict[str, int]:
     if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
       paths.append(path_name(path))
       leaves.append(leaf)
-  values = jax.device_get(_fingerprints(leaves)) if leaves else []
+  if not leaves:
+    return {}
+  if _on_host(leaves):
+    values = [_host_fingerprint(_host_array(x)) for x in leaves]
+  else:
+    values = jax.device_get(_fingerprints(leaves))
   return dict(zip(paths, (int(v) for v in values)))
 
 
