@@ -14,8 +14,8 @@ in an array data file restores silently wrong numbers. Each checkpoint
 therefore also records a 32-bit fingerprint of every array of the state and
 a CRC of the data iterator's state (in its JSON item), checked on restore; a
 mismatch makes the checkpoint unreadable (above). The fingerprint is an
-integer sum, computed on the devices, so it does not depend on the sharding
-or the device count. Checkpoints without fingerprints restore unchecked.
+integer sum, so it does not depend on the sharding or the device count
+(`fingerprints.py`). Checkpoints without fingerprints restore unchecked.
 """
 
 import base64
@@ -88,7 +88,7 @@ class Checkpointer:
     self.manager.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.StandardSave(_one_copy(state)),
             data=ocp.args.JsonSave(blob)),
         force=force)
 
@@ -232,6 +232,24 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _one_copy(state: Any) -> Any:
+  """In a one-process run, each array replicated over several devices as its
+  first device's copy (the same values; restores take their shardings from
+  the target). Orbax would otherwise split the writing of each replicated
+  array between the local replicas, one compiled slice per array shape at
+  a run's first save (1.8 s of the demo's stage-1 step 1,000 on a 2-core
+  CPU), which buys nothing within one process."""
+  if jax.process_count() > 1:
+    return state
+
+  def leaf(x):
+    if (isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+        and x.sharding.is_fully_replicated):
+      return x.addressable_shards[0].data
+    return x
+  return jax.tree.map(leaf, state)
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
