@@ -90,6 +90,20 @@ def test_full_validation_skips_truncated(tmp_path):
   assert source.num_skipped == 4
 
 
+def test_skipped_files_are_warned_once_per_process(tmp_path, monkeypatch):
+  make_mixed_folder(tmp_path)
+  monkeypatch.setattr(image_folder, '_WARNED', set())
+  warned = []
+  monkeypatch.setattr(logging, 'warning',
+                      lambda fmt, *args: warned.append(fmt % args))
+  for _ in range(3):  # stage 1, stage 2, the evaluation
+    image_folder.ImageFolderSource(str(tmp_path))
+  assert len(warned) == 1 and 'skipped 3 unreadable' in warned[0], warned
+  (tmp_path / 'cat' / 'new.txt').write_text('x')  # other skipped files
+  image_folder.ImageFolderSource(str(tmp_path))
+  assert len(warned) == 2
+
+
 def test_flat_folder_is_unconditional(tmp_path):
   root = tmp_path / 'faces'
   root.mkdir()

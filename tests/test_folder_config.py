@@ -348,3 +348,17 @@ def test_one_step_end_to_end_on_the_colour_folder(tmp_path, monkeypatch):
   loaded = sample_lib.load_workdir(str(workdir))
   assert loaded.sampler.num_classes == 3
   assert sample_lib.class_label(loaded.config, 1) == "1 food_drink"
+
+
+def test_a_stage_two_batch_larger_than_the_folder_stops_before_stage_one(
+    tmp_path):
+  config = tiny_folder_config(COLOUR)  # 30 images
+  config.transformer_training.batch_size = 32
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=(
+      r"^The training data has 30 records, fewer than the global batch size "
+      r"32\. Use a smaller transformer_training\.batch_size "
+      r"\(--config\.transformer_training\.batch_size=N\) or more data\.$")):
+    run.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
+  assert not (workdir / "tokenizer").exists()  # stage 1 never started
+  assert not (workdir / "config.json").exists()

@@ -21,8 +21,10 @@ from maskgit_jax.data.fashion_mnist import (
 from maskgit_jax.data.pipeline import create_dataset
 from maskgit_jax.data.pipeline import DataIterator
 from maskgit_jax.data.pipeline import Dataset
+from maskgit_jax.data.pipeline import TooFewRecords
 
 __all__ = [
     'get_config', 'make_data_sharding', 'to_global_array',
     'FASHION_MNIST_CLASS_NAMES', 'create_dataset', 'DataIterator', 'Dataset',
+    'TooFewRecords',
 ]

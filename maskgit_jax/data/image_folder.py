@@ -246,8 +246,14 @@ def build_index(root: str, *, cache_dir: str | None = None,
   }
 
 
+# The warnings given in this process: a run opens a folder once per stage
+# (and the evaluation once more) and warns once.
+_WARNED: set[str] = set()
+
+
 def _warn_skipped(index: dict[str, Any]) -> None:
-  """One warning counting every skipped file, with a few examples."""
+  """One warning counting every skipped file, with a few examples (once per
+  process for the same folder and the same skipped files)."""
   parts = []
   if index['bad']:
     examples = '; '.join(f'{r}: {why}' for r, why in index['bad'][:_EXAMPLES])
@@ -261,8 +267,11 @@ def _warn_skipped(index: dict[str, Any]) -> None:
                  'which has class folders (e.g. '
                  f'{", ".join(index["ignored"][:_EXAMPLES])})')
   if parts:
-    logging.warning('Image folder %s: skipped %s.', index['root'],
-                    ' and '.join(parts))
+    message = (f'Image folder {index["root"]}: skipped '
+               f'{" and ".join(parts)}.')
+    if message not in _WARNED:
+      _WARNED.add(message)
+      logging.warning('%s', message)
 
 
 class ImageFolderSource:

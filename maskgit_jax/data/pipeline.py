@@ -53,6 +53,19 @@ from maskgit_jax.data import sources
 _STATE_FORMAT = 1
 
 
+class TooFewRecords(ValueError):
+  """Training data smaller than one global batch."""
+
+  def __init__(self, num_examples: int, global_batch_size: int,
+               batch_key: str = 'global_batch_size'):
+    self.num_examples = num_examples
+    self.global_batch_size = global_batch_size
+    super().__init__(
+        f'The training data has {num_examples} records, fewer than the '
+        f'global batch size {global_batch_size}. Use a smaller {batch_key} '
+        'or more data.')
+
+
 def _fingerprint(cfg: ml_collections.FrozenConfigDict, split: str,
                  num_examples: int, global_batch_size: int,
                  process_index: int, process_count: int) -> dict[str, Any]:
@@ -123,10 +136,7 @@ class Dataset:
       self.steps_per_epoch = self.num_examples // global_batch_size
       self.shard_size = self.steps_per_epoch * batch
       if self.steps_per_epoch == 0:
-        raise ValueError(
-            f'The training data has {self.num_examples} records, fewer than '
-            f'the global batch size {global_batch_size}. Use a smaller '
-            'global_batch_size or more data.')
+        raise TooFewRecords(self.num_examples, global_batch_size)
     else:
       start, end = record_stream.even_split(self.num_examples, shard_options)
       self.shard_size = end - start

@@ -206,14 +206,18 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
     log("stage 2 computes in %s (transformer.dtype=auto: %s)"
         % precision.auto_dtype())
   dcfg = data_lib.config.for_model(config, tokenizer.channels)
+  # Both stages' data before either trains: a batch larger than the data
+  # stops the run before stage 1, not after it.
+  datasets = {stage: _dataset(config, dcfg, workdir, f"{stage}_training")
+              for stage in ("tokenizer", "transformer")
+              if stage in config.stages}
   out = {}
 
   tok_vars = None
   if "tokenizer" in config.stages:
-    section = config.tokenizer_training
-    dataset = _dataset(config, dcfg, section.batch_size, workdir)
-    section = resolve_durations(section, dataset.steps_per_epoch,
-                                "tokenizer_training")
+    dataset = datasets["tokenizer"]
+    section = resolve_durations(config.tokenizer_training,
+                                dataset.steps_per_epoch, "tokenizer_training")
     stage_dir = os.path.join(workdir, "tokenizer")
     perceptual = feature_net_task.load_or_train(
         section, dataset, stage_dir, config.seed, log=log)
@@ -231,9 +235,9 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
     if tok_vars is None:  # The frozen tokenizer: the one model loader.
       tok_vars, _ = loader.load_stage(config, "tokenizer", tokenizer,
                                       workdir=workdir)
-    section = config.transformer_training
-    dataset = _dataset(config, dcfg, section.batch_size, workdir)
-    section = resolve_durations(section, dataset.steps_per_epoch,
+    dataset = datasets["transformer"]
+    section = resolve_durations(config.transformer_training,
+                                dataset.steps_per_epoch,
                                 "transformer_training")
     class_names = tuple(config.get("class_names", ()) or dataset.class_names)
     task = transformer_task.make_task(section, tokenizer, tok_vars, transformer,
@@ -261,13 +265,20 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
   return out
 
 
-def _dataset(config, dcfg, batch_size: int, workdir: str):
-  """The training data, whose labels must fit `config.num_classes`: a label
-  at or above it would be read as another token (the mask, or past the
-  vocabulary, which JAX clamps), silently."""
-  dataset = data_lib.create_dataset(dcfg, "train", batch_size,
-                                    cache_dir=os.path.join(workdir,
-                                                           "data_index"))
+def _dataset(config, dcfg, workdir: str, section_name: str):
+  """The training data of `config[section_name]`, whose labels must fit
+  `config.num_classes`: a label at or above it would be read as another
+  token (the mask, or past the vocabulary, which JAX clamps), silently."""
+  batch_size = config[section_name].batch_size
+  try:
+    dataset = data_lib.create_dataset(dcfg, "train", batch_size,
+                                      cache_dir=os.path.join(workdir,
+                                                             "data_index"))
+  except data_lib.TooFewRecords as e:
+    raise data_lib.TooFewRecords(
+        e.num_examples, e.global_batch_size,
+        f"{section_name}.batch_size (--config.{section_name}.batch_size=N)"
+    ) from None
   if dataset.num_classes > config.num_classes:
     raise ValueError(
         f"config.num_classes={config.num_classes} but the training data "
