@@ -3,7 +3,6 @@ where it applies, that it equals the plain gradient, that the compiled step
 holds one all-reduce for the gradients, and the stage-1 steps (reconstruction,
 GAN with R1 and LeCAM, the decoder-only phase with token noise and dead-code
 restarts) equal on one and on eight simulated devices."""
-import re
 
 import jax
 import jax.numpy as jnp
