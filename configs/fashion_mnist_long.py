@@ -7,7 +7,8 @@ Launch:
 `configs/fashion_mnist.py` (what `make demo` runs) with 11,000 reconstruction
 steps and 3,000 decoder-only steps in stage 1 and 4,000 float32 steps in
 stage 2, and the demo's quantizer commitment cost 0.05 (since 2026-12-06;
-0.25, the release's, before). This recipe trained the shipped checkpoint
+0.25, the release's, before), but the release's encoder (3x3 kernels at
+every level; the demo's has 1x1 kernels at 7x7 since 2026-12-07). This recipe trained the shipped checkpoint
 (checkpoints/fashion_mnist, `make checkpoint`). Expected cost on a 2-core
 CPU: about 24-26 minutes wall (25 min 43 s with set-up on the AVX-512/AMX
 Xeon on a slow day, 2026-12-06), 1.5 GB RAM; at N=1000 its samples score

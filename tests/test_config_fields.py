@@ -89,8 +89,12 @@ def test_a_size_field_without_preset_or_value_is_one_error():
 def test_encoder_spatial_levels_from_the_command_line():
   config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=1")
   assert factory.tokenizer_from_config(config).encoder_spatial_levels == 1
+  # The demo's encoder: 3x3 kernels at 28x28 and 14x14; the shipped model's
+  # recipe keeps the release's encoder.
   assert factory.tokenizer_from_config(
-      parse("fashion_mnist")).encoder_spatial_levels is None
+      parse("fashion_mnist")).encoder_spatial_levels == 2
+  assert factory.tokenizer_from_config(
+      parse("fashion_mnist_long")).encoder_spatial_levels is None
   config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=-1")
   with pytest.raises(ValueError, match=r"encoder_spatial_levels=-1 must be an int"):
     factory.tokenizer_from_config(config)
@@ -198,7 +202,8 @@ def _leaves(tree, prefix=""):
 def test_the_long_config_is_the_shipped_checkpoints_recipe():
   """configs/fashion_mnist_long.py trains what checkpoints/fashion_mnist
   records (every field the record has; later fields are off by default),
-  and differs from the demo's config in its lengths and stage 2's dtype."""
+  and differs from the demo's config in its lengths, stage 2's dtype and
+  the encoder (the demo's has 1x1 kernels at 7x7 since 2026-12-07)."""
   root = pathlib.Path(__file__).resolve().parents[1]
   recorded = json.loads((root / "checkpoints" / "fashion_mnist" /
                          "config.json").read_text())
@@ -213,7 +218,8 @@ def test_the_long_config_is_the_shipped_checkpoints_recipe():
       "tokenizer_training.num_steps",
       "tokenizer_training.decoder_finetune_steps",
       "tokenizer_training.disc_start_step",
-      "transformer_training.num_steps", "transformer.dtype"}, differ
+      "transformer_training.num_steps", "transformer.dtype",
+      "tokenizer.encoder_spatial_levels"}, differ
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "folder", "imagenet"])
