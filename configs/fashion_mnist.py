@@ -8,8 +8,9 @@ Trains the tokenizer (stage 1), then the transformer on its tokens (stage 2),
 into one workdir, and ends by writing WORKDIR/samples.png: one labelled row of
 class-conditional samples per class. Re-running the command resumes; a
 finished run only rewrites the grid.
-Expected cost: about 13 minutes wall and 1.6 GB RAM on a 2-core CPU (`make
-demo` from a fresh clone, set-up included: 12 min 37 s on a 2-core AVX-512
+Expected cost: about 13-15 minutes wall and 1.5 GB RAM on a 2-core CPU
+(`make demo` from a fresh clone, set-up included: 14 min 48 s and 1.45 GB
+on a 2-core Zen 2 AMD EPYC with the encoder below, 2026-12-07; before it: 12 min 37 s on a 2-core AVX-512
 Xeon, since the stage-1 step averages its gradients in one all-reduce and
 the tokenizer's GroupNorm sums by matrix-vector products; 14 min 1 s to 15
 min 36 s there before; README "Measured"). The recipe is cut to the 15-minute budget (2026-12-06): 6,000 reconstruction
