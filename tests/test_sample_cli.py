@@ -20,6 +20,8 @@ import release_params
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.image_size=8", "--config.num_classes=3",
         "--config.tokenizer.preset=tiny", "--config.tokenizer.channels=3",
+        # The release's encoder, as the released-format files' model.
+        "--config.tokenizer.encoder_spatial_levels=None",
         "--config.transformer.preset=tiny", "--config.class_names=()",
         "--num_iter=3"]
 
