@@ -206,7 +206,8 @@ ERRORS = {
                    "variables do not match the model ("),
     "other_transformer": (
         ["--config=configs/fashion_mnist.py", "--config.image_size=16",
-         "--config.tokenizer.preset=tiny"],
+         "--config.tokenizer.preset=tiny",
+         "--config.tokenizer.encoder_spatial_levels=None"],  # the run's
         "error: {workdir}/transformer/checkpoints/{tr_step}: variables do not "
         "match the model"),
     "missing_checkpoint": (["--workdir={tmp}/empty_run"],
