@@ -4,7 +4,7 @@ import setuptools
 INSTALL_REQUIRES = [
     "jax>=0.9,<0.11",
     "flax>=0.12,<0.13",
-    "optax>=0.2.5,<0.3",
+    "optax>=0.2.7,<0.3",
     "orbax-checkpoint>=0.11,<0.13",
     "ml-collections>=1.0,<2",
     "tensorflow-datasets>=4.9.8,<5",

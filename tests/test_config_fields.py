@@ -163,6 +163,25 @@ def test_the_refused_resume_names_the_flags_that_resume_it(tmp_path):
       "--config.tokenizer_training.batch_size=32"]
   config_record.record(parse("folder", *flags_given.split()), str(tmp_path),
                        log=lambda _: None)  # resumes: no error
+  # A demo run recorded with Adam and 6,000 reconstruction steps (before
+  # 2026-12-07): the offer also gives back its length, since its
+  # decoder-only phase starts at the recorded step.
+  demo_old = parse("fashion_mnist",
+                   "--config.tokenizer_training.g_optimizer.name=adam",
+                   "--config.tokenizer_training.num_steps=7000",
+                   "--config.tokenizer_training.disc_start_step=6000")
+  config_record.record(demo_old, str(tmp_path / "demo"), log=lambda _: None)
+  with pytest.raises(ValueError) as error:
+    config_record.record(parse("fashion_mnist"), str(tmp_path / "demo"),
+                         log=lambda _: None)
+  flags_given = str(error.value).split(
+      "resume it as it was trained with ")[1][:-1].split()
+  assert flags_given == [
+      "--config.tokenizer_training.disc_start_step=6000",
+      "--config.tokenizer_training.g_optimizer.name=adam",
+      "--config.tokenizer_training.num_steps=7000"]
+  config_record.record(parse("fashion_mnist", *flags_given),
+                       str(tmp_path / "demo"), log=lambda _: None)
   # A model field recorded as None stands for the preset's value: the
   # refusal names that value and offers it as the override.
   other = tmp_path / "other"
@@ -203,7 +222,8 @@ def test_the_long_config_is_the_shipped_checkpoints_recipe():
   """configs/fashion_mnist_long.py trains what checkpoints/fashion_mnist
   records (every field the record has; later fields are off by default),
   and differs from the demo's config in its lengths, stage 2's dtype and
-  the encoder (the demo's has 1x1 kernels at 7x7 since 2026-12-07)."""
+  the encoder (the demo's has 1x1 kernels at 7x7 since 2026-12-07) and
+  stage 1's optimizer (the demo's is Muon since 2026-12-07)."""
   root = pathlib.Path(__file__).resolve().parents[1]
   recorded = json.loads((root / "checkpoints" / "fashion_mnist" /
                          "config.json").read_text())
@@ -219,7 +239,8 @@ def test_the_long_config_is_the_shipped_checkpoints_recipe():
       "tokenizer_training.decoder_finetune_steps",
       "tokenizer_training.disc_start_step",
       "transformer_training.num_steps", "transformer.dtype",
-      "tokenizer.encoder_spatial_levels"}, differ
+      "tokenizer.encoder_spatial_levels",
+      "tokenizer_training.g_optimizer.name"}, differ
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "folder", "imagenet"])

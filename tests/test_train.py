@@ -39,6 +39,9 @@ def tiny_config(stages=("tokenizer", "transformer"), steps=4):
   # The release's encoder (3x3 kernels at every level), as the tests were
   # written for (the demo's has 1x1 kernels at 7x7).
   config.tokenizer.encoder_spatial_levels = None
+  # Adam in stage 1, as the tests were written for (the demo's is Muon;
+  # tests/test_optim.py trains with it).
+  config.tokenizer_training.g_optimizer.name = "adam"
   config.transformer.preset = "tiny"
   # The preset's float32 (the demo trains stage 2 in bfloat16): the tests
   # that want bfloat16 set it.

@@ -165,7 +165,12 @@ def record(config: ml_collections.ConfigDict, workdir: str,
     if fixed:
       shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in fixed[:5])
       more = f" (and {len(fixed) - 5} more)" if len(fixed) > 5 else ""
-      flags = resume_flags(fixed, config if flag_types is None
+      # The offer gives back the recorded step counts too (free keys,
+      # which a run may be resumed with to train longer): a phase that
+      # starts at a fixed step (disc_start_step) needs the length it was
+      # recorded with.
+      lengths = [d for d in diff if d[0].split(".")[-1] == "num_steps"]
+      flags = resume_flags(fixed + lengths, config if flag_types is None
                            else flag_types)
       hint = (f", or resume it as it was trained with {flags}" if flags
               else "")

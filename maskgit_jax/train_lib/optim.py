@@ -47,7 +47,7 @@ def decay_mask(params: Any) -> Any:
   boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
 
   def keep(path, leaf):
-    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    names = _names(path)
     value = leaf.unbox() if boxed(leaf) else leaf
     return jnp.ndim(value) >= 2 and bool(names) and names[-1] == "kernel"
   return jax.tree_util.tree_map_with_path(keep, params, is_leaf=boxed)
@@ -71,16 +71,63 @@ def check_optimizer_config(c: ml_collections.ConfigDict,
   if c.get("lr_schedule", "constant") not in ("constant", "cosine", "linear"):
     raise ValueError(f"{where}.lr_schedule={c.get('lr_schedule')!r} must be "
                      "constant, cosine or linear.")
-  if c.get("name", "adam") not in ("adam", "adamw"):
-    raise ValueError(f"{where}.name={c.get('name')!r} must be adam or adamw.")
+  if c.get("name", "adam") not in OPTIMIZERS:
+    raise ValueError(f"{where}.name={c.get('name')!r} must be one of "
+                     f"{', '.join(OPTIMIZERS)}.")
+
+
+OPTIMIZERS = ("adam", "adamw", "muon")
+# Muon's updates scaled to the RMS of an Adam update (Liu et al. 2025,
+# "Muon is scalable for LLM training"), so that a recipe's AdamW learning
+# rate and weight decay carry over.
+MUON_RMS = 0.2
+_ATTENTION_IN = ("query", "key", "value")
+
+
+def _names(path) -> Tuple[str, ...]:
+  return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def muon_dimensions(params: Any) -> Any:
+  """For Muon: which axes of each weight matrix are its input and output.
+
+  Every `kernel` of two or more dimensions is a matrix for Muon (leading
+  axes of scanned layers are batch axes): a dense kernel `[..., in, out]`,
+  an attention projection `[..., in, heads, head_dim]` (query, key, value)
+  or `[..., heads, head_dim, out]` (out), a convolution `[kh, kw, in, out]`.
+  Everything else (embeddings, codebooks, biases, norms) is None: Adam.
+  """
+  boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+  dims = optax.contrib.MuonDimensionNumbers
+
+  def rule(path, leaf):
+    names = _names(path)
+    value = leaf.unbox() if boxed(leaf) else leaf
+    ndim = jnp.ndim(value)
+    if not names or names[-1] != "kernel" or ndim < 2:
+      return None
+    module = names[-2] if len(names) > 1 else ""
+    if module in _ATTENTION_IN and ndim >= 3:
+      return dims(reduction_axis=-3, output_axis=(-2, -1))
+    if module == "out" and ndim >= 3:
+      return dims(reduction_axis=(-3, -2), output_axis=-1)
+    if ndim == 4:  # a 2-D convolution's kernel
+      return dims(reduction_axis=(0, 1, 2), output_axis=3)
+    return dims(reduction_axis=-2, output_axis=-1)
+  return jax.tree_util.tree_map_with_path(rule, params, is_leaf=boxed)
 
 
 def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
-  """An optax transformation from `c`: adam | adamw, with clipping.
+  """An optax transformation from `c`: adam | adamw | muon, with clipping.
 
-  Keys: `name`, `lr`, `b1`, `b2`, `weight_decay` (adamw; masked by
+  Keys: `name`, `lr`, `b1`, `b2`, `weight_decay` (adamw and muon; masked by
   `decay_mask`), `grad_clip_norm` (0 = off), `warmup_steps`, `lr_schedule`,
   `lr_end_factor`. Returns `(optimizer, schedule)`.
+
+  "muon": Muon (momentum 0.95, Nesterov, 5 Newton-Schulz steps) on every
+  weight matrix (`muon_dimensions`), its update scaled to an Adam update's
+  RMS (`MUON_RMS`) so that the AdamW learning rate and weight decay apply;
+  AdamW with `b1`, `b2` and no weight decay on the other parameters.
   """
   schedule = learning_rate_schedule(c, num_steps)
   name = c.get("name", "adam")
@@ -89,8 +136,14 @@ def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
   elif name == "adamw":
     tx = optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.get("eps", 1e-8),
                      weight_decay=c.weight_decay, mask=decay_mask)
+  elif name == "muon":
+    tx = optax.contrib.muon(
+        schedule, weight_decay=float(c.get("weight_decay", 0.0)),
+        eps=c.get("eps", 1e-8), adam_b1=c.b1, adam_b2=c.b2,
+        consistent_rms=MUON_RMS,
+        muon_weight_dimension_numbers=muon_dimensions)
   else:
-    raise ValueError(f"Unknown optimizer {name!r}; expected adam or adamw.")
+    raise ValueError(f"Unknown optimizer {name!r}; expected one of {OPTIMIZERS}.")
   clip = float(c.get("grad_clip_norm", 0.0))
   if clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(clip), tx)

@@ -153,6 +153,12 @@ def state_shardings(abstract_state: Any, mesh: Mesh,
   Returns:
     A tree of `NamedSharding` with the structure of the *unboxed* state.
   """
+  boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+  # A box around no array (an optimizer state's placeholder for a parameter
+  # that another transform updates, e.g. optax's MaskedNode) is its value.
+  abstract_state = jax.tree.map(
+      lambda x: x.unbox() if boxed(x) and not jax.tree.leaves(x.unbox())
+      else x, abstract_state, is_leaf=boxed)
   specs = nn.get_partition_spec(abstract_state)
   unboxed = nn.meta.unbox(abstract_state)
   fsdp = mesh.shape["fsdp"]
