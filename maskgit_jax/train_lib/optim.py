@@ -127,7 +127,8 @@ def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
   "muon": Muon (momentum 0.95, Nesterov, 5 Newton-Schulz steps) on every
   weight matrix (`muon_dimensions`), its update scaled to an Adam update's
   RMS (`MUON_RMS`) so that the AdamW learning rate and weight decay apply;
-  AdamW with `b1`, `b2` and no weight decay on the other parameters.
+  Adam with `b1`, `b2`, Nesterov momentum (optax's Muon) and no weight decay
+  on the other parameters.
   """
   schedule = learning_rate_schedule(c, num_steps)
   name = c.get("name", "adam")
@@ -143,7 +144,8 @@ def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
         consistent_rms=MUON_RMS,
         muon_weight_dimension_numbers=muon_dimensions)
   else:
-    raise ValueError(f"Unknown optimizer {name!r}; expected one of {OPTIMIZERS}.")
+    raise ValueError(f"Unknown optimizer {name!r}; expected one of "
+                     f"{OPTIMIZERS}.")
   clip = float(c.get("grad_clip_norm", 0.0))
   if clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(clip), tx)
