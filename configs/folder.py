@@ -118,7 +118,7 @@ def get_config():
   # steps here (the step 1.11x as long). On Twemoji (README "Train on your
   # own images", N=900): reconstruction FID 1.82x -> 1.57x the floor (PSNR
   # 24.58 -> 25.38 dB), samples 2.90x -> 2.67x, class accuracy 0.72 -> 0.78
-  # of real; 19 min 6 s of training on the Zen 2 EPYC (19 min 24 s before).
+  # of real; 19 min 6 s of training on the Zen 2 EPYC (19 min 23 s before).
   config.tokenizer_training.g_optimizer.name = "muon"
   # Then 500 decoder-only steps (4000 in all) reading noisy tokens, as the
   # demo's phase but without its GAN: each token swapped, with probability

@@ -38,19 +38,28 @@ def learning_rate_schedule(c: ml_collections.ConfigDict, num_steps: int):
       [optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
+def _boxed(x: Any) -> bool:
+  return isinstance(x, nn.meta.AxisMetadata)
+
+
+def _value(leaf: Any) -> Any:
+  return leaf.unbox() if _boxed(leaf) else leaf
+
+
+def _names(path) -> Tuple[str, ...]:
+  return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
 def decay_mask(params: Any) -> Any:
   """True for weights that get weight decay: kernels only.
 
   No decay on biases, norm scales/offsets, embeddings (word and position),
   codebooks or any 1-d parameter.
   """
-  boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
-
   def keep(path, leaf):
     names = _names(path)
-    value = leaf.unbox() if boxed(leaf) else leaf
-    return jnp.ndim(value) >= 2 and bool(names) and names[-1] == "kernel"
-  return jax.tree_util.tree_map_with_path(keep, params, is_leaf=boxed)
+    return jnp.ndim(_value(leaf)) >= 2 and bool(names) and names[-1] == "kernel"
+  return jax.tree_util.tree_map_with_path(keep, params, is_leaf=_boxed)
 
 
 def check_optimizer_config(c: ml_collections.ConfigDict,
@@ -84,8 +93,6 @@ MUON_RMS = 0.2
 _ATTENTION_IN = ("query", "key", "value")
 
 
-def _names(path) -> Tuple[str, ...]:
-  return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def muon_dimensions(params: Any) -> Any:
@@ -97,13 +104,11 @@ def muon_dimensions(params: Any) -> Any:
   or `[..., heads, head_dim, out]` (out), a convolution `[kh, kw, in, out]`.
   Everything else (embeddings, codebooks, biases, norms) is None: Adam.
   """
-  boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
   dims = optax.contrib.MuonDimensionNumbers
 
   def rule(path, leaf):
     names = _names(path)
-    value = leaf.unbox() if boxed(leaf) else leaf
-    ndim = jnp.ndim(value)
+    ndim = jnp.ndim(_value(leaf))
     if not names or names[-1] != "kernel" or ndim < 2:
       return None
     module = names[-2] if len(names) > 1 else ""
@@ -114,7 +119,7 @@ def muon_dimensions(params: Any) -> Any:
     if ndim == 4:  # a 2-D convolution's kernel
       return dims(reduction_axis=(0, 1, 2), output_axis=3)
     return dims(reduction_axis=-2, output_axis=-1)
-  return jax.tree_util.tree_map_with_path(rule, params, is_leaf=boxed)
+  return jax.tree_util.tree_map_with_path(rule, params, is_leaf=_boxed)
 
 
 def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
