@@ -10,8 +10,10 @@ import numpy as np
 import optax
 import pytest
 
+from maskgit_jax.train_lib import muon
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import sharding as sharding_lib
 import test_train
 
 DIMS = optax.contrib.MuonDimensionNumbers
@@ -77,6 +79,71 @@ def test_muon_update_is_an_orthogonal_matrix_at_adams_scale():
   want, _ = adam.update(grads["emb"], adam.init(params["emb"]), params["emb"])
   np.testing.assert_allclose(updates["emb"]["embedding"], want["embedding"],
                              rtol=1e-6)
+
+
+def _matrices():
+  """Weights of several shapes: some alike (stacked into one product),
+  one flipped (more inputs than outputs), one scanned, one convolution."""
+  key = jax.random.key(3)
+  shapes = {"a": (16, 24), "b": (16, 24), "c": (40, 8), "d": (3, 8, 12),
+            "conv": (3, 3, 4, 6), "e": (12, 20)}
+  params = {k: {"kernel": jax.random.normal(jax.random.fold_in(key, i), s)}
+            for i, (k, s) in enumerate(shapes.items())}
+  params["norm"] = {"scale": jnp.ones((6,))}
+  return params
+
+
+@pytest.mark.parametrize("devices", [1, 2, 8])
+def test_muon_split_between_devices_equals_optax(devices):
+  """Three updates of our Muon (the Newton-Schulz iterations dealt out to
+  the devices of a data-parallel mesh, same-shaped matrices stacked) equal
+  optax's `contrib.muon` to float32 rounding, with optax's state layout."""
+  params = _matrices()
+  grads = [jax.tree.map(lambda x, i=i: jax.random.normal(
+      jax.random.key(10 + i), x.shape), params) for i in range(3)]
+  kwargs = dict(weight_decay=0.01, adam_b1=0.9, adam_b2=0.99,
+                consistent_rms=optim.MUON_RMS)
+  ref = optax.contrib.muon(1e-2, muon_weight_dimension_numbers=(
+      optim.muon_dimensions), **kwargs)
+  ours = muon.muon(1e-2, dims_fn=optim.muon_dimensions, eps=1e-8, **kwargs)
+  assert (jax.tree.structure(ref.init(params)) ==
+          jax.tree.structure(ours.init(params)))
+  mesh = sharding_lib.make_mesh((devices, 1, 1), jax.devices()[:devices])
+
+  def steps(tx):
+    state, p, jaxpr = tx.init(params), params, None
+    update = jax.jit(tx.update)
+    with sharding_lib.mesh_context(mesh):
+      jaxpr = str(jax.make_jaxpr(tx.update)(grads[0], state, p))
+      for g in grads:
+        u, state = update(g, state, p)
+        p = optax.apply_updates(p, u)
+    return p, jaxpr
+
+  want, _ = steps(ref)
+  got, jaxpr = steps(ours)
+  # Split only where there are devices to split between.
+  assert ("all_gather" in jaxpr) == (devices > 1)
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_muon_deals_the_largest_matrices_first_to_the_least_loaded():
+  assert muon._deal([5, 4, 3, 3, 1], 2) == [[0, 3], [1, 2, 4]]
+  assert muon._deal([1, 1], 4) == [[0], [1], [], []]
+
+
+def test_newton_schulz_is_optax_iteration():
+  """The constants are optax's defaults, and our iterations on a normalised
+  matrix give optax's `scale_by_muon` update (whose first update is the
+  gradient normalised and orthogonalised)."""
+  x = jax.random.normal(jax.random.key(0), (12, 20))
+  tx = optax.contrib.scale_by_muon()
+  state = tx.init(x)
+  np.testing.assert_array_equal(state.ns_coeffs, np.float32(muon.NS_COEFFS))
+  want, _ = tx.update(x, state)
+  got = muon.newton_schulz((x / (jnp.linalg.norm(x) + 1e-8))[None])[0]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_optimizer_is_one_line():

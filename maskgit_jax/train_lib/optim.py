@@ -9,6 +9,7 @@ import ml_collections
 import optax
 
 from maskgit_jax.common import checks
+from maskgit_jax.train_lib import muon
 
 
 def learning_rate_schedule(c: ml_collections.ConfigDict, num_steps: int):
@@ -132,8 +133,9 @@ def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
   "muon": Muon (momentum 0.95, Nesterov, 5 Newton-Schulz steps) on every
   weight matrix (`muon_dimensions`), its update scaled to an Adam update's
   RMS (`MUON_RMS`) so that the AdamW learning rate and weight decay apply;
-  Adam with `b1`, `b2`, Nesterov momentum (optax's Muon) and no weight decay
-  on the other parameters.
+  Adam with `b1`, `b2`, Nesterov momentum and no weight decay on the other
+  parameters: optax's `contrib.muon`, with the Newton-Schulz iterations
+  dealt out to a data-parallel mesh's devices (`train_lib/muon.py`).
   """
   schedule = learning_rate_schedule(c, num_steps)
   name = c.get("name", "adam")
@@ -143,11 +145,10 @@ def make_optimizer(c: ml_collections.ConfigDict, num_steps: int):
     tx = optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.get("eps", 1e-8),
                      weight_decay=c.weight_decay, mask=decay_mask)
   elif name == "muon":
-    tx = optax.contrib.muon(
-        schedule, weight_decay=float(c.get("weight_decay", 0.0)),
-        eps=c.get("eps", 1e-8), adam_b1=c.b1, adam_b2=c.b2,
-        consistent_rms=MUON_RMS,
-        muon_weight_dimension_numbers=muon_dimensions)
+    tx = muon.muon(schedule, dims_fn=muon_dimensions,
+                   weight_decay=float(c.get("weight_decay", 0.0)),
+                   eps=c.get("eps", 1e-8), adam_b1=c.b1, adam_b2=c.b2,
+                   consistent_rms=MUON_RMS)
   else:
     raise ValueError(f"Unknown optimizer {name!r}; expected one of "
                      f"{OPTIMIZERS}.")
