@@ -460,7 +460,7 @@ def test_decoder_gan_phase_helper_appends_the_phase():
           t.discriminator.max_filters) == (0.01, 0.0, 0.5, 16)
   demo = test_train.load_config().tokenizer_training
   assert (demo.num_steps, demo.disc_start_step,
-          demo.decoder_finetune_steps) == (5500, 4500, 1000)
+          demo.decoder_finetune_steps) == (6000, 5000, 1000)
   t.num_steps = "2 epochs"
   with pytest.raises(ValueError, match="int num_steps, got '2 epochs'"):
     defaults.decoder_gan_phase(config, steps=15)
