@@ -88,7 +88,16 @@ def build(dataset: pipeline.Dataset, encode: EncodeFn, cache_dir: str, *,
   valid = np.ones((n,), bool)
   labels = np.zeros((n,), np.int32)
   ids = None
+
+  def collect(start, stop, codes):
+    nonlocal ids
+    codes = np.asarray(codes).reshape(2, batch_size, -1)
+    if ids is None:
+      ids = np.full((n, 2, codes.shape[-1]), -1, np.int32)
+    ids[start:stop] = codes[:, :stop - start].transpose(1, 0, 2)
+
   log(f'token cache: encoding {n} records x 2 views into {path}')
+  in_flight = None
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
     images = np.zeros((batch_size,) + tuple(shape), np.float32)
@@ -99,10 +108,14 @@ def build(dataset: pipeline.Dataset, encode: EncodeFn, cache_dir: str, *,
       except Exception:  # pylint: disable=broad-except
         valid[record] = False  # The image pipeline skips it too.
     both = np.concatenate([images, images[:, :, ::-1]])
-    codes = np.asarray(encode(both)).reshape(2, batch_size, -1)
-    if ids is None:
-      ids = np.full((n, 2, codes.shape[-1]), -1, np.int32)
-    ids[start:stop] = codes[:, :stop - start].transpose(1, 0, 2)
+    # Dispatched, not waited for: JAX runs it while the loop reads and
+    # preprocesses the next batch's records; its ids are collected then.
+    codes = encode(both)
+    if in_flight is not None:
+      collect(*in_flight)
+    in_flight = (start, stop, codes)
+  if in_flight is not None:
+    collect(*in_flight)
   ids[~valid] = -1
   files.atomic_write(path, lambda p: np.savez(p, ids=ids, valid=valid,
                                               labels=labels))
