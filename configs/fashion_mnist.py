@@ -92,30 +92,8 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
 
 
 def get_config():
-  config = recipe(reconstruction_steps=5000, decoder_steps=1000,
-                  transformer_steps=2500, transformer_dtype="auto")
-  # Stage 1's reconstruction steps by Muon (its weight matrices: the
-  # convolution kernels; Adam for the codebook, biases and norms; the
-  # update scaled to Adam's RMS, so the same learning rate;
-  # train_lib/optim.py): it reaches Adam's 6,000-step reconstruction loss in
-  # about 3,400 steps, each about 1.2x as long. Measured at equal stage-1
-  # wall time (README "Measured", "Muon for stage 1"): 5,000 Muon steps
-  # against 6,000 Adam steps, reconstruction FID 1.29x -> 1.22x the floor,
-  # samples 1.69x -> 1.60x. 4,500 steps until the Newton-Schulz iterations
-  # were split between the two cores (train_lib/muon.py: the step 0.91x as
-  # long), 5,000 since, in the same 15 minutes.
-  config.tokenizer_training.g_optimizer.name = "muon"
-  # The encoder's residual blocks with 3x3 kernels at 28x28 and 14x14 only,
-  # 1x1 at 7x7 and in the middle blocks (the release's encoder: 3x3 at every
-  # level; configs/fashion_mnist_long.py, the shipped model's recipe, keeps
-  # it). Measured on this recipe at N=1000 (README "Measured"): seed 42
-  # reconstruction FID 1.36x -> 1.29x, samples 1.74x -> 1.69x; seed 43
-  # 1.41x -> 1.38x, 1.74x -> 1.73x; class accuracy 1.07 / 1.06 of real;
-  # stage 1 34 s shorter (0.32M tokenizer parameters, not 0.44M).
-  # A demo run recorded before (2026-12-07) resumes with
-  # --config.tokenizer.encoder_spatial_levels=None.
-  config.tokenizer.encoder_spatial_levels = 2
-  return config
+  return recipe(reconstruction_steps=5000, decoder_steps=1000,
+                transformer_steps=2500, transformer_dtype="auto")
 
 
 def recipe(*, reconstruction_steps: int, decoder_steps: int,
@@ -155,10 +133,31 @@ def recipe(*, reconstruction_steps: int, decoder_steps: int,
   if transformer_dtype is not None:
     config.transformer.dtype = transformer_dtype
 
+  # The encoder's residual blocks with 3x3 kernels at 28x28 and 14x14 only,
+  # 1x1 at 7x7 and in the middle blocks (the release's encoder: 3x3 at every
+  # level). Measured on this recipe at N=1000 (README "Measured"): seed 42
+  # reconstruction FID 1.36x -> 1.29x, samples 1.74x -> 1.69x; seed 43
+  # 1.41x -> 1.38x, 1.74x -> 1.73x; class accuracy 1.07 / 1.06 of real;
+  # stage 1 34 s shorter (0.32M tokenizer parameters, not 0.44M).
+  # A demo run recorded before (2026-12-07) resumes with
+  # --config.tokenizer.encoder_spatial_levels=None.
+  config.tokenizer.encoder_spatial_levels = 2
+
   # Measured in the README's "Measured" (see the docstring).
   defaults.cpu_recipe(config, tokenizer_steps=reconstruction_steps,
                       tokenizer_batch_size=16,
                       transformer_steps=transformer_steps, save_every=1000)
+  # Stage 1's reconstruction steps by Muon (its weight matrices: the
+  # convolution kernels; Adam for the codebook, biases and norms; the
+  # update scaled to Adam's RMS, so the same learning rate;
+  # train_lib/optim.py): it reaches Adam's 6,000-step reconstruction loss in
+  # about 3,400 steps, each about 1.2x as long. Measured at equal stage-1
+  # wall time (README "Measured", "Muon for stage 1"): 5,000 Muon steps
+  # against 6,000 Adam steps, reconstruction FID 1.29x -> 1.22x the floor,
+  # samples 1.69x -> 1.60x. 4,500 steps until the Newton-Schulz iterations
+  # were split between the two cores (train_lib/muon.py: the step 0.91x as
+  # long), 5,000 since, in the same 15 minutes.
+  config.tokenizer_training.g_optimizer.name = "muon"
   # Then steps that train the decoder alone against a small discriminator
   # (the tokens are those of the last reconstruction step): the GAN
   # sharpens what the decoder draws without changing what stage 2 learns
