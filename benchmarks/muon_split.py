@@ -14,7 +14,6 @@ core), as the trainer runs them, timed interleaved round by round
 (`timing.interleaved_times`); the figure is the median of the per-round
 ratios of step times (split / optax).
 """
-import argparse
 import json
 import pathlib
 import sys

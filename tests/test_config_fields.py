@@ -90,11 +90,15 @@ def test_encoder_spatial_levels_from_the_command_line():
   config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=1")
   assert factory.tokenizer_from_config(config).encoder_spatial_levels == 1
   # The demo's encoder: 3x3 kernels at 28x28 and 14x14; the shipped model's
-  # recipe keeps the release's encoder.
+  # recipe has it too since 2026-12-07, and a long run recorded before, with
+  # the release's encoder, resumes with None.
   assert factory.tokenizer_from_config(
       parse("fashion_mnist")).encoder_spatial_levels == 2
   assert factory.tokenizer_from_config(
-      parse("fashion_mnist_long")).encoder_spatial_levels is None
+      parse("fashion_mnist_long")).encoder_spatial_levels == 2
+  assert factory.tokenizer_from_config(parse(
+      "fashion_mnist_long", "--config.tokenizer.encoder_spatial_levels=None"
+  )).encoder_spatial_levels is None
   config = parse("fashion_mnist", "--config.tokenizer.encoder_spatial_levels=-1")
   with pytest.raises(ValueError, match=r"encoder_spatial_levels=-1 must be an int"):
     factory.tokenizer_from_config(config)
