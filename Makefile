@@ -55,7 +55,7 @@ test: setup $(VENV)/.installed-test
 	  -n $(TEST_WORKERS) --dist=loadfile --durations=30 tests
 
 # Regenerates checkpoints/fashion_mnist (the shipped model): the demo's recipe
-# at its longer length (configs/fashion_mnist_long.py, about 24 minutes on 2
+# at its longer length (configs/fashion_mnist_long.py, about 27 minutes on 2
 # cores), exported, then evaluated at N=1000 (checkpoints/fashion_mnist/
 # eval.json; real features cached in the run's folder, not in the repository).
 CKPT_RUN ?= runs/fashion_mnist_checkpoint
