@@ -94,8 +94,6 @@ MUON_RMS = 0.2
 _ATTENTION_IN = ("query", "key", "value")
 
 
-
-
 def muon_dimensions(params: Any) -> Any:
   """For Muon: which axes of each weight matrix are its input and output.
 
@@ -105,7 +103,7 @@ def muon_dimensions(params: Any) -> Any:
   or `[..., heads, head_dim, out]` (out), a convolution `[kh, kw, in, out]`.
   Everything else (embeddings, codebooks, biases, norms) is None: Adam.
   """
-  dims = optax.contrib.MuonDimensionNumbers
+  dims = muon.DIMS
 
   def rule(path, leaf):
     names = _names(path)
