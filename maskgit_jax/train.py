@@ -17,6 +17,7 @@ from maskgit_jax.common import cpu_devices
 from maskgit_jax.common import multihost
 from maskgit_jax.evaluation import evaluators
 from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import time_budget
 from maskgit_jax.train_lib import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
@@ -36,7 +37,8 @@ def main(argv):
     multihost.initialize_from_flags()
     try:
       run.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                             hooks=evaluators.make_hooks)
+                             hooks=evaluators.make_hooks,
+                             started=time_budget.process_start_time())
     except trainer.Preempted as e:
       print(f"stopped: {e}; run the same command to resume.")
     # Process 0 may still write the sample grid or evaluate.

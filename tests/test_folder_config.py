@@ -193,6 +193,7 @@ def test_a_refused_folder_resume_offers_the_overrides(tmp_path):
   import test_config_fields  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / "run"
   old = folder_config(COLOUR)
+  old.time_budget_s = None  # recorded before the budget
   t = old.tokenizer_training
   t.num_steps, t.decoder_finetune_steps = 4000, None
   t.decoder_token_noise = t.decoder_token_noise_neighbours = None
@@ -292,6 +293,7 @@ def test_model_sizes_build_and_run(image_size):
 def tiny_folder_config(path):
   """configs/folder.py with test sizes: 16x16 images, tiny models, 1 step."""
   config = folder_config(path, image_size=16)
+  config.time_budget_s = None  # the steps below, not a budget's
   t = config.tokenizer
   t.filters, t.channel_multipliers, t.num_res_blocks = 8, (1, 2), 1
   t.embedding_dim, t.codebook_size, t.num_groups = 8, 16, 4

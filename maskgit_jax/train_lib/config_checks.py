@@ -25,6 +25,7 @@ from maskgit_jax.train_lib import auto_config
 from maskgit_jax.train_lib import feature_net_task
 from maskgit_jax.train_lib import optim
 from maskgit_jax.train_lib import periodic
+from maskgit_jax.train_lib import time_budget
 from maskgit_jax.train_lib import token_noise
 from maskgit_jax.train_lib import tokenizer_task
 
@@ -49,6 +50,7 @@ def check_stages(stages) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises one ValueError naming the first bad key and its value."""
   check_stages(config.stages)
+  time_budget.check(config)
   # Fields a folder's config leaves to `auto_config.resolve` are checked
   # once resolved (the run calls this after it).
   if not auto_config.is_auto(config.num_classes):

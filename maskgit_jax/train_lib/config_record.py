@@ -44,7 +44,9 @@ FREE_KEYS = frozenset((
     # recorded before `tokenizer.group_norm` existed resumes with the
     # demo's "matmul"; the precision of the products, whose parameters are
     # float32 either way, may change with the machine: "auto").
-    "remat", "group_norm", "dtype"))
+    "remat", "group_norm", "dtype",
+    # A new run plans its lengths from it once; a resume keeps them.
+    "time_budget_s"))
 # Sections whose keys may all change.
 FREE_SECTIONS = ("sampling", "evaluation", "quality_targets", "mesh",
                  "cpu_devices", "logical_axis_rules")
@@ -193,6 +195,14 @@ def record(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() == 0:
     files.write_text(path, text)
   return path
+
+
+def rewrite(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Replaces WORKDIR/config.json with `config` before anything it changes
+  has trained (a new run's planned lengths: time_budget.py)."""
+  if jax.process_index() == 0:
+    files.write_text(os.path.join(workdir, CONFIG_FILE),
+                     files.config_to_json(config))
 
 
 def discard_if_untrained(workdir: str, stages, log: Callable[[str], Any] = print

@@ -76,6 +76,10 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.logical_axis_rules = tuple(
       (name, axes) for name, axes in sharding.DEFAULT_RULES)
   config.tokenizer_checkpoint = ""  # stage 2 from a released tokenizer file
+  # Seconds from the process's start that a new run's lengths are scaled to
+  # fit on the machine it runs on (train_lib/time_budget.py); None: the
+  # step counts as given.
+  config.time_budget_s = placeholder(float)
   config.data = data_lib.get_config()
   # Evaluators in the training loop (maskgit_jax.evaluation.evaluators):
   # "reconstruction" (stage 1) and "generation" (stage 2) run at the end of

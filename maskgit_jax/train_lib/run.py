@@ -15,6 +15,7 @@ is complete, so re-running the same command continues an interrupted run.
 """
 
 import os
+import time
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -35,6 +36,7 @@ from maskgit_jax.train_lib import feature_net_task
 from maskgit_jax.train_lib import periodic
 from maskgit_jax.train_lib import run_lock
 from maskgit_jax.train_lib import sharding as sharding_lib
+from maskgit_jax.train_lib import time_budget
 from maskgit_jax.train_lib import tokenizer_task
 from maskgit_jax.train_lib import trainer
 from maskgit_jax.train_lib import transformer_task
@@ -99,7 +101,8 @@ def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       devices=None, hooks: Optional[HookFactory] = None):
+                       devices=None, hooks: Optional[HookFactory] = None,
+                       started: Optional[float] = None):
   """Trains the configured stages in order, then writes `samples.png`.
 
   Args:
@@ -114,13 +117,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       (what `python -m maskgit_jax.train` passes): evaluators run in the
       loop, every `every` and at the end of each stage. train_lib never
       imports the evaluation package.
+    started: when `config.time_budget_s` counts from (time.time(); default:
+      now). `python -m maskgit_jax.train` passes its process's start.
 
   Returns a dict with the final variables of each trained stage and the path
   of the sample grid. Raises `trainer.Preempted` after saving when SIGTERM
   arrives (at any point of the run: it is acted on at the next step).
   """
   with trainer.SigtermFlag() as sigterm:
-    return _train_and_evaluate(config, workdir, devices, sigterm, hooks)
+    return _train_and_evaluate(config, workdir, devices, sigterm, hooks,
+                               time.time() if started is None else started)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str,
@@ -156,7 +162,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
   return config, rules, tokenizer, transformer
 
 
-def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
+def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks,
+                        started):
   log = lambda m: print(m, flush=True) if jax.process_index() == 0 else None  # noqa: E731
   given = config  # its field types: the overrides a refused resume offers
   config, rules, tokenizer, transformer = prepare(config, workdir, make_hooks,
@@ -170,7 +177,8 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
   try:
     with run_lock.hold(workdir, jax.process_index()):
       return _record_and_train(config, workdir, devices, sigterm, make_hooks,
-                               tokenizer, transformer, rules, log, given)
+                               tokenizer, transformer, rules, log, given,
+                               started)
   except BaseException:
     # A folder this run made and left empty (a failure before anything was
     # saved) goes with the record.
@@ -181,13 +189,20 @@ def _train_and_evaluate(config, workdir, devices, sigterm, make_hooks):
 
 
 def _record_and_train(config, workdir, devices, sigterm, make_hooks,
-                      tokenizer, transformer, rules, log, given):
+                      tokenizer, transformer, rules, log, given, started):
   new_record = not os.path.isfile(os.path.join(workdir,
                                                config_record.CONFIG_FILE))
+  budget = None
+  if new_record and config.get("time_budget_s") is not None:
+    # This process plans the run's lengths (time_budget.py).
+    budget = time_budget.Budget(config.time_budget_s, started,
+                                config.transformer_training.num_steps)
+  elif not new_record:  # lengths planned when the run started stay
+    config = time_budget.adopt_recorded(config, workdir)
   config_record.record(config, workdir, log=log, flag_types=given)
   try:
     return _train_stages(config, workdir, devices, sigterm, make_hooks,
-                         tokenizer, transformer, rules, log)
+                         tokenizer, transformer, rules, log, budget)
   except BaseException:
     # A failure before anything was saved (a data error found when the data
     # is first read, a value that fails at compile time) leaves no record
@@ -198,7 +213,7 @@ def _record_and_train(config, workdir, devices, sigterm, make_hooks,
 
 
 def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
-                  transformer, rules, log):
+                  transformer, rules, log, budget=None):
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   log(f"mesh {dict(mesh.shape)} over {mesh.devices.size} "
       f"{mesh.devices.flat[0].platform} device(s)")
@@ -223,6 +238,18 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
         section, dataset, stage_dir, config.seed, log=log)
     task = tokenizer_task.make_task(section, tokenizer, config.image_size,
                                     note=log, perceptual=perceptual)
+    if budget is not None:  # this machine's lengths, before stage 1 trains
+      records = (datasets["transformer"].num_examples
+                 if "transformer" in datasets else 0)
+      config = time_budget.plan_lengths(
+          config, budget, task, dataset.image_shape, records, mesh, rules,
+          _stage_rng(config, "tokenizer"), workdir, log)
+      section = resolve_durations(config.tokenizer_training,
+                                  dataset.steps_per_epoch,
+                                  "tokenizer_training")
+      task = tokenizer_task.make_task(section, tokenizer, config.image_size,
+                                      note=lambda _: None,
+                                      perceptual=perceptual)
     hooks = _hooks(make_hooks, config, workdir, "tokenizer", section,
                    dataset.steps_per_epoch, log)
     state = _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
@@ -245,6 +272,16 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
     batches = None
     if section.get("token_cache", False):
       batches = _token_batches(dataset, tokenizer, tok_vars, workdir, log)
+    if budget is not None:  # stage 2's length for the time left
+      config = time_budget.plan_stage2(
+          config, budget, task, dataset.image_shape, batches, mesh, rules,
+          _stage_rng(config, "transformer"), workdir, log)
+      section = resolve_durations(config.transformer_training,
+                                  dataset.steps_per_epoch,
+                                  "transformer_training")
+      task = transformer_task.make_task(section, tokenizer, tok_vars,
+                                        transformer, config.num_classes,
+                                        class_names)
     hooks = _hooks(make_hooks, config, workdir, "transformer", section,
                    dataset.steps_per_epoch, log, tokenizer_variables=tok_vars)
     state = _run_stage(task, config, section,

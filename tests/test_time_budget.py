@@ -1,0 +1,137 @@
+"""`config.time_budget_s`: a new run's lengths scaled to fit the budget."""
+import json
+
+import jax
+import pytest
+import test_train
+
+from maskgit_jax.train_lib import config_checks
+from maskgit_jax.train_lib import config_record
+from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import time_budget as tb
+
+
+def test_plan_factor_known_answers():
+  # Stage 1 alone: (left - compile) / (steps x step time).
+  assert tb.plan_factor(seconds_left=110, compile_s=10, step_s=0.1,
+                        recon=1000, decoder=0, stage2=0,
+                        records=0) == pytest.approx(1.0)
+  # The demo's shape: decoder phase, stage 2 and its token cache.
+  left, c, s = 800.0, 30.0, 0.075
+  fixed = (c * (1 + tb.DECODER_COMPILE + tb.STAGE2_COMPILES) +
+           (60000 * tb.CACHE_PER_RECORD + tb.MEASURE_STEPS["transformer"]) *
+           s)
+  expected = (left - fixed) / ((5000 + 1000 + tb.STAGE2_STEP * 2500) * s)
+  got = tb.plan_factor(seconds_left=left, compile_s=c, step_s=s, recon=5000,
+                       decoder=1000, stage2=2500, records=60000)
+  assert got == pytest.approx(expected) and 0.5 < got < 0.7
+  # Clipped at both ends.
+  assert tb.plan_factor(seconds_left=1e6, compile_s=1, step_s=0.01,
+                        recon=10, decoder=0, stage2=0,
+                        records=0) == tb.MAX_FACTOR
+  assert tb.plan_factor(seconds_left=5, compile_s=10, step_s=0.1,
+                        recon=1000, decoder=0, stage2=0,
+                        records=0) == tb.MIN_FACTOR
+
+
+def test_stage2_steps_known_answers():
+  # (left - compile x (1 + grid)) / (step x in-loop), multiples of ROUND.
+  left = 100 * 0.2 * tb.IN_LOOP + 10 * (1 + tb.GRID_COMPILES)
+  assert tb.stage2_steps(seconds_left=left, compile_s=10, step_s=0.2,
+                         nominal=100) == 100
+  assert tb.stage2_steps(seconds_left=1e6, compile_s=10, step_s=0.2,
+                         nominal=100) == 300
+  assert tb.stage2_steps(seconds_left=0, compile_s=10, step_s=0.2,
+                         nominal=1000) == 200
+
+
+def test_scale_lengths_moves_the_phase_boundaries():
+  config = test_train.load_config()  # 5000 + 1000 decoder-only, 2500
+  t = config.tokenizer_training
+  assert (t.num_steps, t.disc_start_step, t.decoder_finetune_steps) == (
+      6000, 5000, 1000)
+  scaled = tb.scale_lengths(config, 0.66)
+  s = scaled.tokenizer_training
+  assert (s.num_steps, s.disc_start_step, s.decoder_finetune_steps) == (
+      3960, 3300, 660)
+  assert scaled.transformer_training.num_steps == 1650
+  assert tb.describe(scaled) == ("stage 1 3300 + 660 decoder-only steps, "
+                                 "stage 2 1650 steps")
+  assert config.tokenizer_training.num_steps == 6000  # a copy
+  # Without a decoder phase: a GAN start inside stage 1 scales with it.
+  t.decoder_finetune_steps, t.disc_start_step = 0, 2000
+  s = tb.scale_lengths(config, 0.5).tokenizer_training
+  assert (s.num_steps, s.disc_start_step, s.decoder_finetune_steps) == (
+      3000, 1000, 0)
+
+
+@pytest.mark.parametrize("value,message", [
+    (-5, r"config.time_budget_s=-5(\.0)? must be"),
+    (0, r"config.time_budget_s=0(\.0)? must be"),
+    (float("nan"), r"config.time_budget_s=nan must be"),
+    (float("inf"), r"config.time_budget_s=inf must be"),
+])
+def test_bad_budgets_are_refused_in_one_line(value, message):
+  config = test_train.load_config()
+  config.time_budget_s = value
+  with pytest.raises(ValueError, match=message):
+    config_checks.check_config(config)
+
+
+def test_a_budget_needs_step_counts():
+  config = test_train.load_config()
+  config.time_budget_s = 600
+  config.transformer_training.num_steps = "2 epochs"
+  with pytest.raises(ValueError, match=r"config.time_budget_s=600 scales "
+                     r"step counts, but transformer_training.num_steps="
+                     r"'2 epochs' is not one"):
+    config_checks.check_config(config)
+
+
+def test_adopt_recorded_only_planned_lengths(tmp_path):
+  config = test_train.load_config()
+  planned = tb.scale_lengths(config, 0.5)
+  planned.time_budget_s = 800
+  config_record.rewrite(planned, str(tmp_path))
+  config.time_budget_s = None  # a plain command resuming the planned run
+  adopted = tb.adopt_recorded(config, str(tmp_path))
+  assert adopted.tokenizer_training.num_steps == 3000
+  assert adopted.tokenizer_training.disc_start_step == 2500
+  assert adopted.transformer_training.num_steps == 1250
+  planned.time_budget_s = None  # a record without a budget: not adopted
+  config_record.rewrite(planned, str(tmp_path))
+  assert tb.adopt_recorded(config, str(tmp_path)).tokenizer_training \
+      .num_steps == 6000
+
+
+def test_a_budgeted_run_plans_records_and_resumes_unchanged(tmp_path,
+                                                           capsys):
+  """A budget far beyond the steps: both stages get MAX_FACTOR times their
+  10 steps, which config.json records and the checkpoints reach; running
+  again plans nothing and trains nothing."""
+  config = test_train.tiny_config(steps=10)
+  config.tokenizer_training.checkpoint_every = 10
+  config.transformer_training.checkpoint_every = 10
+  config.tokenizer_training.log_every = 10
+  config.transformer_training.log_every = 10
+  config.time_budget_s = 1e5
+  devices = jax.devices()[:1]
+  run.train_and_evaluate(config, str(tmp_path), devices=devices)
+  out = capsys.readouterr().out
+  assert out.count("time budget (config.time_budget_s=100000):") == 2, out
+  assert "-> 3.00x the config's lengths: stage 1 30 steps, stage 2 30" in out
+  assert "-> stage 2 30 steps (planned before: 30)" in out
+  record = json.loads((tmp_path / "config.json").read_text())
+  assert record["tokenizer_training"]["num_steps"] == 30
+  assert record["transformer_training"]["num_steps"] == 30
+  assert record["time_budget_s"] == 1e5
+  for stage in ("tokenizer", "transformer"):
+    steps = sorted(int(p.name) for p in
+                   (tmp_path / stage / "checkpoints").iterdir())
+    assert steps[-1] == 30, (stage, steps)
+  # Resumed with the same command: the recorded lengths, nothing planned.
+  run.train_and_evaluate(config, str(tmp_path), devices=devices)
+  out = capsys.readouterr().out
+  assert "time budget" not in out and "already trained (30 steps)" in out
+  assert not (tmp_path / config_record.CHANGES_FILE).exists()
+  assert json.loads((tmp_path / "config.json").read_text()) == record
