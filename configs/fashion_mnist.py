@@ -2,7 +2,14 @@
 
 Launch (what `make demo` runs):
   python -m maskgit_jax.train --config=configs/fashion_mnist.py \
-      --workdir=runs/fashion_mnist
+      --workdir=runs/fashion_mnist --config.time_budget_s=SECONDS
+
+`make demo` gives SECONDS = what is left of 870 s from make's start (its
+set-up included): a new run scales the step counts below to what fits in
+them on the machine it runs on (train_lib/time_budget.py, README
+"Training"); without the flag it trains them as given (14 min 36 s on a
+2-core Zen 2 AMD EPYC with set-up, 19 min 51 s on a slower 2-core Zen 3
+one, where `make demo` trains 0.56x of them).
 
 Trains the tokenizer (stage 1), then the transformer on its tokens (stage 2),
 into one workdir, and ends by writing WORKDIR/samples.png: one labelled row of

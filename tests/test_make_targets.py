@@ -42,8 +42,8 @@ def test_demo_sets_up_without_the_test_extras_and_test_with_them(tmp_path):
   assert f"{venv}/bin/python -m pip install -q -e .\n" in demo, demo
   assert "[test]" not in demo
   assert "maskgit_jax.train --config=configs/fashion_mnist.py" in demo
-  # Its training fits what is left of 880 s from make's start.
-  assert "--config.time_budget_s=$(( 880 - $(date +%s) + " in demo, demo
+  # Its training fits what is left of 870 s from make's start.
+  assert "--config.time_budget_s=$(( 870 - $(date +%s) + " in demo, demo
   test = _plan("test", f"VENV={venv}")
   assert f"{venv}/bin/python -m pip install -q -e \".[test]\"" in test, test
   assert test.index("install -q -e .\n") < test.index("[test]")

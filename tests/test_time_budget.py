@@ -135,3 +135,31 @@ def test_a_budgeted_run_plans_records_and_resumes_unchanged(tmp_path,
   assert "time budget" not in out and "already trained (30 steps)" in out
   assert not (tmp_path / config_record.CHANGES_FILE).exists()
   assert json.loads((tmp_path / "config.json").read_text()) == record
+
+
+def test_a_stage_past_its_deadline_stops_saved_and_resumes(tmp_path,
+                                                          capsys):
+  """`stop_by` in the past: the stage stops at its first deadline check
+  (step 10), saved; the same call then trains the remaining steps."""
+  config = test_train.tiny_config(stages=("tokenizer",), steps=30)
+  config.tokenizer_training.checkpoint_every = 100
+  config.tokenizer_training.log_every = 100
+  devices = jax.devices()[:1]
+  original = run._run_stage  # pylint: disable=protected-access
+
+  def late(*args, **kwargs):
+    kwargs["stop_by"] = 0.0  # long past
+    return original(*args, **kwargs)
+
+  run._run_stage = late  # pylint: disable=protected-access
+  try:
+    run.train_and_evaluate(config, str(tmp_path), devices=devices)
+  finally:
+    run._run_stage = original  # pylint: disable=protected-access
+  out = capsys.readouterr().out
+  assert "time budget: stopped at step 10 of 30 (saved)" in out, out
+  checkpoints = tmp_path / "tokenizer" / "checkpoints"
+  assert sorted(int(p.name) for p in checkpoints.iterdir()) == [10]
+  run.train_and_evaluate(config, str(tmp_path), devices=devices)
+  assert "resumed from step 10" in capsys.readouterr().out
+  assert sorted(int(p.name) for p in checkpoints.iterdir()) == [10, 30]

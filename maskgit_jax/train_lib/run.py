@@ -87,7 +87,7 @@ def _hooks(make_hooks, config, workdir, stage, section, steps_per_epoch, log,
 
 
 def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
-               sigterm, batches=None, hooks=()):
+               sigterm, batches=None, hooks=(), stop_by=None):
   batches = dataset.iterator() if batches is None else batches
   data_sharding = data_lib.make_data_sharding(mesh, sharding_lib.BATCH_AXES)
   try:
@@ -95,7 +95,7 @@ def _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
         task, mesh=mesh, rules=rules, workdir=stage_dir, batches=batches,
         to_global=lambda b: data_lib.to_global_array(b, data_sharding),
         config=section, rng=_stage_rng(config, task.name), sigterm=sigterm,
-        hooks=hooks)
+        hooks=hooks, stop_by=stop_by)
   finally:
     batches.close()
 
@@ -252,8 +252,10 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
                                       perceptual=perceptual)
     hooks = _hooks(make_hooks, config, workdir, "tokenizer", section,
                    dataset.steps_per_epoch, log)
+    last = "transformer" not in config.stages
     state = _run_stage(task, config, section, stage_dir, dataset, mesh, rules,
-                       sigterm, hooks=hooks)
+                       sigterm, hooks=hooks,
+                       stop_by=budget.deadline if budget and last else None)
     params = state.ema_params if state.ema_params is not None else state.params
     tok_vars = {"params": multihost.to_host(params)}
     out["tokenizer"] = tok_vars
@@ -272,8 +274,9 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
     batches = None
     if section.get("token_cache", False):
       batches = _token_batches(dataset, tokenizer, tok_vars, workdir, log)
+    stop_by = None
     if budget is not None:  # stage 2's length for the time left
-      config = time_budget.plan_stage2(
+      config, stop_by = time_budget.plan_stage2(
           config, budget, task, dataset.image_shape, batches, mesh, rules,
           _stage_rng(config, "transformer"), workdir, log)
       section = resolve_durations(config.transformer_training,
@@ -286,7 +289,8 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
                    dataset.steps_per_epoch, log, tokenizer_variables=tok_vars)
     state = _run_stage(task, config, section,
                        os.path.join(workdir, "transformer"), dataset, mesh,
-                       rules, sigterm, batches=batches, hooks=hooks)
+                       rules, sigterm, batches=batches, hooks=hooks,
+                       stop_by=stop_by)
     params = state.ema_params if state.ema_params is not None else state.params
     out["transformer"] = {"params": multihost.to_host(params)}
     sampler = sampling.MaskGitSampler(tokenizer, tok_vars, transformer,

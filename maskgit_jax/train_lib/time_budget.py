@@ -293,7 +293,9 @@ def plan_stage2(config, budget: Budget, task, image_shape, batches, mesh,
                 rules, rng, workdir: str, log):
   """When stage 2 starts: its step timed (on the token cache's first batch,
   no iterator moved, or random images), its length set from the time left
-  and recorded in config.json."""
+  and recorded in config.json. Returns (config, stop_by): the time after
+  which stage 2 stops where it is, should the machine slow down (the final
+  grid's time kept back)."""
   section = config.transformer_training
   local = section.batch_size // jax.process_count()
   if batches is not None:
@@ -310,7 +312,7 @@ def plan_stage2(config, budget: Budget, task, image_shape, batches, mesh,
       f"{left:.0f} s left -> stage 2 {steps} steps (planned before: "
       f"{section.num_steps})"), log)
   config_record.rewrite(planned, workdir)
-  return planned
+  return planned, budget.deadline - GRID_COMPILES * compile_s
 
 
 def describe(config: ml_collections.ConfigDict) -> str:

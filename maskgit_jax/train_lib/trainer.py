@@ -13,6 +13,7 @@ import dataclasses
 import os
 import signal
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 from clu import parameter_overview
@@ -197,7 +198,8 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
              to_global: Callable[[Dict[str, np.ndarray]], Dict[str, jax.Array]],
              config: ml_collections.ConfigDict, rng: jax.Array,
              sigterm: Optional[SigtermFlag] = None,
-             hooks: Sequence[Hook] = ()) -> TrainState:
+             hooks: Sequence[Hook] = (),
+             stop_by: Optional[float] = None) -> TrainState:
   """Trains `task` to `task.num_steps`, resuming from `workdir/checkpoints`.
 
   Args:
@@ -213,6 +215,9 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
     hooks: run every `hook.every` steps and at the last step (after that
       step's checkpoint); a stage found complete runs its last-step hooks
       (an evaluator that already reported that step returns at once).
+    stop_by: a time.time() after which the stage stops at the step it has
+      reached, saved, as if that were its last (a run's wall-clock budget,
+      train_lib/time_budget.py; running again trains the rest).
 
   Returns:
     The final state. Raises `Preempted` after saving if SIGTERM arrived, and
@@ -277,8 +282,15 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
                                       *phase_args(step))
         step += 1
         pending.append((step, metrics))
-        save_now = periodic.is_time(step, ckpt_every, task.num_steps)
-        log_now = periodic.is_time(step, log_every, task.num_steps)
+        out_of_time = False
+        if stop_by is not None and step < task.num_steps and step % 10 == 0:
+          # Dispatch runs ahead of the device: the time of a finished step.
+          jax.block_until_ready(metrics)
+          out_of_time = time.time() >= stop_by
+        save_now = (periodic.is_time(step, ckpt_every, task.num_steps) or
+                    out_of_time)
+        log_now = (periodic.is_time(step, log_every, task.num_steps) or
+                   out_of_time)
         if multi:
           stop = (multihost.any_process(sigterm.raised)
                   if log_now or save_now else False)
@@ -304,6 +316,11 @@ def run_task(task: Task, *, mesh, rules, workdir: str, batches: Iterator,
           ckpt.wait()
           logger.note(f"SIGTERM: saved step {step}, exiting.")
           raise Preempted(f"preempted at step {step}")
+        if out_of_time:
+          logger.note(f"time budget: stopped at step {step} of "
+                      f"{task.num_steps} (saved); the same command trains "
+                      "the rest.")
+          break
     finally:
       if own_flag:
         flag_ctx.__exit__(None, None, None)
