@@ -281,12 +281,10 @@ def plan_lengths(config, budget: Budget, task, image_shape, records: int,
                        step_s=step_s, recon=recon, decoder=decoder,
                        stage2=stage2, records=records)
   planned = scale_lengths(config, factor)
-  note(config, (
+  return _recorded(planned, workdir, log, (
       f"stage-1 step {1e3 * step_s:.1f} ms, first compile {compile_s:.1f} s; "
       f"{left:.0f} s left -> {factor:.2f}x the config's lengths: "
-      f"{describe(planned)} (config: {describe(config)})"), log)
-  config_record.rewrite(planned, workdir)
-  return planned
+      f"{describe(planned)} (config: {describe(config)})"))
 
 
 def plan_stage2(config, budget: Budget, task, image_shape, batches, mesh,
@@ -306,13 +304,18 @@ def plan_stage2(config, budget: Budget, task, image_shape, batches, mesh,
   left = budget.left()
   steps = stage2_steps(seconds_left=left, compile_s=compile_s,
                        step_s=step_s, nominal=budget.stage2_steps)
-  planned = set_stage2(config, steps)
-  note(config, (
+  planned = _recorded(set_stage2(config, steps), workdir, log, (
       f"stage-2 step {1e3 * step_s:.1f} ms, compile {compile_s:.1f} s; "
       f"{left:.0f} s left -> stage 2 {steps} steps (planned before: "
-      f"{section.num_steps})"), log)
-  config_record.rewrite(planned, workdir)
+      f"{section.num_steps})"))
   return planned, budget.deadline - GRID_COMPILES * compile_s
+
+
+def _recorded(planned, workdir: str, log, what: str):
+  """A plan logged and written to config.json before what it sets trains."""
+  log(f"time budget ({KEY}={planned.time_budget_s:g}): {what}")
+  config_record.rewrite(planned, workdir)
+  return planned
 
 
 def describe(config: ml_collections.ConfigDict) -> str:
@@ -320,9 +323,3 @@ def describe(config: ml_collections.ConfigDict) -> str:
   recon, decoder = stage1_lengths(t)
   stage1 = f"{recon} + {decoder} decoder-only" if decoder else f"{recon}"
   return f"stage 1 {stage1} steps, stage 2 {m.num_steps} steps"
-
-
-def note(config: ml_collections.ConfigDict, what: str,
-         log: Callable[[str], Any]) -> None:
-  log(f"time budget ({KEY}={config.time_budget_s:g}): {what}")
-
