@@ -50,8 +50,9 @@ from maskgit_jax.train_lib import sharding as sharding_lib
 KEY = "config.time_budget_s"
 MIN_FACTOR = 0.2
 MAX_FACTOR = 3.0
-# Measured on the embedded default (configs/fashion_mnist.py) on two 2-core
-# machines (README "Measured"): a stage-2 step costs 2.6-3.0 stage-1 steps;
+# From the embedded default's runs (configs/fashion_mnist.py) on a 2-core
+# Zen 2 and a Zen 3 AMD EPYC (docs/measured.md, 2026-12-07): a stage-2 step
+# costs 2.6-3.0 stage-1 steps;
 # compiling the decoder-only phase 0.65x stage 1's first compile (with its
 # initialisation), stage 2's step and its final grid each about 0.4x-0.45x;
 # the token cache about 0.011 stage-1 steps per record (two views).
