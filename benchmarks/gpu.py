@@ -85,6 +85,10 @@ import pathlib
 import platform
 import sys
 
+if __name__ == "__main__":  # before the imports below, which take seconds
+  from maskgit_jax.common import allocator  # pylint: disable=g-import-not-at-top
+  allocator.maybe_reexec()  # as the entry points run
+
 if "--tiny" in sys.argv[1:]:
   # XLA:CPU compiles ~3x faster unoptimised; the tiny run is all compiling.
   # (Read when the backend starts, after these imports.) XLA:CPU traces its
@@ -400,5 +404,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  allocator.maybe_reexec()  # as the entry points run
   sys.exit(main())

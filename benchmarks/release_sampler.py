@@ -37,6 +37,10 @@ import pathlib
 import platform
 import sys
 
+if __name__ == "__main__":  # before the imports below, which take seconds
+  from maskgit_jax.common import allocator  # pylint: disable=g-import-not-at-top
+  allocator.maybe_reexec()  # as the entry points run
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -195,5 +199,4 @@ def main():
 
 
 if __name__ == "__main__":
-  allocator.maybe_reexec()  # as the entry points run
   sys.exit(main())

@@ -35,6 +35,10 @@ FID beside its floor, precision/recall and class fidelity. The reference
 features are cached (--cache_dir, default next to the report) and reused.
 On several processes the feature extraction is split across them.
 """
+if __name__ == "__main__":  # before the imports below, which take seconds
+  from maskgit_jax.common import allocator
+  allocator.maybe_reexec()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

@@ -8,6 +8,10 @@ Writes `tokenizer.msgpack` and `transformer.msgpack` (Flax msgpack of
 the run kept them) and `config.json` into OUTPUT (`store.export`). `sample`,
 `evaluate` and the notebook read such a folder like a training run.
 """
+if __name__ == "__main__":  # before the imports below, which take seconds
+  from maskgit_jax.common import allocator
+  allocator.maybe_reexec()
+
 from absl import app
 from absl import flags
 

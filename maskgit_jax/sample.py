@@ -64,6 +64,10 @@ Started on several processes (the --distributed flags of
 maskgit_jax/common/multihost.py), process 0 samples on its local devices and
 writes; the others wait for it (with --num_samples every process samples).
 """
+if __name__ == "__main__":  # before the imports below, which take seconds
+  from maskgit_jax.common import allocator
+  allocator.maybe_reexec()
+
 from absl import flags
 from ml_collections import config_flags
 

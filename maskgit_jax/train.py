@@ -8,6 +8,10 @@ Several processes (hosts): run the same command on each; see
 `maskgit_jax/common/multihost.py` for --distributed, --coordinator_address,
 --num_processes and --process_id, and launch/ for pods and clusters.
 """
+if __name__ == "__main__":  # before the imports below, which take seconds
+  from maskgit_jax.common import allocator
+  allocator.maybe_reexec()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

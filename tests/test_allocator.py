@@ -1,6 +1,7 @@
 """The entry points re-execute themselves with tcmalloc preloaded."""
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -62,3 +63,25 @@ def test_entry_point_bad_choice_is_one_line():
   assert result.stderr.strip().splitlines() == [
       "error: MASKGIT_JAX_ALLOCATOR=fast: expected 'system' (glibc malloc) "
       "or unset (tcmalloc when installed)"]
+
+
+@pytest.mark.skipif(allocator.find_library() is None,
+                    reason="libtcmalloc-minimal4 is not installed")
+@pytest.mark.parametrize("module", ["train", "sample", "evaluate", "export"])
+def test_entry_points_reexec_before_importing_jax(module):
+  """The first process re-executes before its imports (2-3 s on 2 cores):
+  under `-X importtime` (kept by the re-execution) only the second process
+  lists jax."""
+  env = dict(os.environ)
+  env.pop(allocator.ENV, None)
+  env.pop("LD_PRELOAD", None)
+  result = subprocess.run(
+      [sys.executable, "-X", "importtime", "-m", f"maskgit_jax.{module}",
+       "--nonexistent_flag"], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=120)
+  lines = result.stderr.splitlines()
+  allocators = [l for l in lines
+                if re.search(r"\|\s+maskgit_jax\.common\.allocator$", l)]
+  jax_imports = [l for l in lines if re.search(r"\|\s+jax$", l)]
+  assert len(allocators) == 2, result.stderr[-2000:]  # both processes
+  assert len(jax_imports) == 1, result.stderr[-2000:]  # the second only

@@ -16,8 +16,12 @@ over the run); stage 1's smaller buffers gained nothing measurable. jemalloc
 arena with mmap off (1.13x).
 
 A preload only takes effect when the process starts, so `maybe_reexec()`
-(called by `cli.run`, before any JAX backend starts) executes the same
-command again with the library in LD_PRELOAD. It does nothing when:
+executes the same command again with the library in LD_PRELOAD. The entry
+points call it first thing, before their other imports (which take 2-3 s
+on a 2-core machine, and would be paid twice: an error line of `python -m
+maskgit_jax.train` took 5.2 s when the call came after them, 2.2 s now);
+`cli.run` calls it again for any other caller, before any JAX backend
+starts. It does nothing when:
   * MASKGIT_JAX_ALLOCATOR=system (or the library is not installed);
   * LD_PRELOAD already names a tcmalloc or jemalloc;
   * it already re-executed (MASKGIT_JAX_ALLOCATOR=tcmalloc is set then).
