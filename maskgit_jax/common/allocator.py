@@ -66,21 +66,26 @@ def reexec_environment(environ: Mapping[str, str],
   return env
 
 
+_DECIDED = False  # this process carries on as it is (no second lookup)
+
+
 def maybe_reexec() -> None:
   """Re-executes this command (`sys.orig_argv`) with tcmalloc preloaded;
   returns only when it does not (see the module docstring)."""
-  if os.environ.get(ENV) in ("system", "tcmalloc"):
+  global _DECIDED
+  if _DECIDED or os.environ.get(ENV) in ("system", "tcmalloc"):
     return  # decided already: no library lookup (it runs ldconfig)
   env = reexec_environment(os.environ, find_library())
   argv = getattr(sys, "orig_argv", [])
   if env is None or not argv:
+    _DECIDED = True  # the entry points' early call, then `cli.run`'s
     return
   sys.stdout.flush()
   sys.stderr.flush()
   try:
     os.execve(sys.executable, [sys.executable] + argv[1:], env)
   except OSError:
-    return  # carry on with glibc's malloc
+    _DECIDED = True  # carry on with glibc's malloc
 
 
 def current() -> str:
