@@ -127,9 +127,10 @@ def test_bfloat16_gradients_stay_close_to_float32(backend, monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
   ids = jax.random.randint(jax.random.key(1), (4, 17), 0, 19)
   m32, m16 = _model(jnp.float32), _model(jnp.bfloat16)
-  variables = nn.meta.unbox(m32.init(jax.random.key(0), ids))
-  g32 = jax.grad(_loss(m32, ids))(variables)
-  g16 = jax.grad(_loss(m16, ids))(variables)
+  variables = nn.meta.unbox(jax.jit(m32.init)(jax.random.key(0), ids))
+  # Jitted: op by op, each operation would compile as a program of its own.
+  g32 = jax.jit(jax.grad(_loss(m32, ids)))(variables)
+  g16 = jax.jit(jax.grad(_loss(m16, ids)))(variables)
   for a, b in zip(jax.tree.leaves(g32), jax.tree.leaves(g16)):
     assert b.dtype == jnp.float32  # parameters (and their gradients) f32
     # (The key bias's gradient is zero up to rounding: the softmax does not

@@ -1,4 +1,5 @@
 """The VQGAN tokenizer: quantizer, straight-through estimator, release parity."""
+import functools
 import flax
 import flax.linen as nn
 import jax
@@ -19,7 +20,10 @@ def roundtrip(m, x):
 
 
 def init(model, images):
-  return nn.meta.unbox(model.init(jax.random.key(0), images, method=roundtrip))
+  # Jitted here and below: op by op, a model's first run compiles each of
+  # its hundreds of operations as a program of its own (2-3x the time).
+  return nn.meta.unbox(jax.jit(lambda r, x: model.init(r, x, method=roundtrip))(
+      jax.random.key(0), images))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -88,12 +92,14 @@ def test_encode_decode_shapes(preset):
   model = vqgan_tokenizer.VQVAE.from_preset(preset)
   images = jnp.zeros((2, 32, 32, 3))
   variables = init(model, images)
-  ids = model.apply(variables, images, method=model.encode_to_indices)
+  apply = lambda method, **kw: jax.jit(functools.partial(  # noqa: E731
+      model.apply, method=method, **kw))
+  ids = apply(model.encode_to_indices)(variables, images)
   f = model.downsample_factor
   assert ids.shape == (2, 32 // f, 32 // f) and ids.dtype == jnp.int32
-  out = model.apply(variables, ids, method=model.decode_from_indices)
+  out = apply(model.decode_from_indices)(variables, ids)
   assert out.shape == (2, 32, 32, 3)
-  recon, result = model.apply(variables, images, train=True)
+  recon, result = apply(None, train=True)(variables, images)
   assert recon.shape == images.shape
   assert set(result) >= {"quantizer_loss", "e_latent_loss", "q_latent_loss",
                          "entropy_loss", "encoding_indices"}
@@ -163,7 +169,7 @@ def _corner_sensitivity(model, variables, images):
   def corner(x):
     return model.apply(variables, x, method=lambda m, y: m.encoder(y))[
         0, 0, 0].sum()
-  grad = np.abs(np.asarray(jax.grad(corner)(images)))[0].sum(-1)
+  grad = np.abs(np.asarray(jax.jit(jax.grad(corner))(images)))[0].sum(-1)
   return grad[:4, :4].sum(), grad[12:, 12:].sum()
 
 
@@ -199,13 +205,17 @@ def test_encoder_spatial_levels_past_the_last_level_is_the_release_encoder():
   images = jnp.asarray(np.random.RandomState(1).rand(2, 28, 28, 1), jnp.float32)
   release = vqgan_tokenizer.VQVAE.from_preset("small", channels=1)
   variables = init(release, images)
-  want = release.apply(variables, images, method=release.encode_to_indices)
+  want = jax.jit(functools.partial(release.apply,
+                                   method=release.encode_to_indices))(
+                                       variables, images)
   for levels in (4, 99):
     model = vqgan_tokenizer.VQVAE.from_preset(
         "small", channels=1, encoder_spatial_levels=levels)
     assert (jax.tree_util.tree_map(jnp.shape, init(model, images)) ==
             jax.tree_util.tree_map(jnp.shape, variables))
-    got = model.apply(variables, images, method=model.encode_to_indices)
+    got = jax.jit(functools.partial(model.apply,
+                                    method=model.encode_to_indices))(
+                                        variables, images)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   model = vqgan_tokenizer.VQVAE.from_preset(
       "small", channels=1, encoder_spatial_levels=3)
@@ -293,15 +303,16 @@ def test_rotation_trick_tokenizer_trains_the_same_variables():
   plain = vqgan_tokenizer.VQVAE.from_preset("tiny", **kw)
   rotated = vqgan_tokenizer.VQVAE.from_preset(
       "tiny", quantizer_gradient="rotation", **kw)
-  variables = plain.init(jax.random.PRNGKey(1), images)
-  assert (jax.tree.map(jnp.shape, rotated.init(jax.random.PRNGKey(1), images))
+  variables = jax.jit(plain.init)(jax.random.PRNGKey(1), images)
+  assert (jax.tree.map(jnp.shape, jax.eval_shape(
+      rotated.init, jax.random.PRNGKey(1), images))
           == jax.tree.map(jnp.shape, variables))
 
   def loss(model):
     def fn(params):
       out, result = model.apply({"params": params}, images, train=True)
       return jnp.mean((out - images) ** 2) + result["quantizer_loss"]
-    return jax.value_and_grad(fn)
+    return jax.jit(jax.value_and_grad(fn))
 
   (value_p, grad_p), (value_r, grad_r) = (
       loss(m)(variables["params"]) for m in (plain, rotated))
