@@ -1,6 +1,8 @@
 """`config.time_budget_s`: a new run's lengths scaled to fit the budget."""
 import json
+import time
 
+import flax.linen as nn
 import jax
 import pytest
 import test_train
@@ -8,7 +10,10 @@ import test_train
 from maskgit_jax.train_lib import config_checks
 from maskgit_jax.train_lib import config_record
 from maskgit_jax.train_lib import run
+from maskgit_jax.train_lib import sharding as sharding_lib
 from maskgit_jax.train_lib import time_budget as tb
+from maskgit_jax.train_lib import tokenizer_task
+from maskgit_jax.train_lib import transformer_task
 
 
 def test_plan_factor_known_answers():
@@ -16,15 +21,21 @@ def test_plan_factor_known_answers():
   assert tb.plan_factor(seconds_left=110, compile_s=10, step_s=0.1,
                         recon=1000, decoder=0, stage2=0,
                         records=0) == pytest.approx(1.0)
-  # The demo's shape: decoder phase, stage 2 and its token cache.
-  left, c, s = 800.0, 30.0, 0.075
-  fixed = (c * (1 + tb.DECODER_COMPILE + tb.STAGE2_COMPILES) +
-           (60000 * tb.CACHE_PER_RECORD + tb.MEASURE_STEPS["transformer"]) *
-           s)
-  expected = (left - fixed) / ((5000 + 1000 + tb.STAGE2_STEP * 2500) * s)
+  # The demo's shape: decoder phase, stage 2 (its own measured times) and
+  # its token cache.
+  left, c, s, c2, s2 = 800.0, 30.0, 0.075, 12.0, 0.2
+  fixed = (c * (1 + tb.DECODER_COMPILE) + c2 * (1 + tb.GRID_COMPILES) +
+           60000 * tb.CACHE_PER_RECORD * s +
+           (tb.MEASURE_STEPS["transformer"] + 3) * s2)
+  expected = (left - fixed) / ((5000 + 1000) * s + 2500 * s2 * tb.IN_LOOP)
   got = tb.plan_factor(seconds_left=left, compile_s=c, step_s=s, recon=5000,
-                       decoder=1000, stage2=2500, records=60000)
+                       decoder=1000, stage2=2500, records=60000,
+                       stage2_compile_s=c2, stage2_step_s=s2)
   assert got == pytest.approx(expected) and 0.5 < got < 0.7
+  # A slower stage 2 leaves less for both stages.
+  assert tb.plan_factor(seconds_left=left, compile_s=c, step_s=s, recon=5000,
+                        decoder=1000, stage2=2500, records=60000,
+                        stage2_compile_s=c2, stage2_step_s=2 * s2) < got
   # Clipped at both ends.
   assert tb.plan_factor(seconds_left=1e6, compile_s=1, step_s=0.01,
                         recon=10, decoder=0, stage2=0,
@@ -104,11 +115,64 @@ def test_adopt_recorded_only_planned_lengths(tmp_path):
       .num_steps == 6000
 
 
+def _tasks(config, workdir):
+  """Stage 1's and stage 2's tasks of `config`, the mesh and rules."""
+  config, rules, tokenizer, transformer = run.prepare(config, str(workdir))
+  mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:1])
+  stage1 = tokenizer_task.make_task(config.tokenizer_training, tokenizer,
+                                    config.image_size, note=lambda m: None,
+                                    perceptual=None)
+  stage2 = transformer_task.make_task(config.transformer_training, tokenizer,
+                                      None, transformer, config.num_classes)
+  return config, stage1, stage2, mesh, rules, tokenizer, transformer
+
+
+def test_stage_two_timed_before_stage_one_and_reused_when_it_starts(
+    tmp_path):
+  """Stage 2 reading images (no token cache): `plan_lengths` times its step
+  with a zero tokenizer of stage 1's shapes and plans both stages from the
+  two measurements; `plan_stage2` times it again with the trained
+  tokenizer's variables, on the program compiled before (no compile)."""
+  config = test_train.tiny_config(steps=100)
+  config.transformer_training.token_cache = False
+  config.time_budget_s = 1e4
+  config, stage1, stage2, mesh, rules, tokenizer, transformer = _tasks(config, tmp_path)
+  budget = tb.Budget(1e4, time.time(), 100)
+  lines = []
+  planned = tb.plan_lengths(
+      config, budget, stage1, (8, 8, 1), 0, mesh, rules,
+      jax.random.PRNGKey(0), str(tmp_path), lines.append,
+      stage2=(stage2, jax.random.PRNGKey(1),
+              transformer.max_position_embeddings - 1,
+              tokenizer.codebook_size))
+  assert len(lines) == 1 and "; stage-2 step " in lines[0], lines
+  assert "-> 3.00x the config's lengths: stage 1 300 steps, stage 2 300" in (
+      lines[0])
+  timer = budget.stage2_timer
+  assert timer.task is stage2 and timer.compile_s > 0
+  assert timer._step._cache_size() == 1  # pylint: disable=protected-access
+  compiled = timer.compile_s
+  # Stage 2 starts: the trained tokenizer (here: stage 1's initial one).
+  tok_vars = {"params": nn.meta.unbox(
+      jax.jit(stage1.init)(jax.random.PRNGKey(2)).params)}
+  task = transformer_task.make_task(planned.transformer_training, tokenizer,
+                                    tok_vars, transformer, config.num_classes)
+  _, stop_by = tb.plan_stage2(planned, budget, task, (8, 8, 1), None, mesh,
+                              rules, jax.random.PRNGKey(1), str(tmp_path),
+                              lines.append)
+  assert "-> stage 2 300 steps (planned before: 300)" in lines[1], lines
+  assert timer._step._cache_size() == 1  # pylint: disable=protected-access
+  assert timer.compile_s == compiled
+  assert stop_by == pytest.approx(budget.deadline -
+                                  tb.GRID_COMPILES * compiled)
+
+
 def test_a_budgeted_run_plans_records_and_resumes_unchanged(tmp_path,
                                                            capsys):
   """A budget far beyond the steps: both stages get MAX_FACTOR times their
   10 steps, which config.json records and the checkpoints reach; running
-  again plans nothing and trains nothing."""
+  again plans nothing and trains nothing. Both stages' steps are timed
+  before stage 1 (stage 2 on random token ids for its token cache)."""
   config = test_train.tiny_config(steps=10)
   config.tokenizer_training.checkpoint_every = 10
   config.transformer_training.checkpoint_every = 10
@@ -120,6 +184,8 @@ def test_a_budgeted_run_plans_records_and_resumes_unchanged(tmp_path,
   out = capsys.readouterr().out
   assert out.count("time budget (config.time_budget_s=100000):") == 2, out
   assert "-> 3.00x the config's lengths: stage 1 30 steps, stage 2 30" in out
+  first_plan = out.split("time budget")[1]
+  assert "stage-1 step" in first_plan and "; stage-2 step" in first_plan
   assert "-> stage 2 30 steps (planned before: 30)" in out
   record = json.loads((tmp_path / "config.json").read_text())
   assert record["tokenizer_training"]["num_steps"] == 30

@@ -243,7 +243,8 @@ def _train_stages(config, workdir, devices, sigterm, make_hooks, tokenizer,
                  if "transformer" in datasets else 0)
       config = time_budget.plan_lengths(
           config, budget, task, dataset.image_shape, records, mesh, rules,
-          _stage_rng(config, "tokenizer"), workdir, log)
+          _stage_rng(config, "tokenizer"), workdir, log,
+          stage2=_stage2_for_timing(config, datasets, tokenizer, transformer))
       section = resolve_durations(config.tokenizer_training,
                                   dataset.steps_per_epoch,
                                   "tokenizer_training")
@@ -326,6 +327,21 @@ def _dataset(config, dcfg, workdir: str, section_name: str):
         f"({dcfg.source}) has {dataset.num_classes} classes: set "
         f"num_classes={dataset.num_classes}.")
   return dataset
+
+
+def _stage2_for_timing(config, datasets, tokenizer, transformer):
+  """What `time_budget.plan_lengths` times stage 2 with before stage 1
+  trains (None without stage 2): its task without a tokenizer yet, its rng,
+  token ids per example and the codebook size."""
+  if "transformer" not in datasets:
+    return None
+  section = resolve_durations(config.transformer_training,
+                              datasets["transformer"].steps_per_epoch,
+                              "transformer_training")
+  task = transformer_task.make_task(section, tokenizer, None, transformer,
+                                    config.num_classes)
+  return (task, _stage_rng(config, "transformer"),
+          transformer.max_position_embeddings - 1, tokenizer.codebook_size)
 
 
 def _token_batches(dataset, tokenizer, tok_vars, workdir, log):

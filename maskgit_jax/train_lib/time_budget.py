@@ -7,19 +7,21 @@ one 2-core machine here, 19 min 51 s on another). With
 default: the counts as given) a new run scales its lengths to what fits in
 T on the machine it runs on:
 
-1. Before stage 1 trains, the config's stage-1 step (its first phase) is
-   compiled and timed on random images with a throwaway state (`measure`;
-   the run's data and state are untouched). The rest is estimated from what
-   was measured (`plan_factor`): a stage-2 step as `STAGE2_STEP` stage-1
-   steps, the other programs' compiling as multiples of stage 1's, the token
-   cache per record. One factor f, between `MIN_FACTOR` and `MAX_FACTOR`,
-   scales every length (`scale_lengths`): stage 1's reconstruction and
+1. Before stage 1 trains, the config's stage-1 step (its first phase) and
+   stage-2 step are compiled and timed on random images or tokens with
+   throwaway states (`StepTimer`; the run's data and state are untouched).
+   The rest is estimated from what was measured (`plan_factor`): the other
+   programs' compiling as multiples of the measured ones, the token cache
+   per record. One factor f, between `MIN_FACTOR` and `MAX_FACTOR`, scales
+   every length (`scale_lengths`): stage 1's reconstruction and
    decoder-only phases (`num_steps`, `disc_start_step`,
-   `decoder_finetune_steps`) and stage 2's `num_steps`.
-2. When stage 2 starts (after the token cache), its step is compiled and
-   timed the same way and its length set from the time actually left
-   (`stage2_steps`): how fast stage 1 really went, and the machine's
-   minute-to-minute noise until then, are absorbed by stage 2.
+   `decoder_finetune_steps`) and stage 2's `num_steps`, so that both stages
+   keep the config's proportions on any model and data.
+2. When stage 2 starts (after the token cache), its step is timed again
+   (the program compiled before stage 1, on the real tokenizer and data)
+   and its length set from the time actually left (`stage2_steps`): how
+   fast stage 1 really went, and the machine's minute-to-minute noise
+   until then, are absorbed by stage 2.
 
 `config.json` is rewritten with each plan before the stage it sets trains,
 so `sample`, `evaluate` and a resume read the lengths that trained. The
@@ -51,14 +53,11 @@ KEY = "config.time_budget_s"
 MIN_FACTOR = 0.2
 MAX_FACTOR = 3.0
 # From the embedded default's runs (configs/fashion_mnist.py) on a 2-core
-# Zen 2 and a Zen 3 AMD EPYC (docs/measured.md, 2026-12-07): a stage-2 step
-# costs 2.6-3.0 stage-1 steps;
-# compiling the decoder-only phase 0.65x stage 1's first compile (with its
-# initialisation), stage 2's step and its final grid each about 0.4x-0.45x;
-# the token cache about 0.011 stage-1 steps per record (two views).
-STAGE2_STEP = 3.0
+# Zen 2 and a Zen 3 AMD EPYC (docs/measured.md, 2026-12-07): compiling the
+# decoder-only phase 0.65x stage 1's first compile (with its
+# initialisation); the token cache about 0.011 stage-1 steps per record
+# (two views).
 DECODER_COMPILE = 0.7
-STAGE2_COMPILES = 1.4  # its throwaway measurement, its step, the grid
 CACHE_PER_RECORD = 0.012
 # Stage 2 in the loop (logging, checkpoints, periodic grids) against its
 # step timed alone, and the time kept back at the end for the final grid
@@ -111,6 +110,7 @@ class Budget:
     self.deadline = started + float(seconds)
     self.stage2_steps = int(stage2_steps)
     self.clock = clock
+    self.stage2_timer = None  # StepTimer, from plan_lengths
 
   def left(self) -> float:
     return self.deadline - self.clock()
@@ -152,14 +152,21 @@ def scale_lengths(config: ml_collections.ConfigDict, factor: float
 
 
 def plan_factor(*, seconds_left: float, compile_s: float, step_s: float,
-                recon: int, decoder: int, stage2: int, records: int) -> float:
+                recon: int, decoder: int, stage2: int = 0, records: int = 0,
+                stage2_compile_s: float = 0.0,
+                stage2_step_s: float = 0.0) -> float:
   """The factor that makes the run's estimated rest fit `seconds_left`,
-  from stage 1's measured compile and step times (stage2 = 0: no stage 2)."""
+  from the measured compile and step times of stage 1 and of stage 2
+  (stage2 = 0: no stage 2)."""
   fixed = compile_s * (1 + (DECODER_COMPILE if decoder else 0))
+  per_unit = (recon + decoder) * step_s
   if stage2:
-    fixed += compile_s * STAGE2_COMPILES + (
-        records * CACHE_PER_RECORD + MEASURE_STEPS["transformer"]) * step_s
-  per_unit = (recon + decoder + STAGE2_STEP * stage2) * step_s
+    # Its real step's compile and the final grid; the token cache; its
+    # timing again when it starts (the program compiled here, reused).
+    fixed += (stage2_compile_s * (1 + GRID_COMPILES) +
+              records * CACHE_PER_RECORD * step_s +
+              (MEASURE_STEPS["transformer"] + 3) * stage2_step_s)
+    per_unit += stage2 * stage2_step_s * IN_LOOP
   factor = (seconds_left - fixed) / per_unit
   return float(np.clip(factor, MIN_FACTOR, MAX_FACTOR))
 
@@ -174,47 +181,68 @@ def stage2_steps(*, seconds_left: float, compile_s: float, step_s: float,
                                 MAX_FACTOR * nominal)))
 
 
-def measure(task, mesh, rules, host_batch: Dict[str, np.ndarray],
-            to_global: Callable[[Dict[str, np.ndarray]], Any],
-            rng: jax.Array, steps: int) -> Tuple[float, float]:
-  """(seconds to initialise and compile plus one step, seconds per step) of
-  `task`'s step in its phase at step 0, on a throwaway state and a fixed
-  batch (the steps after the first two, dispatched back to back)."""
-  start = time.perf_counter()
-  abstract = jax.eval_shape(task.init, rng)
-  shardings = sharding_lib.state_shardings(abstract, mesh, rules)
-  state = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
-                  out_shardings=shardings)(rng)
-  step = jax.jit(task.train_step, donate_argnums=0,
-                 out_shardings=(shardings, None),
-                 static_argnums=() if task.phase is None else (3,))
-  extra = () if task.phase is None else (task.phase(0),)
-  frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))
-  batch = to_global({k: host_batch[k] for k in task.batch_keys})
-  with sharding_lib.mesh_context(mesh):
-    state, metrics = step(state, batch, frozen, *extra)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    for _ in range(2):
-      state, metrics = step(state, batch, frozen, *extra)
-    jax.block_until_ready(metrics)
-    begin = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = step(state, batch, frozen, *extra)
-    jax.block_until_ready((state, metrics))
-  per_step = (time.perf_counter() - begin) / steps
-  del state
-  return compile_s, per_step
+class StepTimer:
+  """Times `task`'s step in its phase at step 0 on a throwaway state and a
+  fixed batch. The first `time` compiles; a later one (stage 2's, when it
+  starts: the real tokenizer and batch, the same shapes) reuses the
+  compiled program and measures only the steps."""
+
+  def __init__(self, task, mesh, rules, rng: jax.Array):
+    self._created = time.perf_counter()
+    self.task, self.mesh, self.rng = task, mesh, rng
+    abstract = jax.eval_shape(task.init, rng)
+    shardings = sharding_lib.state_shardings(abstract, mesh, rules)
+    self._init = jax.jit(lambda r: nn.meta.unbox(task.init(r)),
+                         out_shardings=shardings)
+    self._step = jax.jit(task.train_step, donate_argnums=0,
+                         out_shardings=(shardings, None),
+                         static_argnums=() if task.phase is None else (3,))
+    self.compile_s = None  # the first `time`'s
+
+  def time(self, host_batch: Dict[str, np.ndarray], frozen: Any,
+           steps: int) -> Tuple[float, float]:
+    """(seconds to initialise, compile on the first call, and run one step;
+    seconds per step: the steps after the first three, dispatched back to
+    back). `frozen`: the step's frozen variables."""
+    task, mesh = self.task, self.mesh
+    start = self._created if self.compile_s is None else time.perf_counter()
+    sharding = data_lib.make_data_sharding(mesh, sharding_lib.BATCH_AXES)
+    batch = data_lib.to_global_array(
+        {k: host_batch[k] for k in task.batch_keys}, sharding)
+    frozen = jax.device_put(frozen, sharding_lib.replicated(mesh))
+    extra = () if task.phase is None else (task.phase(0),)
+    with sharding_lib.mesh_context(mesh):
+      state = self._init(self.rng)
+      state, metrics = self._step(state, batch, frozen, *extra)
+      jax.block_until_ready(metrics)
+      first_s = time.perf_counter() - start
+      for _ in range(2):
+        state, metrics = self._step(state, batch, frozen, *extra)
+      jax.block_until_ready(metrics)
+      begin = time.perf_counter()
+      for _ in range(steps):
+        state, metrics = self._step(state, batch, frozen, *extra)
+      jax.block_until_ready((state, metrics))
+    per_step = (time.perf_counter() - begin) / steps
+    del state
+    if self.compile_s is None:
+      self.compile_s = first_s
+    return first_s, per_step
 
 
-def random_batch(keys, batch_size: int, image_shape, seed: int = 0
+def random_batch(keys, batch_size: int, image_shape, seed: int = 0,
+                 codebook_size: int = 1, num_tokens: int = 0
                  ) -> Dict[str, np.ndarray]:
-  """A host batch of random images (and zero labels) for timing a step that
-  reads images; a token-cache step is timed on the cache's first batch."""
+  """A host batch for timing a step: zero labels, random images
+  `[b, *image_shape]` and random token ids `[b, num_tokens]` (those of
+  `keys`)."""
   rs = np.random.RandomState(seed)
   out = {"label": np.zeros((batch_size,), np.int32)}
   if "image" in keys:
     out["image"] = rs.rand(batch_size, *image_shape).astype(np.float32)
+  if "tokens" in keys:
+    out["tokens"] = rs.randint(0, codebook_size, (batch_size, num_tokens),
+                               dtype=np.int32)
   return out
 
 
@@ -253,45 +281,65 @@ def set_stage2(config: ml_collections.ConfigDict, steps: int
   return out
 
 
-def _timed(task, mesh, rules, host_batch, rng):
-  sharding = data_lib.make_data_sharding(mesh, sharding_lib.BATCH_AXES)
-  return measure(task, mesh, rules, host_batch,
-                 lambda b: data_lib.to_global_array(b, sharding), rng,
-                 MEASURE_STEPS[task.name])
+def _stage2_timer(task2, stage1_task, mesh, rules, rng):
+  """The stage-2 step's timer and a batch and frozen variables for it
+  before stage 1 has trained: random token ids, or random images encoded
+  by a zero tokenizer of stage 1's shapes (the same programs' cost)."""
+  abstract = nn.meta.unbox(jax.eval_shape(stage1_task.init, rng))
+  frozen = {"params": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                                   abstract.params)}
+  return StepTimer(task2, mesh, rules, rng), frozen
 
 
 def plan_lengths(config, budget: Budget, task, image_shape, records: int,
-                 mesh, rules, rng, workdir: str, log):
-  """Before stage 1: its step timed (`task`, the config's lengths), every
-  length scaled to fit the budget and the plan recorded in config.json.
-  `records`: stage 2's training records (0 without stage 2)."""
+                 mesh, rules, rng, workdir: str, log, stage2=None):
+  """Before stage 1: its step timed (`task`, the config's lengths) and, with
+  `stage2` = (stage-2 task, its rng, token ids per example, codebook size),
+  stage 2's; every length scaled to fit the budget and the plan recorded in
+  config.json. `records`: stage 2's training records. The stage-2 timer is
+  kept in `budget` for stage 2's start."""
   section = config.tokenizer_training
   batch = random_batch(task.batch_keys,
                        section.batch_size // jax.process_count(),
                        image_shape)
-  compile_s, step_s = _timed(task, mesh, rules, batch, rng)
+  timer = StepTimer(task, mesh, rules, rng)
+  compile_s, step_s = timer.time(batch, task.frozen,
+                                 MEASURE_STEPS["tokenizer"])
   recon, decoder = stage1_lengths(section)
-  stage2 = (config.transformer_training.num_steps
-            if "transformer" in config.stages else 0)
+  times = f"stage-1 step {1e3 * step_s:.1f} ms, first compile {compile_s:.1f} s"
+  steps2, compile2, step2 = 0, 0.0, 0.0
+  if stage2 is not None and "transformer" in config.stages:
+    task2, rng2, num_tokens, codebook_size = stage2
+    budget.stage2_timer, frozen = _stage2_timer(task2, task, mesh, rules,
+                                                rng2)
+    batch2 = random_batch(
+        task2.batch_keys,
+        config.transformer_training.batch_size // jax.process_count(),
+        image_shape, codebook_size=codebook_size, num_tokens=num_tokens)
+    compile2, step2 = budget.stage2_timer.time(
+        batch2, frozen, MEASURE_STEPS["transformer"])
+    steps2 = config.transformer_training.num_steps
+    times += f"; stage-2 step {1e3 * step2:.1f} ms, compile {compile2:.1f} s"
   if not config.transformer_training.get("token_cache", False):
     records = 0
   left = budget.left()
   factor = plan_factor(seconds_left=left, compile_s=compile_s,
                        step_s=step_s, recon=recon, decoder=decoder,
-                       stage2=stage2, records=records)
+                       stage2=steps2, records=records,
+                       stage2_compile_s=compile2, stage2_step_s=step2)
   planned = scale_lengths(config, factor)
   return _recorded(planned, workdir, log, (
-      f"stage-1 step {1e3 * step_s:.1f} ms, first compile {compile_s:.1f} s; "
-      f"{left:.0f} s left -> {factor:.2f}x the config's lengths: "
+      f"{times}; {left:.0f} s left -> {factor:.2f}x the config's lengths: "
       f"{describe(planned)} (config: {describe(config)})"))
 
 
 def plan_stage2(config, budget: Budget, task, image_shape, batches, mesh,
                 rules, rng, workdir: str, log):
   """When stage 2 starts: its step timed (on the token cache's first batch,
-  no iterator moved, or random images), its length set from the time left
-  and recorded in config.json. Returns (config, stop_by): the time after
-  which stage 2 stops where it is, should the machine slow down (the final
+  no iterator moved, or random images; the program compiled before stage
+  1 where `plan_lengths` timed it), its length set from the time left and
+  recorded in config.json. Returns (config, stop_by): the time after which
+  stage 2 stops where it is, should the machine slow down (the final
   grid's time kept back)."""
   section = config.transformer_training
   local = section.batch_size // jax.process_count()
@@ -299,7 +347,9 @@ def plan_stage2(config, budget: Budget, task, image_shape, batches, mesh,
     batch = {k: v[:local] for k, v in batches.batch(0).items()}
   else:
     batch = random_batch(task.batch_keys, local, image_shape)
-  compile_s, step_s = _timed(task, mesh, rules, batch, rng)
+  timer = budget.stage2_timer or StepTimer(task, mesh, rules, rng)
+  _, step_s = timer.time(batch, task.frozen, MEASURE_STEPS["transformer"])
+  compile_s = timer.compile_s
   left = budget.left()
   steps = stage2_steps(seconds_left=left, compile_s=compile_s,
                        step_s=step_s, nominal=budget.stage2_steps)
