@@ -278,15 +278,18 @@ def test_model_sizes_build_and_run(image_size):
   tok_vars = factory.init_tokenizer(tokenizer, jax.random.PRNGKey(0),
                                    image_size)
   images = jnp.full((2, image_size, image_size, 3), 0.5)
-  ids = tokenizer.apply(tok_vars, images, method=tokenizer.encode_to_indices)
+  # Jitted: op by op, each operation would compile as a program of its own.
+  ids = jax.jit(lambda v, x: tokenizer.apply(
+      v, x, method=tokenizer.encode_to_indices))(tok_vars, images)
   assert ids.shape == (2, 8, 8)
-  out = tokenizer.apply(tok_vars, ids, method=tokenizer.decode_from_indices)
+  out = jax.jit(lambda v, i: tokenizer.apply(
+      v, i, method=tokenizer.decode_from_indices))(tok_vars, ids)
   assert out.shape == (2, image_size, image_size, 3)
   assert np.isfinite(np.asarray(out)).all()
   tr_vars = factory.init_transformer(transformer, jax.random.PRNGKey(1))
   tokens = jnp.concatenate([jnp.full((2, 1), 512 + 2),
                             ids.reshape(2, -1)], axis=1)
-  logits = transformer.apply(tr_vars, tokens)
+  logits = jax.jit(transformer.apply)(tr_vars, tokens)
   assert logits.shape == (2, 65, 512 + 3 + 1)
 
 

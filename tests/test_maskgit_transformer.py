@@ -44,7 +44,9 @@ def test_imagenet_presets_equal_released_trees(size, data_dir):
 def tiny():
   model = maskgit_transformer.Transformer.from_preset("tiny")
   ids = jnp.zeros((2, 17), jnp.int32)
-  return model, nn.meta.unbox(model.init(jax.random.key(0), ids))
+  # Jitted here and below: op by op, a model's first run compiles each of
+  # its hundreds of operations as a program of its own.
+  return model, nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), ids))
 
 
 def test_vocab_layout_and_output_shape():
@@ -81,16 +83,17 @@ def test_image_logits_equal_the_sliced_full_logits():
   ids = rs.randint(0, 16, (2, 17)).astype(np.int32)
   ids[:, 0] = 16 + 2
   ids[:, 5:11] = -1
-  full = model.apply(variables, ids)
-  part = model.apply(variables, ids, image_logits=16)
+  full = jax.jit(model.apply)(variables, ids)
+  part = jax.jit(functools.partial(model.apply, image_logits=16))(variables,
+                                                                  ids)
   assert part.shape == (2, 16, 16)
   np.testing.assert_allclose(part, full[:, 1:, :16], rtol=1e-6, atol=1e-6)
 
   def loss(v, **kw):
     out = model.apply(v, ids, **kw)
     return jnp.sum(jnp.sin(out if kw else out[:, 1:, :16]))
-  g_full = jax.grad(loss)(variables)
-  g_part = jax.grad(lambda v: loss(v, image_logits=16))(variables)
+  g_full = jax.jit(jax.grad(loss))(variables)
+  g_part = jax.jit(jax.grad(lambda v: loss(v, image_logits=16)))(variables)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6),
                g_full, g_part)
@@ -128,7 +131,7 @@ def test_bfloat16_mode_is_close_to_float32():
       "small", num_hidden_layers=2)
   model16 = model32.clone(dtype=jnp.bfloat16)
   ids = np.random.RandomState(0).randint(0, 512, (2, 65)).astype(np.int32)
-  variables = nn.meta.unbox(model32.init(jax.random.key(0), ids))
+  variables = nn.meta.unbox(jax.jit(model32.init)(jax.random.key(0), ids))
   l32 = jax.jit(model32.apply)(variables, ids)
   l16 = jax.jit(model16.apply)(variables, ids)
   assert l16.dtype == jnp.float32  # logits come back in float32
@@ -137,7 +140,7 @@ def test_bfloat16_mode_is_close_to_float32():
   assert float(jnp.max(jnp.abs(p32 - p16))) < 0.02
   assert float(jnp.mean(jnp.argmax(l16, -1) == jnp.argmax(l32, -1))) > 0.9
   # Parameters stay float32 in both modes.
-  v16 = nn.meta.unbox(model16.init(jax.random.key(0), ids))
+  v16 = nn.meta.unbox(jax.eval_shape(model16.init, jax.random.key(0), ids))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v16))
 
 
@@ -182,7 +185,7 @@ def test_low_precision_attention_loops_over_examples_only_at_inference():
       "tiny", dtype=jnp.bfloat16, hidden_dropout_prob=0.0,
       attention_probs_dropout_prob=0.0)
   ids = np.random.RandomState(0).randint(0, 64, (3, 17)).astype(np.int32)
-  variables = nn.meta.unbox(model.init(jax.random.key(0), ids))
+  variables = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), ids))
 
   def train(v):
     return model.apply(v, ids, deterministic=False,
@@ -297,7 +300,7 @@ def _default_and_fused(**kw):
   default = maskgit_transformer.Transformer.create(**kw)
   fused = maskgit_transformer.Transformer.create(**kw, attention_impl="fused")
   ids = jax.random.randint(jax.random.key(1), (3, 17), -1, 19)
-  variables = nn.meta.unbox(default.init(jax.random.key(0), ids))
+  variables = nn.meta.unbox(jax.jit(default.init)(jax.random.key(0), ids))
   return default, fused, ids, variables
 
 
@@ -306,7 +309,7 @@ def _training_gradients(model, variables, ids):
     out = model.apply(v, ids, False, image_logits=16,
                       rngs={"dropout": jax.random.key(2)})
     return jnp.mean(jax.nn.log_softmax(out)[..., 0])
-  return jax.tree.leaves(jax.grad(loss)(variables))
+  return jax.tree.leaves(jax.jit(jax.grad(loss))(variables))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -315,13 +318,14 @@ def test_fused_attention_equals_the_default(dtype):
   cuDNN's on a GPU) has the same variables and, in training (no attention
   dropout) and at inference, the default's logits and gradients."""
   default, fused, ids, variables = _default_and_fused(dtype=dtype)
-  fused_vars = nn.meta.unbox(fused.init(jax.random.key(0), ids))
+  fused_vars = nn.meta.unbox(jax.eval_shape(fused.init, jax.random.key(0),
+                                            ids))
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
       jnp.shape, fused_vars)
   tol = 1e-5 if dtype == jnp.float32 else 2e-2
   for deterministic in (True, False):
-    a = default.apply(variables, ids, deterministic)
-    b = fused.apply(variables, ids, deterministic)
+    a = jax.jit(default.apply, static_argnums=2)(variables, ids, deterministic)
+    b = jax.jit(fused.apply, static_argnums=2)(variables, ids, deterministic)
     np.testing.assert_allclose(b, a, atol=tol, rtol=tol)
   for x, y in zip(_training_gradients(default, variables, ids),
                   _training_gradients(fused, variables, ids)):

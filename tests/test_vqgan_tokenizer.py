@@ -115,15 +115,18 @@ def test_factorised_l2_code_and_stats():
   assert params["in_proj"]["kernel"].shape == (8, 3)
   assert params["out_proj"]["kernel"].shape == (3, 8)
   # Lookup is by cosine similarity in the projected space.
-  feats = model.apply(variables, images, method=lambda m, x: m.encoder(x))
+  feats = jax.jit(functools.partial(
+      model.apply, method=lambda m, x: m.encoder(x)))(variables, images)
   z = np.asarray(feats) @ np.asarray(params["in_proj"]["kernel"]) + np.asarray(
       params["in_proj"]["bias"])
   z /= np.linalg.norm(z, axis=-1, keepdims=True)
   c = np.array(params["codebook"])
   c /= np.linalg.norm(c, axis=-1, keepdims=True)
-  ids = model.apply(variables, images, method=model.encode_to_indices)
+  ids = jax.jit(functools.partial(model.apply,
+                                  method=model.encode_to_indices))(
+                                      variables, images)
   np.testing.assert_array_equal(np.asarray(ids), (z @ c.T).argmax(-1))
-  _, result = model.apply(variables, images)
+  _, result = jax.jit(model.apply)(variables, images)
   assert 0 < float(result["codebook_usage"]) <= 1
   assert 1 <= float(result["perplexity"]) <= 16
 
@@ -231,18 +234,20 @@ def test_matmul_group_norm_equals_flax(shape, groups):
   x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), shape)
   ref = nn.GroupNorm(num_groups=groups)
   ours = layers.GroupNorm(num_groups=groups)
-  variables = ref.init(jax.random.PRNGKey(1), x)
+  variables = jax.jit(ref.init)(jax.random.PRNGKey(1), x)
   variables = jax.tree.map(
       lambda v: v + 0.1 * jax.random.normal(jax.random.PRNGKey(2), v.shape),
       variables)
-  assert (jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) ==
+  assert (jax.tree.map(jnp.shape, jax.eval_shape(ours.init,
+                                                 jax.random.PRNGKey(1), x)) ==
           jax.tree.map(jnp.shape, variables))
   target = jax.random.normal(jax.random.PRNGKey(3), shape)
   loss = lambda m: lambda v, x: jnp.sum(m.apply(v, x) * target)  # noqa: E731
-  np.testing.assert_allclose(ours.apply(variables, x),
-                             ref.apply(variables, x), rtol=1e-5, atol=2e-5)
-  got = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
-  want = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  np.testing.assert_allclose(jax.jit(ours.apply)(variables, x),
+                             jax.jit(ref.apply)(variables, x), rtol=1e-5,
+                             atol=2e-5)
+  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(variables, x)
+  want = jax.jit(jax.grad(loss(ref), argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -253,11 +258,12 @@ def test_matmul_group_norm_tokenizer_has_the_release_variables():
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
   reduce = vqgan_tokenizer.VQVAE.from_preset("tiny")
   matmul = vqgan_tokenizer.VQVAE.from_preset("tiny", group_norm="matmul")
-  variables = reduce.init(jax.random.PRNGKey(1), images)
-  assert (jax.tree.map(jnp.shape, matmul.init(jax.random.PRNGKey(1), images))
+  variables = jax.jit(reduce.init)(jax.random.PRNGKey(1), images)
+  assert (jax.tree.map(jnp.shape, jax.eval_shape(
+      matmul.init, jax.random.PRNGKey(1), images))
           == jax.tree.map(jnp.shape, variables))
-  np.testing.assert_allclose(matmul.apply(variables, images)[0],
-                             reduce.apply(variables, images)[0],
+  np.testing.assert_allclose(jax.jit(matmul.apply)(variables, images)[0],
+                             jax.jit(reduce.apply)(variables, images)[0],
                              rtol=1e-4, atol=1e-5)
   config = ml_collections.ConfigDict(dict(tokenizer=dict(
       preset="tiny", group_norm="fast")))
@@ -389,10 +395,12 @@ def test_decoder_attention_adds_one_block_and_starts_as_the_release_decoder():
             for k in p_attn}
   unflat = lambda d: {"params": flax.traverse_util.unflatten_dict(  # noqa: E731
       {tuple(k.split("/")): a for k, a in d.items()})}
-  want = plain.apply(unflat(p_plain), images, method=roundtrip)
-  got = attn.apply(unflat(params), images, method=roundtrip)
+  plain_rt = jax.jit(functools.partial(plain.apply, method=roundtrip))
+  attn_rt = jax.jit(functools.partial(attn.apply, method=roundtrip))
+  want = plain_rt(unflat(p_plain), images)
+  got = attn_rt(unflat(params), images)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
   # With its initial variables the block changes the images.
-  other = attn.apply(unflat({k: p_plain.get(k, p_attn[k]) for k in p_attn}),
-                     images, method=roundtrip)
+  other = attn_rt(unflat({k: p_plain.get(k, p_attn[k]) for k in p_attn}),
+                  images)
   assert float(jnp.abs(other - want).max()) > 1e-4
