@@ -350,6 +350,7 @@ def plan_stage2(config, budget: Budget, task, image_shape, batches, mesh,
   timer = budget.stage2_timer or StepTimer(task, mesh, rules, rng)
   _, step_s = timer.time(batch, task.frozen, MEASURE_STEPS["transformer"])
   compile_s = timer.compile_s
+  budget.stage2_timer = None  # its compiled programs are not needed again
   left = budget.left()
   steps = stage2_steps(seconds_left=left, compile_s=compile_s,
                        step_s=step_s, nominal=budget.stage2_steps)
