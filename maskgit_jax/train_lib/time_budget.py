@@ -308,7 +308,7 @@ def plan_lengths(config, budget: Budget, task, image_shape, records: int,
   recon, decoder = stage1_lengths(section)
   times = f"stage-1 step {1e3 * step_s:.1f} ms, first compile {compile_s:.1f} s"
   steps2, compile2, step2 = 0, 0.0, 0.0
-  if stage2 is not None and "transformer" in config.stages:
+  if stage2 is not None:  # None without stage 2 (run._stage2_for_timing)
     task2, rng2, num_tokens, codebook_size = stage2
     budget.stage2_timer, frozen = _stage2_timer(task2, task, mesh, rules,
                                                 rng2)
