@@ -105,10 +105,20 @@ def test_adopt_recorded_only_planned_lengths(tmp_path):
   planned.time_budget_s = 800
   config_record.rewrite(planned, str(tmp_path))
   config.time_budget_s = None  # a plain command resuming the planned run
-  adopted = tb.adopt_recorded(config, str(tmp_path))
+  notes = []
+  adopted = tb.adopt_recorded(config, str(tmp_path), note=notes.append)
   assert adopted.tokenizer_training.num_steps == 3000
   assert adopted.tokenizer_training.disc_start_step == 2500
   assert adopted.transformer_training.num_steps == 1250
+  # The command's own lengths are named where they are not used.
+  assert len(notes) == 1 and "keeps the lengths its first run planned" in (
+      notes[0]), notes
+  assert "transformer_training.num_steps=1250 (this command: 2500)" in (
+      notes[0]), notes
+  notes.clear()
+  assert tb.adopt_recorded(adopted, str(tmp_path), note=notes.append
+                           ).transformer_training.num_steps == 1250
+  assert not notes  # the planned lengths themselves: nothing to say
   planned.time_budget_s = None  # a record without a budget: not adopted
   config_record.rewrite(planned, str(tmp_path))
   assert tb.adopt_recorded(config, str(tmp_path)).tokenizer_training \

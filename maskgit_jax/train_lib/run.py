@@ -198,7 +198,7 @@ def _record_and_train(config, workdir, devices, sigterm, make_hooks,
     budget = time_budget.Budget(config.time_budget_s, started,
                                 config.transformer_training.num_steps)
   elif not new_record:  # lengths planned when the run started stay
-    config = time_budget.adopt_recorded(config, workdir)
+    config = time_budget.adopt_recorded(config, workdir, note=log)
   config_record.record(config, workdir, log=log, flag_types=given)
   try:
     return _train_stages(config, workdir, devices, sigterm, make_hooks,

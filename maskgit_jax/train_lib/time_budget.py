@@ -246,13 +246,15 @@ def random_batch(keys, batch_size: int, image_shape, seed: int = 0,
   return out
 
 
-def adopt_recorded(config: ml_collections.ConfigDict, workdir: str
+def adopt_recorded(config: ml_collections.ConfigDict, workdir: str,
+                   note: Callable[[str], Any] = print
                    ) -> ml_collections.ConfigDict:
   """A resumed run whose lengths were planned (its config.json records a
   budget): those lengths and that budget, whatever this command's config
   or budget says, so that resuming changes none of them (`make demo`'s
   budget is the time left after its set-up, another number each time).
-  Otherwise `config` unchanged."""
+  Otherwise `config` unchanged. `note` gets one line naming the lengths
+  kept where this command's config gives others."""
   path = os.path.join(workdir, "config.json")
   try:
     with open(path) as f:
@@ -263,6 +265,7 @@ def adopt_recorded(config: ml_collections.ConfigDict, workdir: str
     return config
   out = copy.deepcopy(config)
   out.time_budget_s = float(old["time_budget_s"])  # spent on the plan
+  kept = []
   for section, keys in (("tokenizer_training",
                          ("num_steps", "disc_start_step",
                           "decoder_finetune_steps")),
@@ -270,7 +273,13 @@ def adopt_recorded(config: ml_collections.ConfigDict, workdir: str
     recorded = old.get(section, {})
     for key in keys:
       if key in recorded and key in out[section]:
+        if out[section][key] != recorded[key]:
+          kept.append(f"{section}.{key}={recorded[key]} (this command: "
+                      f"{out[section][key]})")
         out[section][key] = recorded[key]
+  if kept:
+    note(f"time budget: {workdir} keeps the lengths its first run planned: "
+         f"{', '.join(kept)}; train into a new --workdir for others")
   return out
 
 
