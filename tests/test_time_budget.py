@@ -208,7 +208,12 @@ def test_a_budgeted_run_plans_records_and_resumes_unchanged(tmp_path,
   # Resumed with the same command: the recorded lengths, nothing planned.
   run.train_and_evaluate(config, str(tmp_path), devices=devices)
   out = capsys.readouterr().out
-  assert "time budget" not in out and "already trained (30 steps)" in out
+  assert "time budget (config" not in out  # nothing planned or timed
+  assert "already trained (30 steps)" in out
+  # The command's own lengths (10) are named as not used.
+  assert ("keeps the lengths its first run planned: "
+          "tokenizer_training.num_steps=30 (this command: 10), "
+          "transformer_training.num_steps=30 (this command: 10)") in out
   assert not (tmp_path / config_record.CHANGES_FILE).exists()
   assert json.loads((tmp_path / "config.json").read_text()) == record
 
