@@ -52,13 +52,6 @@ def to_rgb_float01(images) -> np.ndarray | jax.Array:
 # batch of 32 and a sixth of its memory (benchmarks/inception_throughput.py).
 CPU_MICRO_BATCH = 4
 
-# The network's two programs are compiled at XLA's full backend optimisation
-# whatever XLA_FLAGS ask of the rest: a fixed network whose run time, not its
-# compile, is evaluation's cost. Where XLA_FLAGS lower the level to compile
-# small programs faster (the test suite's level 0), the network ran 2.4x
-# slower (3.4 s against 1.4 s a batch of 8 on a 2-core Zen 3).
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
-
 
 def network_function(batch_size: int, conv_impl: str = "auto",
                      micro_batch: int | None = None):
@@ -115,11 +108,9 @@ class InceptionFeatureExtractor:
     self.params = jax.device_put(params)
     # A batch split over devices runs whole on each (its share is small).
     self._network = jax.jit(network_function(
-        batch_size, micro_batch=batch_size if self._sharding else None),
-                            compiler_options=COMPILER_OPTIONS)
+        batch_size, micro_batch=batch_size if self._sharding else None))
     self._preprocess = jax.jit(
-        functools.partial(inception.preprocess_images, quantize=quantize),
-        compiler_options=COMPILER_OPTIONS)
+        functools.partial(inception.preprocess_images, quantize=quantize))
 
   @property
   def feature_dim(self) -> int:
