@@ -145,7 +145,8 @@ def test_entry_points_only_turn_flags_into_a_library_call(entry):
 
 def test_train_imports_the_evaluation_stack_only_to_evaluate():
   # `python -m maskgit_jax.train` without evaluators does not import the FID
-  # network, scipy or the samplers' evaluation (0.6 s of every start).
+  # network, scipy or the samplers' evaluation (about half a second of
+  # every start).
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   import json  # pylint: disable=import-outside-toplevel

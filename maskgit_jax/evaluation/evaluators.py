@@ -61,8 +61,8 @@ def _check_settings(section: ml_collections.ConfigDict) -> None:
   hooks are made (before anything trains), not when the first evaluation
   runs at the end of a stage."""
   # The evaluation stack (the FID network, scipy, the samplers) is imported
-  # only by a run that evaluates: `python -m maskgit_jax.train` starts 0.6 s
-  # sooner without it.
+  # only by a run that evaluates: importing `maskgit_jax.train` takes about
+  # half a second less without it (-X importtime: 2.60 s against 3.07 s).
   from maskgit_jax.evaluation import generation  # pylint: disable=import-outside-toplevel
   low = generation.PR_K + 1  # precision / recall's k nearest neighbours
   for key in ("num_samples", "num_real"):
