@@ -290,14 +290,13 @@ def set_stage2(config: ml_collections.ConfigDict, steps: int
   return out
 
 
-def _stage2_timer(task2, stage1_task, mesh, rules, rng):
-  """The stage-2 step's timer and a batch and frozen variables for it
-  before stage 1 has trained: random token ids, or random images encoded
-  by a zero tokenizer of stage 1's shapes (the same programs' cost)."""
+def _zero_tokenizer(stage1_task, rng):
+  """Frozen variables for timing the stage-2 step before stage 1 has
+  trained: a zero tokenizer of stage 1's shapes (the same programs' cost
+  as the trained one)."""
   abstract = nn.meta.unbox(jax.eval_shape(stage1_task.init, rng))
-  frozen = {"params": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
-                                   abstract.params)}
-  return StepTimer(task2, mesh, rules, rng), frozen
+  return {"params": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                                 abstract.params)}
 
 
 def plan_lengths(config, budget: Budget, task, image_shape, records: int,
@@ -319,8 +318,8 @@ def plan_lengths(config, budget: Budget, task, image_shape, records: int,
   steps2, compile2, step2 = 0, 0.0, 0.0
   if stage2 is not None:  # None without stage 2 (run._stage2_for_timing)
     task2, rng2, num_tokens, codebook_size = stage2
-    budget.stage2_timer, frozen = _stage2_timer(task2, task, mesh, rules,
-                                                rng2)
+    frozen = _zero_tokenizer(task, rng2)
+    budget.stage2_timer = StepTimer(task2, mesh, rules, rng2)
     batch2 = random_batch(
         task2.batch_keys,
         config.transformer_training.batch_size // jax.process_count(),
