@@ -265,3 +265,21 @@ def test_keep_checkpoints_none_keeps_all_from_the_command_line(name):
       config.stages = ("tokenizer", "transformer")
       with pytest.raises(ValueError, match=rf"^{section}.keep_checkpoints="):
         config_checks.check_config(config)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "folder"])
+def test_time_budget_none_and_numbers_from_the_command_line(name):
+  """`--config.time_budget_s=None` parses (configs/folder.py sets a budget;
+  None trains its own step counts, as its comment says), so do numbers;
+  anything else is one line from the budget's check."""
+  from maskgit_jax.train_lib import time_budget  # pylint: disable=import-outside-toplevel
+  default = {"fashion_mnist": None, "folder": 1140}[name]
+  assert parse(name).time_budget_s == default
+  assert parse(name, "--config.time_budget_s=None").time_budget_s is None
+  assert parse(name, "--config.time_budget_s=870").time_budget_s == 870
+  assert parse(name, "--config.time_budget_s=870.5").time_budget_s == 870.5
+  time_budget.check(parse(name, "--config.time_budget_s=870"))
+  for bad in ("x", "-3", "True"):
+    config = parse(name, f"--config.time_budget_s={bad}")
+    with pytest.raises(ValueError, match=r"^config.time_budget_s=\S+ must be"):
+      time_budget.check(config)

@@ -78,8 +78,10 @@ def common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.tokenizer_checkpoint = ""  # stage 2 from a released tokenizer file
   # Seconds from the process's start that a new run's lengths are scaled to
   # fit on the machine it runs on (train_lib/time_budget.py); None: the
-  # step counts as given.
-  config.time_budget_s = placeholder(float)
+  # step counts as given. Typed object, so that `--config.time_budget_s=None`
+  # (a config that sets a budget, such as configs/folder.py, trained at its
+  # own step counts) parses as well as a number; time_budget.check checks it.
+  config.time_budget_s = ml_collections.FieldReference(None, field_type=object)
   config.data = data_lib.get_config()
   # Evaluators in the training loop (maskgit_jax.evaluation.evaluators):
   # "reconstruction" (stage 1) and "generation" (stage 2) run at the end of
