@@ -283,3 +283,19 @@ def test_time_budget_none_and_numbers_from_the_command_line(name):
     config = parse(name, f"--config.time_budget_s={bad}")
     with pytest.raises(ValueError, match=r"^config.time_budget_s=\S+ must be"):
       time_budget.check(config)
+
+
+def test_every_none_override_the_readme_gives_parses():
+  """Each `--config.KEY=None` the README tells users to pass parses to None
+  on the configs it is given for (a field typed float or int would not)."""
+  import re  # pylint: disable=import-outside-toplevel
+  readme = (CONFIGS.parent / "README.md").read_text()
+  keys = sorted(set(re.findall(r"--config\.([a-z0-9_.]+)=None", readme)))
+  assert "time_budget_s" in keys and len(keys) >= 5, keys
+  for name in ("fashion_mnist", "folder"):
+    for key in keys:
+      config = parse(name, f"--config.{key}=None")
+      node = config
+      for part in key.split("."):
+        node = node[part]
+      assert node is None, (name, key)
