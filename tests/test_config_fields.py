@@ -5,6 +5,7 @@ commands the README gives). A run recorded before the fields existed resumes."""
 import dataclasses
 import json
 import pathlib
+import re
 
 from absl import flags
 from ml_collections import config_flags
@@ -15,6 +16,7 @@ from maskgit_jax.nets import maskgit_transformer
 from maskgit_jax.nets import vqgan_tokenizer
 from maskgit_jax.train_lib import config_checks
 from maskgit_jax.train_lib import config_record
+from maskgit_jax.train_lib import time_budget
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 PRESET_CONFIGS = ("fashion_mnist", "fashion_mnist_long", "imagenet",
@@ -272,7 +274,6 @@ def test_time_budget_none_and_numbers_from_the_command_line(name):
   """`--config.time_budget_s=None` parses (configs/folder.py sets a budget;
   None trains its own step counts, as its comment says), so do numbers;
   anything else is one line from the budget's check."""
-  from maskgit_jax.train_lib import time_budget  # pylint: disable=import-outside-toplevel
   default = {"fashion_mnist": None, "folder": 1140}[name]
   assert parse(name).time_budget_s == default
   assert parse(name, "--config.time_budget_s=None").time_budget_s is None
@@ -288,7 +289,6 @@ def test_time_budget_none_and_numbers_from_the_command_line(name):
 def test_every_none_override_the_readme_gives_parses():
   """Each `--config.KEY=None` the README tells users to pass parses to None
   on the configs it is given for (a field typed float or int would not)."""
-  import re  # pylint: disable=import-outside-toplevel
   readme = (CONFIGS.parent / "README.md").read_text()
   keys = sorted(set(re.findall(r"--config\.([a-z0-9_.]+)=None", readme)))
   assert "time_budget_s" in keys and len(keys) >= 5, keys
