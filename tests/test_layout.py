@@ -4,7 +4,10 @@ Every `import` of a maskgit_jax module counts, including imports inside
 functions (a cycle hidden in a function is still a cycle).
 """
 import ast
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -147,9 +150,6 @@ def test_train_imports_the_evaluation_stack_only_to_evaluate():
   # `python -m maskgit_jax.train` without evaluators does not import the FID
   # network, scipy or the samplers' evaluation (about half a second of
   # every start).
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
   code = ("import json, sys, maskgit_jax.train; print(json.dumps(sorted(m "
           "for m in sys.modules if m.startswith(('maskgit_jax.evaluation.',"
           " 'maskgit_jax.metrics.', 'scipy')))))")
